@@ -1,0 +1,40 @@
+"""The Backend interface: the array module, a seeded RNG and host<->device transfers.
+
+A backend is chosen once per run; the compiled plan hands its `xp` to every op's forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Backend:
+    """What an ExecutionPlan and the trainer need from a device."""
+
+    name: str = ""
+    xp: Any = None
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def rng(self, seed):
+        """A new random generator on this device, seeded by an int or a SeedSequence."""
+        raise NotImplementedError
+
+    def asarray(self, host_array, dtype: str | None = None):
+        """Move a host (NumPy) array to this device."""
+        raise NotImplementedError
+
+    def to_host(self, array):
+        """A NumPy copy of a device array."""
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on the CPU); needed for honest timings."""
+
+    def bernoulli(self, rng, shape, p: float, dtype: str):
+        """A 0/1 array of `shape`, 1 with probability p, drawn from `rng`."""
+        return (rng.random(shape, dtype="float32") < p).astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} backend>"

@@ -1,0 +1,281 @@
+"""Tensor: the user-facing handle on a graph node, with operator overloading.
+
+A Tensor made from data computes at once (eager, handy in tests and a REPL); a Tensor built
+on symbolic leaves (inputs, parameters) only records the graph, which the trainer compiles.
+Both use the same op definitions from the registry.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Sequence
+
+from nnctl.errors import NnctlError, ShapeError
+from nnctl.graph.ir import Node, current_scope
+import nnctl.ops  # noqa: F401  (fills the registry)
+from nnctl.ops.registry import FLOAT_DTYPES, REGISTRY, Aval, normalize_axes
+
+# Gradients stored by Tensor.backward(), keyed weakly by leaf node (PyTorch's `.grad` feel
+# without putting mutable state on the immutable node).
+_GRADS: "weakref.WeakKeyDictionary[Node, Any]" = weakref.WeakKeyDictionary()
+
+
+def _array_module(values: Sequence[Any]):
+    for v in values:
+        if type(v).__module__.split(".")[0] == "cupy":
+            import cupy
+            return cupy
+    import numpy
+    return numpy
+
+
+def apply(op_name: str, *inputs: "Tensor", **attrs) -> "Tensor":
+    """Create the node `op_name(*inputs, **attrs)`; compute it at once if every input has a value."""
+    op = REGISTRY[op_name]
+    nodes = tuple(t.node for t in inputs)
+    try:
+        aval = op.infer(*(n.aval for n in nodes), **attrs)
+    except ShapeError as err:
+        raise ShapeError(err.detail, op=op_name, scope=current_scope()) from None
+    value = None
+    if all(n.value is not None for n in nodes):
+        values = [n.value for n in nodes]
+        value = op.forward(_array_module(values), *values, **attrs)
+    return Tensor(node=Node(op_name, nodes, attrs, aval, scope=current_scope(), value=value))
+
+
+def constant(value, dtype: str | None = None) -> "Tensor":
+    """A constant. Python numbers stay Python numbers (backend-neutral scalars)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        dtype = dtype or "float64"
+        cast = float(value) if dtype in FLOAT_DTYPES else int(value)
+        return Tensor(node=Node("constant", (), {}, Aval((), dtype), scope=current_scope(),
+                                value=cast))
+    return Tensor(value, dtype=dtype)
+
+
+def input_placeholder(name: str, shape: Sequence[int], dtype: str) -> "Tensor":
+    """A symbolic input, fed a new array on every run of the compiled plan."""
+    return Tensor(node=Node("input", (), {}, Aval(tuple(shape), dtype), name=name))
+
+
+def parameter(name: str, shape: Sequence[int], dtype: str) -> "Tensor":
+    """A symbolic trainable parameter; its value lives with the model, not in the graph."""
+    return Tensor(node=Node("parameter", (), {}, Aval(tuple(shape), dtype), name=name,
+                            scope=current_scope()))
+
+
+def random_bernoulli(shape: Sequence[int], p: float, dtype: str) -> "Tensor":
+    """A fresh 0/1 mask (1 with probability p) drawn from the backend's RNG on every run."""
+    return Tensor(node=Node("random", (), {"distribution": "bernoulli", "p": float(p)},
+                            Aval(tuple(shape), dtype), scope=current_scope()))
+
+
+def _index_attr(key) -> tuple:
+    key = key if isinstance(key, tuple) else (key,)
+    out = []
+    for k in key:
+        if isinstance(k, slice):
+            out.append(("slice", k.start, k.stop, k.step))
+        elif k is Ellipsis:
+            out.append("...")
+        elif k is None or (isinstance(k, int) and not isinstance(k, bool)):
+            out.append(k)
+        else:
+            raise TypeError(f"Tensor indices must be ints, slices, None or ..., got {k!r}")
+    return tuple(out)
+
+
+class Tensor:
+    """A value in the graph: its elements (when known), shape, dtype and producing op."""
+
+    __slots__ = ("node",)
+    __array_priority__ = 1000  # NumPy defers `array * tensor` to Tensor.__rmul__
+
+    def __init__(self, data=None, dtype: str | None = None, *, requires_grad: bool = False,
+                 node: Node | None = None):
+        if node is None:
+            xp = _array_module([data])
+            array = xp.asarray(data, dtype=dtype)
+            node = Node("constant", (), {"requires_grad": True} if requires_grad else {},
+                        Aval(tuple(array.shape), str(array.dtype)), scope=current_scope(),
+                        value=array)
+        self.node = node
+
+    # ---- what a tensor is ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.node.aval.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.node.aval.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.node.aval.ndim
+
+    @property
+    def size(self) -> int:
+        return self.node.aval.size
+
+    @property
+    def op(self) -> str:
+        return self.node.op
+
+    @property
+    def value(self):
+        """The elements as a backend array, or None for a symbolic tensor."""
+        return self.node.value
+
+    def numpy(self):
+        if self.node.value is None:
+            raise NnctlError(f"{self!r} is symbolic and has no value; compile and run its graph")
+        value = self.node.value
+        if hasattr(value, "get"):  # a CuPy array
+            return value.get()
+        import numpy
+        return numpy.asarray(value)
+
+    def item(self) -> float:
+        return self.numpy().item()
+
+    @property
+    def grad(self):
+        """The gradient stored by the last `backward()` through this leaf, or None."""
+        return _GRADS.get(self.node)
+
+    def backward(self, grad_output=None) -> None:
+        """Store d(self)/d(leaf) in `.grad` of every leaf created with requires_grad=True."""
+        from nnctl.autodiff import grad  # autodiff sits above graph in the layering
+        from nnctl.graph.ir import toposort
+        leaves = [n for n in toposort([self.node]) if n.attrs.get("requires_grad")]
+        grads = grad([self], [Tensor(node=n) for n in leaves],
+                     None if grad_output is None else [grad_output])
+        for leaf, g in zip(leaves, grads):
+            _GRADS[leaf] = g.numpy()
+
+    def __repr__(self) -> str:
+        kind = self.node.op if self.node.value is None else "value"
+        return f"Tensor({kind}, shape={list(self.shape)}, dtype={self.dtype})"
+
+    def __iter__(self):
+        raise TypeError("a Tensor is not iterable; index it instead")
+
+    # ---- arithmetic -------------------------------------------------------------------------
+    def _lift(self, other) -> "Tensor":
+        return other if isinstance(other, Tensor) else constant(other, self.dtype)
+
+    def __add__(self, other): return apply("add", self, self._lift(other))
+    def __radd__(self, other): return apply("add", self._lift(other), self)
+    def __sub__(self, other): return apply("sub", self, self._lift(other))
+    def __rsub__(self, other): return apply("sub", self._lift(other), self)
+    def __mul__(self, other): return apply("mul", self, self._lift(other))
+    def __rmul__(self, other): return apply("mul", self._lift(other), self)
+    def __truediv__(self, other): return apply("div", self, self._lift(other))
+    def __rtruediv__(self, other): return apply("div", self._lift(other), self)
+    def __neg__(self): return apply("neg", self)
+    def __matmul__(self, other): return apply("matmul", self, self._lift(other))
+    def __rmatmul__(self, other): return apply("matmul", self._lift(other), self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):  # x^y = e^(y ln x), defined for x > 0
+            return (exponent * self.log()).exp()
+        return apply("pow", self, exponent=exponent)
+
+    def __rpow__(self, base):
+        return (self * self._lift(base).log()).exp()
+
+    def __getitem__(self, key):
+        return apply("getitem", self, index=_index_attr(key))
+
+    # ---- pointwise ---------------------------------------------------------------------------
+    def exp(self): return apply("exp", self)
+    def log(self): return apply("log", self)
+    def sqrt(self): return apply("sqrt", self)
+    def abs(self): return apply("abs", self)
+    def sin(self): return apply("sin", self)
+    def cos(self): return apply("cos", self)
+    def tanh(self): return apply("tanh", self)
+    def sigmoid(self): return apply("sigmoid", self)
+    def relu(self): return apply("relu", self)
+    def sign(self): return apply("sign", self)
+    def step(self): return apply("step", self)
+    def equal(self, other): return apply("equal", self, self._lift(other))
+
+    # ---- reductions and shapes -----------------------------------------------------------
+    def sum(self, axis=None, keepdims: bool = False):
+        return apply("sum", self, axis=self._axes(axis), keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        return apply("mean", self, axis=self._axes(axis), keepdims=keepdims)
+
+    def max(self, axis=None, keepdims: bool = False):
+        return apply("max", self, axis=self._axes(axis), keepdims=keepdims)
+
+    def _axes(self, axis):
+        if axis is None:
+            return None
+        try:
+            return normalize_axes(axis, self.ndim)
+        except ShapeError as err:
+            raise ShapeError(err.detail, scope=current_scope()) from None
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
+            else tuple(shape)
+        if shape.count(-1) == 1:
+            known = 1
+            for d in shape:
+                known *= d if d != -1 else 1
+            shape = tuple(self.size // known if known and d == -1 else d for d in shape)
+        if shape == self.shape:
+            return self
+        return apply("reshape", self, shape=shape)
+
+    def transpose(self, *axes):
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) \
+            else tuple(axes) or tuple(reversed(range(self.ndim)))
+        axes = tuple(a % self.ndim for a in axes) if self.ndim else axes
+        return apply("transpose", self, axes=axes)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    @property
+    def mT(self):
+        """Swap the last two axes (batched matrix transpose)."""
+        axes = list(range(self.ndim))
+        axes[-2], axes[-1] = axes[-1], axes[-2]
+        return self.transpose(tuple(axes))
+
+    def broadcast_to(self, shape):
+        shape = tuple(shape)
+        return self if shape == self.shape else apply("broadcast_to", self, shape=shape)
+
+    def sum_to(self, shape):
+        """Sum over broadcast axes so the result has `shape`: the one unbroadcast."""
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        lead = self.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(
+            i + lead for i, d in enumerate(shape) if d == 1 and self.shape[i + lead] != 1)
+        return self.sum(axes, keepdims=True).reshape(shape)
+
+    def scatter_index(self, index, shape):
+        return apply("scatter_index", self, index=tuple(index), shape=tuple(shape))
+
+    # ---- neural-network ops ------------------------------------------------------------------
+    def softmax(self, axis: int = -1): return apply("softmax", self, axis=axis)
+    def log_softmax(self, axis: int = -1): return apply("log_softmax", self, axis=axis)
+
+    def one_hot(self, depth: int, dtype: str = "float32"):
+        return apply("one_hot", self, depth=depth, dtype=dtype)
+
+    def cross_entropy(self, labels: "Tensor"):
+        return apply("cross_entropy", self, labels)
+
+    def mse(self, target: "Tensor"):
+        return apply("mse", self, self._lift(target))

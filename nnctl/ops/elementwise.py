@@ -1,0 +1,307 @@
+"""Elementwise ops: arithmetic with NumPy broadcasting, and the pointwise functions.
+
+Binary ops undo broadcasting in their vjp with `sum_to`, the single unbroadcast (STYLE R4).
+"""
+
+from __future__ import annotations
+
+from nnctl.ops.registry import (Aval, Op, Sample, broadcast_shapes, fail, register,
+                                require_float, same_dtype)
+
+_BROADCAST_SHAPES = (((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4)), ((), (2, 3)),
+                     ((2, 1, 3), (4, 1)))
+
+
+class Unary(Op):
+    arity = 1
+
+    def infer(self, x: Aval, **attrs) -> Aval:
+        require_float(x)
+        return x
+
+
+class Binary(Op):
+    arity = 2
+
+    def infer(self, a: Aval, b: Aval, **attrs) -> Aval:
+        dtype = same_dtype(a, b)
+        require_float(a)
+        return Aval(broadcast_shapes(a.shape, b.shape), dtype)
+
+    def samples(self):
+        for sa, sb in _BROADCAST_SHAPES:
+            yield Sample(shapes=(sa, sb))
+
+
+@register
+class Add(Binary):
+    """y = a + b;  da = g, db = g"""
+    name = "add"
+
+    def forward(self, xp, a, b):
+        return a + b
+
+    def vjp(self, g, out, a, b):
+        return g.sum_to(a.shape), g.sum_to(b.shape)
+
+
+@register
+class Sub(Binary):
+    """y = a - b;  da = g, db = -g"""
+    name = "sub"
+
+    def forward(self, xp, a, b):
+        return a - b
+
+    def vjp(self, g, out, a, b):
+        return g.sum_to(a.shape), (-g).sum_to(b.shape)
+
+
+@register
+class Mul(Binary):
+    """y = a * b;  da = g b, db = g a"""
+    name = "mul"
+
+    def forward(self, xp, a, b):
+        return a * b
+
+    def vjp(self, g, out, a, b):
+        return (g * b).sum_to(a.shape), (g * a).sum_to(b.shape)
+
+
+@register
+class Div(Binary):
+    """y = a / b;  da = g / b, db = -g a / b^2"""
+    name = "div"
+
+    def forward(self, xp, a, b):
+        return a / b
+
+    def vjp(self, g, out, a, b):
+        gb = g / b
+        return gb.sum_to(a.shape), (-gb * a / b).sum_to(b.shape)
+
+    def samples(self):
+        for sa, sb in _BROADCAST_SHAPES:
+            yield Sample(shapes=(sa, sb), kinks=(0.0,), low=-2.0, high=2.0)
+
+
+@register
+class Neg(Unary):
+    """y = -x;  dx = -g"""
+    name = "neg"
+
+    def forward(self, xp, x):
+        return -x
+
+    def vjp(self, g, out, x):
+        return (-g,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),))
+
+
+@register
+class Pow(Unary):
+    """y = x^p for a constant real p;  dx = g p x^(p-1)"""
+    name = "pow"
+
+    def infer(self, x: Aval, exponent: float) -> Aval:
+        if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+            fail(f"pow needs a constant number as exponent, got {exponent!r}")
+        return super().infer(x)
+
+    def forward(self, xp, x, exponent):
+        return x ** exponent
+
+    def vjp(self, g, out, x, exponent):
+        if exponent == 0:
+            return (g * 0.0,)
+        if exponent == 1:
+            return (g,)
+        return (g * exponent * x ** (exponent - 1),)
+
+    def samples(self):
+        for p in (2, 3, 0.5, -1.5):
+            yield Sample(shapes=((3, 4),), attrs={"exponent": p}, low=0.5, high=2.0)
+        yield Sample(shapes=((3, 4),), attrs={"exponent": 2})  # integer power of negatives
+
+
+@register
+class Exp(Unary):
+    """y = e^x;  dx = g y"""
+    name = "exp"
+
+    def forward(self, xp, x):
+        return xp.exp(x)
+
+    def vjp(self, g, out, x):
+        return (g * out,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),))
+
+
+@register
+class Log(Unary):
+    """y = ln x;  dx = g / x"""
+    name = "log"
+
+    def forward(self, xp, x):
+        return xp.log(x)
+
+    def vjp(self, g, out, x):
+        return (g / x,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=0.2, high=3.0)
+
+
+@register
+class Sqrt(Unary):
+    """y = sqrt x;  dx = g / (2 y)"""
+    name = "sqrt"
+
+    def forward(self, xp, x):
+        return xp.sqrt(x)
+
+    def vjp(self, g, out, x):
+        return (g * 0.5 / out,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=0.2, high=3.0)
+
+
+@register
+class Abs(Unary):
+    """y = |x|;  dx = g sign(x)"""
+    name = "abs"
+
+    def forward(self, xp, x):
+        return xp.abs(x)
+
+    def vjp(self, g, out, x):
+        return (g * x.sign(),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), kinks=(0.0,))
+
+
+@register
+class Sin(Unary):
+    """y = sin x;  dx = g cos x"""
+    name = "sin"
+
+    def forward(self, xp, x):
+        return xp.sin(x)
+
+    def vjp(self, g, out, x):
+        return (g * x.cos(),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=-4.0, high=4.0)
+
+
+@register
+class Cos(Unary):
+    """y = cos x;  dx = -g sin x"""
+    name = "cos"
+
+    def forward(self, xp, x):
+        return xp.cos(x)
+
+    def vjp(self, g, out, x):
+        return (-g * x.sin(),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=-4.0, high=4.0)
+
+
+@register
+class Tanh(Unary):
+    """y = tanh x;  dx = g (1 - y^2)"""
+    name = "tanh"
+
+    def forward(self, xp, x):
+        return xp.tanh(x)
+
+    def vjp(self, g, out, x):
+        return (g * (1.0 - out * out),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=-3.0, high=3.0)
+
+
+@register
+class Sigmoid(Unary):
+    """y = 1 / (1 + e^-x);  dx = g y (1 - y)"""
+    name = "sigmoid"
+
+    def forward(self, xp, x):
+        return 0.5 * xp.tanh(0.5 * x) + 0.5  # NOTE: tanh form, no exp overflow for large |x|
+
+    def vjp(self, g, out, x):
+        return (g * out * (1.0 - out),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), low=-4.0, high=4.0)
+
+
+@register
+class Relu(Unary):
+    """y = max(x, 0);  dx = g step(x)"""
+    name = "relu"
+
+    def forward(self, xp, x):
+        return xp.maximum(x, 0)
+
+    def vjp(self, g, out, x):
+        return (g * x.step(),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), kinks=(0.0,))
+
+
+# ---- piecewise-constant helpers: their derivative is zero wherever it exists -------------
+
+@register
+class Sign(Unary):
+    """y = sign(x);  dx = 0 (almost everywhere)"""
+    name = "sign"
+
+    def forward(self, xp, x):
+        return xp.sign(x)
+
+    def vjp(self, g, out, x):
+        return (None,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), kinks=(0.0,))
+
+
+@register
+class Step(Unary):
+    """y = 1 if x > 0 else 0 (Heaviside);  dx = 0 (almost everywhere)"""
+    name = "step"
+
+    def forward(self, xp, x):
+        return (x > 0).astype(x.dtype)
+
+    def vjp(self, g, out, x):
+        return (None,)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), kinks=(0.0,))
+
+
+@register
+class Equal(Binary):
+    """y = 1 where a == b else 0, as floats;  no gradient (used for max's vjp)"""
+    name = "equal"
+    nondifferentiable = (0, 1)
+
+    def forward(self, xp, a, b):
+        return (a == b).astype(a.dtype)
+
+    def vjp(self, g, out, a, b):
+        return None, None

@@ -1,0 +1,139 @@
+"""Ops fused for numerical stability: softmax, log_softmax, cross-entropy, mean-squared error.
+
+Each could be composed from exp/log/sum, but composed they overflow for large logits; fused,
+they shift by the max first and their vjps are the short closed forms.
+"""
+
+from __future__ import annotations
+
+from nnctl.ops.registry import (INT_DTYPES, Aval, Op, Sample, fail, register, require_float,
+                                same_dtype)
+
+
+def _last_axis(x: Aval, axis: int) -> None:
+    require_float(x)
+    if not -x.ndim <= axis < x.ndim:
+        fail(f"axis {axis} is out of range for {x}")
+
+
+@register
+class Softmax(Op):
+    """y = e^(x - max) / sum e^(x - max) along axis;  dx = y (g - sum(g y))"""
+    name = "softmax"
+
+    def infer(self, x: Aval, axis=-1) -> Aval:
+        _last_axis(x, axis)
+        return x
+
+    def forward(self, xp, x, axis=-1):
+        e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+        return e / xp.sum(e, axis=axis, keepdims=True)
+
+    def vjp(self, g, out, x, axis=-1):
+        return (out * (g - (g * out).sum(axis, keepdims=True)),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 5),))
+        yield Sample(shapes=((2, 3, 4),), attrs={"axis": 1})
+
+
+@register
+class LogSoftmax(Op):
+    """y = x - max - log sum e^(x - max) along axis;  dx = g - e^y sum(g)"""
+    name = "log_softmax"
+
+    def infer(self, x: Aval, axis=-1) -> Aval:
+        _last_axis(x, axis)
+        return x
+
+    def forward(self, xp, x, axis=-1):
+        z = x - xp.max(x, axis=axis, keepdims=True)
+        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+    def vjp(self, g, out, x, axis=-1):
+        return (g - out.exp() * g.sum(axis, keepdims=True),)
+
+    def samples(self):
+        yield Sample(shapes=((3, 5),))
+        yield Sample(shapes=((2, 3, 4),), attrs={"axis": 0})
+
+
+@register
+class OneHot(Op):
+    """y[..., k] = 1 if labels == k else 0;  no gradient (labels are integers)"""
+    name = "one_hot"
+    nondifferentiable = (0,)
+
+    def infer(self, labels: Aval, depth: int, dtype: str = "float32") -> Aval:
+        if labels.dtype not in INT_DTYPES:
+            fail(f"one_hot needs integer labels, got {labels}")
+        return Aval(labels.shape + (depth,), dtype)
+
+    def forward(self, xp, labels, depth, dtype="float32"):
+        return (labels[..., None] == xp.arange(depth)).astype(dtype)
+
+    def vjp(self, g, out, labels, depth, dtype="float32"):
+        return (None,)
+
+    def samples(self):
+        yield Sample(shapes=((5,),), attrs={"depth": 4}, int_inputs={0: 4})
+
+
+@register
+class CrossEntropy(Op):
+    """loss = mean over rows of logsumexp(x) - x[label], from logits and integer labels;
+    dx = g (softmax(x) - onehot(label)) / N"""
+    name = "cross_entropy"
+    nondifferentiable = (1,)
+    arity = 2
+
+    def infer(self, logits: Aval, labels: Aval) -> Aval:
+        require_float(logits, "logits")
+        if logits.ndim != 2:
+            fail(f"cross_entropy needs logits of shape [batch, classes], got {logits}")
+        if labels.dtype not in INT_DTYPES:
+            fail(f"cross_entropy needs integer class labels, got {labels}")
+        if labels.shape != logits.shape[:1]:
+            fail(f"cross_entropy: labels {list(labels.shape)} do not match logits "
+                 f"{list(logits.shape)}; expected [{logits.shape[0]}]")
+        return Aval((), logits.dtype)
+
+    def forward(self, xp, logits, labels):
+        z = logits - xp.max(logits, axis=-1, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(z), axis=-1))
+        picked = xp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
+        return xp.mean(lse - picked)
+
+    def vjp(self, g, out, logits, labels):
+        n, classes = logits.shape
+        target = labels.one_hot(classes, logits.dtype)
+        return (logits.softmax(-1) - target) * (g * (1.0 / n)), None
+
+    def samples(self):
+        yield Sample(shapes=((4, 3), (4,)), int_inputs={1: 3})
+        yield Sample(shapes=((6, 5), (6,)), int_inputs={1: 5}, low=-6.0, high=6.0)
+
+
+@register
+class MeanSquaredError(Op):
+    """loss = mean((pred - target)^2);  dpred = 2 g (pred - target) / n, dtarget = -dpred"""
+    name = "mse"
+    arity = 2
+
+    def infer(self, pred: Aval, target: Aval) -> Aval:
+        dtype = same_dtype(pred, target)
+        require_float(pred, "prediction")
+        if pred.shape != target.shape:
+            fail(f"mse: prediction {list(pred.shape)} and target {list(target.shape)} differ")
+        return Aval((), dtype)
+
+    def forward(self, xp, pred, target):
+        d = pred - target
+        return xp.mean(d * d)
+
+    def vjp(self, g, out, pred, target):
+        gp = (pred - target) * (g * (2.0 / pred.size))
+        return gp, -gp
+
+    def samples(self):
+        yield Sample(shapes=((4, 3), (4, 3)))

@@ -1,0 +1,77 @@
+"""Reductions over axes: sum, mean, max (with keepdims).
+
+`axis` arrives normalised by the Tensor method: a sorted tuple of non-negative axes.
+"""
+
+from __future__ import annotations
+
+from nnctl.ops.registry import Aval, Op, Sample, register, require_float
+
+_AXES = ((None, False), ((1,), False), ((0,), True), ((0, 2), False), ((1, 2), True))
+
+
+def _reduced(x: Aval, axis, keepdims) -> Aval:
+    axes = range(x.ndim) if axis is None else axis
+    if keepdims:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    return Aval(shape, x.dtype)
+
+
+def _keep(g, x, axis, keepdims):
+    """g with the reduced axes restored as size 1, so it broadcasts against x."""
+    if keepdims:
+        return g
+    axes = range(x.ndim) if axis is None else axis
+    return g.reshape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+
+
+class Reduce(Op):
+    def infer(self, x: Aval, axis=None, keepdims=False) -> Aval:
+        require_float(x)
+        return _reduced(x, axis, keepdims)
+
+    def samples(self):
+        for axis, keepdims in _AXES:
+            yield Sample(shapes=((2, 3, 4),), attrs={"axis": axis, "keepdims": keepdims},
+                         distinct=True)
+
+
+@register
+class Sum(Reduce):
+    """y = sum of x over axes;  dx = g broadcast back to x's shape"""
+    name = "sum"
+
+    def forward(self, xp, x, axis=None, keepdims=False):
+        return xp.sum(x, axis=axis, keepdims=keepdims)
+
+    def vjp(self, g, out, x, axis=None, keepdims=False):
+        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape),)
+
+
+@register
+class Mean(Reduce):
+    """y = mean of x over axes;  dx = g / n broadcast back"""
+    name = "mean"
+
+    def forward(self, xp, x, axis=None, keepdims=False):
+        return xp.mean(x, axis=axis, keepdims=keepdims)
+
+    def vjp(self, g, out, x, axis=None, keepdims=False):
+        n = x.size // max(out.size, 1)
+        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / n),)
+
+
+@register
+class Max(Reduce):
+    """y = max of x over axes;  dx = g at the maxima (shared equally between ties)"""
+    name = "max"
+
+    def forward(self, xp, x, axis=None, keepdims=False):
+        return xp.max(x, axis=axis, keepdims=keepdims)
+
+    def vjp(self, g, out, x, axis=None, keepdims=False):
+        mask = x.equal(_keep(out, x, axis, keepdims))
+        count = mask.sum(axis, keepdims=True)
+        return (_keep(g, x, axis, keepdims) / count * mask,)

@@ -1,0 +1,162 @@
+"""The op table: every elementary op is one `Op` subclass registered here.
+
+An op holds, side by side, its shape/dtype inference (`infer`), its computation on the
+backend's array module (`forward(xp, ...)`) and its derivative (`vjp`), written with Tensor
+ops so that the backward pass is itself a graph. gradcheck, export and the op tests all read
+`REGISTRY`, so a new op is added in exactly one place.
+
+This module imports neither numpy nor the graph package: a vjp only uses the Tensor objects it
+is handed (their operators and methods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from nnctl.errors import ShapeError
+
+FLOAT_DTYPES = ("float32", "float64")
+INT_DTYPES = ("int32", "int64")
+
+
+@dataclass(frozen=True)
+class Aval:
+    """The abstract value of a graph node: static shape and dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * (4 if self.dtype in ("float32", "int32") else
+                            1 if self.dtype == "bool" else 8)
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{list(self.shape)}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample call of an op, for gradcheck and the op test table.
+
+    `shapes` gives one shape per input. Float inputs are drawn uniformly from [low, high];
+    inputs listed in `int_inputs` (index -> exclusive upper bound) are integer labels.
+    `kinks` are points where the op is not differentiable: gradcheck keeps samples away
+    from them (Chainer's dodge_nondifferentiable).
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    low: float = -2.0
+    high: float = 2.0
+    int_inputs: dict[int, int] = field(default_factory=dict)
+    kinks: tuple[float, ...] = ()
+    distinct: bool = False  # keep values apart (max ties would make the gradient ambiguous)
+
+
+class Op:
+    """Base class of an elementary op. Subclasses set `name` and override the four methods.
+
+    `nondifferentiable` lists input indices that have no gradient (integer labels); the vjp
+    returns None in those places. `twice_differentiable = False` excludes an op from the
+    second-order check (its derivative is piecewise constant, e.g. relu's step).
+    """
+
+    name: str = ""
+    nondifferentiable: tuple[int, ...] = ()
+    twice_differentiable: bool = True
+    arity: int = 1
+
+    def infer(self, *avals: Aval, **attrs) -> Aval:
+        raise NotImplementedError
+
+    def forward(self, xp, *arrays, **attrs):
+        raise NotImplementedError
+
+    def vjp(self, g, out, *inputs, **attrs) -> tuple:
+        raise NotImplementedError
+
+    def samples(self) -> Iterable[Sample]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    """Add an op to the registry. Refuses, at import time, an op that lacks a rule."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY:
+        raise TypeError(f"op {cls.name!r} is registered twice")
+    for method in ("infer", "forward", "vjp", "samples"):
+        if getattr(cls, method) is getattr(Op, method):
+            raise TypeError(f"op {cls.name!r} does not define {method}()")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove an op (tests register deliberately wrong ops and must clean up)."""
+    REGISTRY.pop(name, None)
+
+
+# ---- inference helpers shared by the op modules ------------------------------------------
+
+def fail(message: str) -> None:
+    raise ShapeError(message)
+
+
+def require_float(aval: Aval, what: str = "input") -> None:
+    if aval.dtype not in FLOAT_DTYPES:
+        fail(f"expected a float {what}, got {aval}")
+
+
+def same_dtype(*avals: Aval) -> str:
+    dtypes = {a.dtype for a in avals}
+    if len(dtypes) != 1:
+        fail("inputs have different dtypes: " + ", ".join(str(a) for a in avals))
+    return avals[0].dtype
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """NumPy broadcasting of static shapes, with a message naming both shapes."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for axis in range(ndim):
+        dims = {s[axis - ndim + len(s)] for s in shapes if axis - ndim + len(s) >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            fail("shapes " + " and ".join(str(list(s)) for s in shapes) + " do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """`axis` (None, int or sequence) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            fail(f"axis {a} is out of range for a {ndim}-D input")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        fail(f"repeated axis in {axes}")
+    return tuple(sorted(out))
