@@ -121,7 +121,7 @@ def _kind(value) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _format_path(path: tuple) -> str | None:
+def format_path(path: tuple) -> str | None:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
@@ -133,7 +133,7 @@ def _convert(loader: _Loader, node, path: tuple, marks: dict):
     line = node.start_mark.line + 1
 
     def fail(message: str, at: int = line, where: tuple = path):
-        raise ConfigError(message, file=loader.file, line=at, key_path=_format_path(where))
+        raise ConfigError(message, file=loader.file, line=at, key_path=format_path(where))
 
     if isinstance(node, yaml.ScalarNode):
         if node.tag in _AS_TEXT:

@@ -1,0 +1,203 @@
+"""The config vocabulary: one frozen dataclass per section, layer type, optimizer and data set.
+
+Each field's `check` and `doc` live here, next to its default; docs/config.md documents the
+same keys. Layers and the trainer consume these specs and never see YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from nnctl.config.validate import (Context, boolean, choice, field, integer, list_of, nested,
+                                   number, one_of, optional, single_key, string, tagged)
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "sin", "linear")
+INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
+LOSSES = ("cross_entropy", "mse")
+METRICS = ("accuracy", "mae", "rmse")
+CLASSIFICATION_METRICS = ("accuracy",)
+DTYPES = ("float32", "float64")
+
+positive = integer(min=1)
+fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
+
+
+# ---- data -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    val: float = field(fraction, 0.15, "fraction of the samples held out for validation")
+    test: float = field(fraction, 0.15, "fraction of the samples held out for the final test")
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.val + self.test >= 1.0:
+            ctx.error(path, f"val + test must leave samples to train on, got "
+                            f"{self.val:g} + {self.test:g} >= 1")
+
+
+class _DataCommon:
+    def validate(self, path, ctx: Context) -> None:
+        file = getattr(self, "path", None)
+        if file is not None and not (ctx.base_dir / file).is_file():
+            where = "" if Path(file).is_absolute() else " (relative to the config file)"
+            ctx.error(path + ("path",), f"no such data file: {file}{where}")
+
+
+def _data_fields():
+    return dict(
+        split=field(nested(SplitSpec), SplitSpec(), "validation and test fractions"),
+        normalize=field(choice("standard", "minmax", "none"), "standard",
+                        "feature scaling fitted on the training split"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DigitsData(_DataCommon):
+    dataset: str = field(string, "digits", "the shipped 8x8 handwritten digits (1797 samples)")
+    split: SplitSpec = _data_fields()["split"]
+    normalize: str = _data_fields()["normalize"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpiralsData(_DataCommon):
+    dataset: str = field(string, "spirals", "two interleaved spirals, generated")
+    samples: int = field(integer(min=10, what="an integer >= 10"), 1000, "points in all")
+    noise: float = field(number(0.0), 0.2, "gaussian noise, relative to the spiral's radius")
+    turns: float = field(number(0.0, low_open=True), 1.5, "turns of each spiral")
+    split: SplitSpec = _data_fields()["split"]
+    normalize: str = _data_fields()["normalize"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NpzData(_DataCommon):
+    dataset: str = field(string, "npz", "a NumPy .npz file of features and labels")
+    path: str = field(string, doc="the file; a relative path is relative to the config file")
+    x_key: str = field(string, "x", "array name of the features")
+    y_key: str = field(string, "y", "array name of the labels or targets")
+    split: SplitSpec = _data_fields()["split"]
+    normalize: str = _data_fields()["normalize"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvData(_DataCommon):
+    dataset: str = field(string, "csv", "a CSV file, one sample per row")
+    path: str = field(string, doc="the file; a relative path is relative to the config file")
+    label_column: int | str = field(one_of(integer(), string, what="a column index or name"),
+                                    -1, "the label column: an index (negative from the end) or a header name")
+    header: bool | None = field(optional(boolean), None, "first row is a header; null detects it")
+    delimiter: str = field(string, ",", "field separator")
+    split: SplitSpec = _data_fields()["split"]
+    normalize: str = _data_fields()["normalize"]
+
+
+DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData}
+
+
+# ---- model -----------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class DenseSpec:
+    kind: ClassVar[str] = "dense"
+    units: int = field(positive, doc="output features")
+    activation: str = field(choice(*ACTIVATIONS), "linear", "applied after x W + b")
+    init: str = field(choice(*INITS), "auto", "weight initialiser; auto = He for relu, else Glorot")
+    bias: bool = field(boolean, True, "add a learned bias")
+    name: str | None = field(optional(string), None, "layer name (default: dense_<index>)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationSpec:
+    kind: ClassVar[str] = "activation"
+    shorthand: ClassVar[str] = "function"
+    function: str = field(choice(*ACTIVATIONS), doc="the elementwise function")
+    name: str | None = field(optional(string), None, "layer name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropoutSpec:
+    kind: ClassVar[str] = "dropout"
+    shorthand: ClassVar[str] = "rate"
+    rate: float = field(fraction, doc="probability of zeroing each element while training")
+    name: str | None = field(optional(string), None, "layer name")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReshapeSpec:
+    kind: ClassVar[str] = "reshape"
+    shorthand: ClassVar[str] = "shape"
+    shape: list = field(list_of(positive, min_len=1, what="a list of positive integers"),
+                        doc="new per-sample shape (the batch axis is kept)")
+    name: str | None = field(optional(string), None, "layer name")
+
+
+LAYERS = {cls.kind: cls for cls in (DenseSpec, ActivationSpec, DropoutSpec, ReshapeSpec)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    layers: list = field(list_of(single_key(LAYERS, "layer"), min_len=1,
+                                 what="a list of layers"), doc="the layers, input to output")
+
+
+# ---- optimizer and training -------------------------------------------------------------
+
+_lr = number(0.0, low_open=True, what="a positive learning rate")
+_decay = number(0.0, what="a non-negative number")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SGDSpec:
+    name: str = field(string, "sgd", "stochastic gradient descent")
+    lr: float = field(_lr, 0.01, "learning rate")
+    momentum: float = field(fraction, 0.0, "heavy-ball momentum in [0, 1)")
+    nesterov: bool = field(boolean, False, "Nesterov momentum")
+    weight_decay: float = field(_decay, 0.0, "L2 penalty added to the gradient")
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.nesterov and self.momentum == 0:
+            ctx.error(path + ("nesterov",), "nesterov needs a momentum > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdamSpec:
+    name: str = field(string, "adam", "Adam (Kingma and Ba, 2015)")
+    lr: float = field(_lr, 0.001, "learning rate")
+    beta1: float = field(fraction, 0.9, "decay of the first-moment average")
+    beta2: float = field(fraction, 0.999, "decay of the second-moment average")
+    eps: float = field(number(0.0, low_open=True), 1e-8, "added to the denominator")
+    weight_decay: float = field(_decay, 0.0, "L2 penalty added to the gradient")
+
+
+OPTIMIZERS = {"sgd": SGDSpec, "adam": AdamSpec}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    epochs: int = field(positive, doc="passes over the training split")
+    batch_size: int = field(positive, 32, "samples per training step")
+    eval_batch_size: int = field(positive, 512, "samples per step when evaluating")
+    shuffle: bool = field(boolean, True, "reshuffle the training split every epoch")
+    dtype: str = field(choice(*DTYPES), "float32", "floating-point type of the model")
+    log_every: int = field(integer(min=0), 0,
+                           "without a terminal, also log every N steps (0: once per epoch)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    data: object = field(tagged("dataset", DATASETS, "dataset"), doc="where the samples come from")
+    model: ModelSpec = field(nested(ModelSpec), doc="the network")
+    loss: str = field(choice(*LOSSES), doc="cross_entropy (classes, from logits) or mse")
+    optimizer: object = field(tagged("name", OPTIMIZERS, "optimizer"), doc="how parameters are updated")
+    train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
+    seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
+    metrics: list = field(list_of(choice(*METRICS)), ["accuracy"],
+                          "reported besides the loss: accuracy, mae, rmse")
+
+    def validate(self, path, ctx: Context) -> None:
+        for i, metric in enumerate(self.metrics):
+            wants = "cross_entropy" if metric in CLASSIFICATION_METRICS else "mse"
+            if self.loss != wants:
+                ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
+                                          f"but the loss is {self.loss}")

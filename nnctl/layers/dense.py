@@ -1,0 +1,31 @@
+"""Fully connected layer: y = f(x W + b)."""
+
+from __future__ import annotations
+
+from nnctl.errors import ShapeError
+from nnctl.graph import Tensor
+from nnctl.layers.activation import ACTIVATIONS
+from nnctl.layers.base import Layer
+
+
+class Dense(Layer):
+    def __init__(self, name: str, units: int, activation: str = "linear", init: str = "auto",
+                 bias: bool = True):
+        super().__init__(name)
+        self.units, self.activation, self.bias = units, activation, bias
+        # He initialisation keeps relu activations' variance; Glorot suits the symmetric ones
+        self.init = init if init != "auto" else (
+            "he_uniform" if activation == "relu" else "glorot_uniform")
+
+    def build(self, x: Tensor, rng) -> None:
+        if x.ndim < 2:
+            raise ShapeError(f"dense needs input [batch, features], got {list(x.shape)}",
+                             scope=self.name)
+        self.w = self.add_param("weight", (x.shape[-1], self.units), self.init, rng, x.dtype)
+        self.b = self.add_param("bias", (self.units,), "zeros", rng, x.dtype) if self.bias else None
+
+    def forward(self, x: Tensor, training: bool) -> Tensor:
+        y = x @ self.w
+        if self.b is not None:
+            y = y + self.b
+        return ACTIVATIONS[self.activation](y)

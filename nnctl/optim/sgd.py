@@ -1,0 +1,25 @@
+"""SGD with (Nesterov) momentum, in PyTorch's formulation:
+v <- mu v + g;  p <- p - lr v  (Nesterov: p <- p - lr (g + mu v))."""
+
+from __future__ import annotations
+
+from nnctl.optim.base import Optimizer
+
+
+class SGD(Optimizer):
+    def __init__(self, xp, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(xp, lr, weight_decay)
+        self.momentum, self.nesterov = momentum, nesterov
+        self.velocity: dict[int, object] = {}
+
+    def update(self, i, p, g):
+        if self.momentum:
+            v = self.velocity.get(i)
+            if v is None:
+                v = self.velocity[i] = self.xp.array(g, copy=True)
+            else:
+                v *= self.momentum
+                v += g
+            g = g + self.momentum * v if self.nesterov else v
+        p -= self.lr * g
