@@ -1,0 +1,148 @@
+"""From a validated Config to the graphs nnctl runs: data splits, the model, and the
+training step (forward, loss, gradients) or the evaluation step, built from symbolic inputs.
+
+Train, gradcheck and export-graph all start here, so they see the same graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnctl.autodiff import grad
+from nnctl.config import Config
+from nnctl.data import Dataset, Normalizer, load_csv, load_digits, load_npz, make_spirals, split
+from nnctl.errors import ConfigError, DataError
+from nnctl.graph import Tensor, input_placeholder
+from nnctl.layers import LayerError, Model, build_model
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    normalizer: Normalizer
+    num_classes: int | None  # None for regression
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+def load_dataset(config: Config) -> Dataset:
+    d = config.spec.data
+    if d.dataset == "digits":
+        return load_digits()
+    if d.dataset == "spirals":
+        return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
+    if d.dataset == "npz":
+        return load_npz(d.path, d.x_key, d.y_key)
+    return load_csv(d.path, d.label_column, d.header, d.delimiter)
+
+
+def load_splits(config: Config) -> Splits:
+    """Load, check against the loss, split (seeded) and normalise (fitted on train)."""
+    spec = config.spec
+    data = load_dataset(config)
+    integer_labels = np.issubdtype(data.y.dtype, np.integer)
+    if spec.loss == "cross_entropy":
+        if not integer_labels or data.y.ndim != 1:
+            raise config.error(("loss",), "cross_entropy needs integer class labels (one per "
+                               f"sample), but the data's labels are {data.y.dtype} "
+                               f"of shape {list(data.y.shape)}")
+        num_classes = data.num_classes
+    else:
+        data = Dataset(data.x, data.y.astype(np.float32), data.name)
+        num_classes = None
+    d = spec.data
+    try:
+        train, val, test = split(data, d.split.val, d.split.test, seed=spec.seed,
+                                 stratify=integer_labels)
+    except ValueError as err:
+        raise config.error(("data", "split"), str(err)) from None
+    norm = Normalizer.fit(train.x, d.normalize)
+    dtype = spec.train.dtype
+    train, val, test = (Dataset(norm.apply(s.x).astype(dtype), s.y, s.name)
+                        for s in (train, val, test))
+    return Splits(train, val, test, norm, num_classes)
+
+
+class StepBuilder:
+    """Builds the model once, then training or evaluation graphs for any batch size; every
+    graph shares the model's parameter tensors."""
+
+    def __init__(self, config: Config, splits: Splits, init_rng: np.random.Generator):
+        self.config, self.splits = config, splits
+        self.dtype = config.spec.train.dtype
+        self.model: Model = build_model(config.spec.model, init_rng)
+        self.build_forward(1, training=True)  # creates the parameters and checks every shape
+
+    @property
+    def params(self) -> dict[str, Tensor]:
+        return self.model.params
+
+    def inputs(self, batch: int) -> tuple[Tensor, Tensor]:
+        s = self.splits
+        x = input_placeholder("x", (batch,) + s.feature_shape, self.dtype)
+        if s.num_classes is not None:
+            y = input_placeholder("y", (batch,), "int64")
+        else:
+            y = input_placeholder("y", (batch,) + tuple(s.train.y.shape[1:]), self.dtype)
+        return x, y
+
+    def build_forward(self, batch: int, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """(x, y, output) for a batch; shape mistakes become config errors at the layer."""
+        x, y = self.inputs(batch)
+        layers = self.config.spec.model.layers
+        try:
+            out = self.model(x, training)
+        except LayerError as err:
+            raise self.config.error(("model", "layers", err.index, layers[err.index].kind),
+                                    str(err)) from None
+        expected = (batch, self.splits.num_classes) if self.splits.num_classes is not None \
+            else y.shape
+        if out.shape != expected:
+            last = len(layers) - 1
+            what = (f"{self.splits.num_classes} classes" if self.splits.num_classes is not None
+                    else f"targets of shape {list(y.shape[1:])}")
+            raise self.config.error(
+                ("model", "layers", last, layers[last].kind),
+                f"the model's output per sample is {list(out.shape[1:])}, but the data has "
+                f"{what}; expected {list(expected[1:])}")
+        return x, y, out
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return out.cross_entropy(y) if self.config.spec.loss == "cross_entropy" else out.mse(y)
+
+    def training_step(self, batch: int):
+        """outputs = [loss, model output, *grads (in params order)], feeds = [x, y, *params]."""
+        x, y, out = self.build_forward(batch, training=True)
+        loss = self.loss(out, y)
+        params = list(self.params.values())
+        grads = grad(loss, params)
+        return [loss, out, *grads], [x, y, *params]
+
+    def evaluation_step(self, batch: int):
+        """outputs = [loss, model output], feeds = [x, y, *params]."""
+        x, y, out = self.build_forward(batch, training=False)
+        return [self.loss(out, y), out], [x, y, *self.params.values()]
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """Independent random streams from the one config seed (NumPy's SeedSequence spawning)."""
+    init, shuffle, dropout = np.random.SeedSequence(seed).spawn(3)
+    return {"init": init, "shuffle": shuffle, "dropout": dropout}
+
+
+def prepare(config: Config, seed: int | None = None):
+    """Splits and a StepBuilder for `config`, initial weights drawn from the seed's init stream."""
+    try:
+        splits = load_splits(config)
+    except DataError as err:
+        raise ConfigError(f"{err} (from data.dataset: {config.spec.data.dataset})",
+                          file=config.source.file,
+                          line=config.source.line_of(("data",)), key_path="data") from None
+    init = seed_streams(config.spec.seed if seed is None else seed)["init"]
+    return splits, StepBuilder(config, splits, np.random.default_rng(init))

@@ -1,0 +1,78 @@
+"""The run folder: runs/<config-name>-<timestamp>/ with the resolved config, metrics.jsonl
+(one line per epoch), weights.npz, normalizer.json and summary.json.
+
+Every file but the metrics log is written atomically (temp file in the same folder, fsync,
+rename), so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temp file beside `path`, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = path
+        self.metrics_path = path / "metrics.jsonl"
+
+    @classmethod
+    def create(cls, parent: Path, name: str) -> "RunDir":
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for k in range(1000):
+            path = parent / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
+            try:
+                path.mkdir()
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"could not create a fresh run folder in {parent}")
+
+    def write_config(self, resolved: dict) -> None:
+        text = "# resolved config: every key, defaults filled in\n" + \
+            yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write(self.path / "config.yaml", lambda f: f.write(text.encode()))
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def save_weights(self, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write(self.path / "weights.npz", lambda f: np.savez(f, **arrays))
+
+    def write_json(self, name: str, data) -> None:
+        write_json(self.path / name, data)
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """Weights from a run's weights.npz; never unpickles (allow_pickle=False)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
