@@ -1,0 +1,3 @@
+from nnctl.cli.app import main
+
+main()

@@ -1,0 +1,112 @@
+"""Rendering trainer events: a rich live bar on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+
+from nnctl.train.events import TrainerEvents
+
+
+def _fmt_record(r: dict) -> str:
+    parts = [f"epoch {r['epoch']}"]
+    for key, value in r.items():
+        if key in ("epoch", "seconds", "samples_per_s"):
+            continue
+        parts.append(f"{key} {value:.4f}")
+    parts.append(f"{r['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+class PlainReporter(TrainerEvents):
+    """One line per epoch (and every `log_every` steps) on stderr; no escape sequences."""
+
+    def __init__(self, log_every: int = 0, stream=None):
+        self.stream = stream or sys.stderr
+        self.log_every = log_every
+        self.epochs = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_train_start(self, info):
+        self.epochs = info["epochs"]
+        s = info["samples"]
+        self.say(f"run folder: {info['run_dir']}" if info["run_dir"] else "no run folder")
+        self.say(f"device {info['device']}, {info['params']:,} parameters, samples "
+                 f"train/val/test {s['train']}/{s['val']}/{s['test']}, "
+                 f"{info['plan_steps']} kernels per step, "
+                 f"peak {info['plan_peak_bytes'] / 1024:,.0f} KiB of activations")
+
+    def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
+        if self.log_every and step % self.log_every == 0:
+            acc = f" acc={metric:.3f}" if metric is not None else ""
+            self.say(f"epoch={epoch}/{self.epochs} step={step}/{steps} loss={loss:.4f}{acc} "
+                     f"{samples_per_s:,.0f} samples/s")
+
+    def on_epoch_end(self, record):
+        self.say(_fmt_record(record) + f"  ({record['epoch']}/{self.epochs})")
+
+    def close(self):
+        pass
+
+    def final(self, summary: dict) -> None:
+        lines = [f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("test_")]
+        print("test: " + "  ".join(lines) if lines else "no test split")
+        if summary.get("run_dir"):
+            print(f"run folder: {summary['run_dir']}")
+
+
+class RichReporter(PlainReporter):
+    """A live bar: epoch, step, loss, accuracy, samples/s, elapsed and ETA (at most 10 Hz)."""
+
+    def __init__(self, console: Console):
+        super().__init__(stream=sys.stderr)
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        self.console = console
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[acc]}"),
+            TextColumn("{task.fields[rate]:,.0f} samples/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=console, refresh_per_second=10)
+        self.task = None
+        self.last = 0.0
+
+    def say(self, text):
+        self.console.print(text, highlight=False)
+
+    def on_train_start(self, info):
+        super().on_train_start(info)
+        self.steps = info["steps_per_epoch"]
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=info["epochs"] * self.steps,
+                                           epoch=0, epochs=info["epochs"], loss=float("nan"),
+                                           acc="", rate=0.0)
+
+    def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
+        now = time.perf_counter()
+        if now - self.last < 0.1 and step != steps:
+            return
+        self.last = now
+        self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch,
+                             loss=loss, acc=f"acc {metric:.3f}" if metric is not None else "",
+                             rate=samples_per_s)
+
+    def on_epoch_end(self, record):
+        self.progress.console.print(_fmt_record(record), highlight=False)
+
+    def close(self):
+        self.progress.stop()
+
+
+def make_reporter(progress: bool, log_every: int = 0) -> PlainReporter:
+    console = Console(stderr=True)
+    if progress and console.is_terminal:
+        return RichReporter(console)
+    return PlainReporter(log_every)

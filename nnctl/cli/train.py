@@ -1,0 +1,42 @@
+"""`nnctl train CONFIG`: train with live progress; the run folder keeps the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nnctl.cli.app import app, guarded
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Override the config's seed.")] = None,
+    out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("runs"),
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress", help="Live progress bar (only on a terminal).")] = True,
+) -> None:
+    """Train the model a config describes, and report test metrics.
+
+    Example: [bold]nnctl train configs/digits_mlp.yaml --epochs 5[/]
+    """
+    def run():
+        from nnctl.backend import get_backend
+        from nnctl.cli.progress import make_reporter
+        from nnctl.config import load_config
+        from nnctl.train import Trainer
+
+        cfg = load_config(config)
+        backend = get_backend(device, seed or 0)
+        reporter = make_reporter(progress, cfg.spec.train.log_every)
+        trainer = Trainer(cfg, backend, reporter, out=out, epochs=epochs, seed=seed)
+        try:
+            summary = trainer.fit()
+        finally:
+            reporter.close()
+        reporter.final(summary)
+    guarded(run)

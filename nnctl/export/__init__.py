@@ -1,0 +1,35 @@
+"""Export a model's graph: DOT for Graphviz, JSON for tools."""
+
+from __future__ import annotations
+
+from nnctl.config import Config
+from nnctl.export.dot import to_dot
+from nnctl.export.graph_view import GraphView
+from nnctl.export.json_export import to_json
+from nnctl.step import prepare
+
+FORMATS = ("dot", "json")
+
+
+def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
+                 batch: int | None = None) -> str:
+    """The training graph of `config` (forward and loss; with `backward`, the gradients too)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    splits, builder = prepare(config)
+    batch = batch or config.spec.train.batch_size
+    x, y, out = builder.build_forward(batch, training=True)
+    loss = builder.loss(out, y)
+    outputs = {"loss": loss.node}
+    if backward:
+        from nnctl.autodiff import grad
+        params = builder.params
+        for name, g in zip(params, grad(loss, list(params.values()))):
+            outputs[f"grad {name}"] = g.node
+    view = GraphView.of(outputs, [loss.node])
+    if fmt == "dot":
+        return to_dot(view, config.name)
+    return to_json(view, config.name, batch=batch, backward_included=backward)
+
+
+__all__ = ["FORMATS", "GraphView", "export_graph", "to_dot", "to_json"]

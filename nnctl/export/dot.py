@@ -1,0 +1,61 @@
+"""The graph as Graphviz DOT: one node per op labelled with op and output shape; inputs,
+parameters, constants and gradient ops styled apart; forward nodes grouped by layer."""
+
+from __future__ import annotations
+
+from nnctl.export.graph_view import GraphView, kind
+
+STYLE = {
+    "input": 'shape=ellipse, style=filled, fillcolor="#E0E0E0"',
+    "parameter": 'shape=box, style="filled,rounded", fillcolor="#ADD8E6"',
+    "constant": 'shape=plaintext, fontcolor="#606060"',
+    "random": 'shape=ellipse, style="filled,dashed", fillcolor="#FFF3C4"',
+    "op": 'shape=box, style=filled, fillcolor="#C9DAF8"',
+    "backward": 'shape=box, style=filled, fillcolor="#FCE5CD"',
+    "output": 'shape=doubleoctagon, style=filled, fillcolor="#D9EAD3"',
+}
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped + '"'
+
+
+def _label(node, shape_text: str) -> str:
+    if node.op == "constant":
+        v = node.value
+        return f"{v:g}" if isinstance(v, float) else (str(v) if isinstance(v, int) else
+                                                       f"const {shape_text}")
+    title = node.name or node.op
+    if node.op == "random":
+        title = f"bernoulli p={node.attrs['p']:g}"
+    return f"{title}\n{shape_text}"
+
+
+def to_dot(view: GraphView, title: str = "nnctl") -> str:
+    lines = [f"digraph {_quote(title)} {{", "  rankdir=TB;",
+             '  node [fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555", arrowsize=0.6];']
+    clusters: dict[str, list[str]] = {}
+    body: list[str] = []
+    for node in view.graph.nodes:
+        i = view.ids[node]
+        style = "backward" if node in view.backward and not node.is_leaf else kind(node)
+        shape_text = "[" + ", ".join(map(str, node.aval.shape)) + "]"
+        stmt = f"  n{i} [label={_quote(_label(node, shape_text))}, {STYLE[style]}];"
+        scope = node.scope.split("/")[0] if node.scope and node not in view.backward else ""
+        (clusters.setdefault(scope, []) if scope else body).append(stmt)
+    for k, (scope, stmts) in enumerate(clusters.items()):
+        lines.append(f"  subgraph cluster_{k} {{")
+        lines.append(f"    label={_quote(scope)}; style=rounded; color=\"#999999\";")
+        lines.extend("  " + s for s in stmts)
+        lines.append("  }")
+    lines.extend(body)
+    for node in view.graph.nodes:
+        for inp in node.inputs:
+            lines.append(f"  n{view.ids[inp]} -> n{view.ids[node]};")
+    for k, (name, node) in enumerate(zip(view.output_names, view.graph.outputs)):
+        lines.append(f"  out{k} [label={_quote(name)}, {STYLE['output']}];")
+        lines.append(f"  n{view.ids[node]} -> out{k};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
