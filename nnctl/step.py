@@ -136,7 +136,7 @@ def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     return {"init": init, "shuffle": shuffle, "dropout": dropout}
 
 
-def prepare(config: Config, seed: int | None = None):
+def prepare(config: Config):
     """Splits and a StepBuilder for `config`, initial weights drawn from the seed's init stream."""
     try:
         splits = load_splits(config)
@@ -144,5 +144,5 @@ def prepare(config: Config, seed: int | None = None):
         raise ConfigError(f"{err} (from data.dataset: {config.spec.data.dataset})",
                           file=config.source.file,
                           line=config.source.line_of(("data",)), key_path="data") from None
-    init = seed_streams(config.spec.seed if seed is None else seed)["init"]
+    init = seed_streams(config.spec.seed)["init"]
     return splits, StepBuilder(config, splits, np.random.default_rng(init))

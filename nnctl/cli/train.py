@@ -31,7 +31,7 @@ def train(
         from nnctl.train import Trainer
 
         cfg = load_config(config)
-        backend = get_backend(device, seed or 0)
+        backend = get_backend(device)
         reporter = make_reporter(progress, cfg.spec.train.log_every)
         trainer = Trainer(cfg, backend, reporter, out=out, epochs=epochs, seed=seed)
         try:

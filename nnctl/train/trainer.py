@@ -6,6 +6,7 @@ at the end, test metrics. Progress goes out as events; the run folder gets the r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -34,14 +35,21 @@ class Trainer:
     def __init__(self, config: Config, backend: Backend, events: TrainerEvents | None = None,
                  out: Path | None = Path("runs"), epochs: int | None = None,
                  seed: int | None = None):
+        # Command-line overrides replace the config's values, so the resolved config saved in
+        # the run folder is the one that actually ran.
+        if seed is not None:
+            config = dataclasses.replace(config, spec=dataclasses.replace(config.spec, seed=seed))
+        if epochs is not None:
+            config = dataclasses.replace(config, spec=dataclasses.replace(
+                config.spec, train=dataclasses.replace(config.spec.train, epochs=epochs)))
         self.config, self.backend = config, backend
         self.events = events or TrainerEvents()
         self.spec = config.spec
-        self.epochs = epochs or self.spec.train.epochs
-        self.seed = self.spec.seed if seed is None else seed
+        self.epochs = self.spec.train.epochs
+        self.seed = self.spec.seed
         self.out = out
         streams = seed_streams(self.seed)
-        self.splits, self.builder = prepare(config, self.seed)
+        self.splits, self.builder = prepare(config)
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
         self.dropout_rng = backend.rng(streams["dropout"])
         xp = backend.xp
