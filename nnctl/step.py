@@ -77,7 +77,8 @@ class StepBuilder:
         self.config, self.splits = config, splits
         self.dtype = config.spec.train.dtype
         self.model: Model = build_model(config.spec.model, init_rng)
-        self.build_forward(1, training=True)  # creates the parameters and checks every shape
+        # creates the parameters and checks every layer's shapes before any data flows
+        self.build_forward(config.spec.train.batch_size, training=True)
 
     @property
     def params(self) -> dict[str, Tensor]:
@@ -141,7 +142,7 @@ def prepare(config: Config):
     try:
         splits = load_splits(config)
     except DataError as err:
-        raise ConfigError(f"{err} (from data.dataset: {config.spec.data.dataset})",
+        raise ConfigError(str(err),
                           file=config.source.file,
                           line=config.source.line_of(("data",)), key_path="data") from None
     init = seed_streams(config.spec.seed)["init"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+from nnctl.errors import ShapeError
 from nnctl.graph import Tensor
 from nnctl.layers.base import Layer
 
@@ -12,4 +15,8 @@ class Reshape(Layer):
         self.shape = tuple(shape)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
+        have, want = math.prod(x.shape[1:]), math.prod(self.shape)
+        if have != want:
+            raise ShapeError(f"cannot reshape each sample of shape {list(x.shape[1:])} "
+                             f"({have} values) to {list(self.shape)} ({want} values)")
         return x.reshape((x.shape[0],) + self.shape)
