@@ -6,8 +6,11 @@ at the end, test metrics. Progress goes out as events; the run folder gets the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +63,7 @@ class Trainer:
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
                             for name, s in (("train", self.splits.train), ("val", self.splits.val),
                                             ("test", self.splits.test))}
+        self._stop_requested = False
         self._train_plans: dict = {}
         self._eval_plans: dict = {}
 
@@ -99,16 +103,17 @@ class Trainer:
         status, error, history = "completed", None, []
         started = time.perf_counter()
         try:
-            for epoch in range(1, self.epochs + 1):
-                record = self.train_epoch(epoch, steps)
-                history.append(record)
-                if run:
-                    run.append_metrics(record)
-                self.events.on_epoch_end(record)
+            # NOTE: overflow is caught by the finite-loss check each step; NumPy's own
+            # warnings would only bury that one clear message
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                    self._deferred_interrupt():
+                self._epochs(run, history, steps)
         except KeyboardInterrupt:
             status = "interrupted"
         except TrainingError as err:
             status, error = "failed", str(err)
+            if run:
+                error += f"; {run.path} keeps the weights from before that step"
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": len(history),
                    "train_seconds": round(time.perf_counter() - started, 3)}
@@ -130,6 +135,34 @@ class Trainer:
             raise TrainingError(error)
         return summary
 
+    @contextlib.contextmanager
+    def _deferred_interrupt(self):
+        """The first Ctrl-C stops training after the current step (so the saved weights are
+        never half-updated); a second one stops at once."""
+        self._stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _epochs(self, run: RunDir | None, history: list, steps: int) -> None:
+        for epoch in range(1, self.epochs + 1):
+            record = self.train_epoch(epoch, steps)
+            history.append(record)
+            if run:
+                run.append_metrics(record)
+            self.events.on_epoch_end(record)
+
     def train_epoch(self, epoch: int, steps: int) -> dict:
         xs, ys = self.device_data["train"]
         sums = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
@@ -148,8 +181,10 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} at epoch {epoch}, step {step}; lower "
-                    f"optimizer.lr or check the data (weights kept from step {step - 1})")
+                    f"optimizer.lr or check the data")
             self.optimizer.step(self.params, outs[2:2 + n_params])
+            if self._stop_requested:
+                raise KeyboardInterrupt
             sums.update(loss, outs[1], yb)
             elapsed = time.perf_counter() - started
             self.events.on_step(epoch, step, steps, sums.loss / sums.n, sums.headline,
