@@ -38,7 +38,7 @@ def _key(node: Node):
     if node.op == "constant":
         if node.aval.shape != () or node.attrs:
             return None  # array constants: comparing values costs more than it saves
-        return ("constant", node.aval.dtype, node.value)
+        return ("constant", node.aval.dtype, repr(node.value))  # repr keeps -0.0 apart from 0.0
     if node.is_leaf:
         return None  # inputs, parameters and random draws are distinct by identity
     return (node.op, tuple(i.id for i in node.inputs), repr(sorted(node.attrs.items())))

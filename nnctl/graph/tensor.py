@@ -41,6 +41,10 @@ def apply(op_name: str, *inputs: "Tensor", **attrs) -> "Tensor":
     if all(n.value is not None for n in nodes):
         values = [n.value for n in nodes]
         value = op.forward(_array_module(values), *values, **attrs)
+        # NOTE: NumPy turns Python-float constants into float64 (e.g. broadcast_to(1.0)),
+        # so keep every eager value in the dtype its node declares
+        if getattr(value, "dtype", None) is not None and str(value.dtype) != aval.dtype:
+            value = value.astype(aval.dtype)
     return Tensor(node=Node(op_name, nodes, attrs, aval, scope=current_scope(), value=value))
 
 

@@ -59,8 +59,10 @@ class Mean(Reduce):
         return xp.mean(x, axis=axis, keepdims=keepdims)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
-        n = x.size // max(out.size, 1)
-        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / n),)
+        n = 1
+        for a in range(x.ndim) if axis is None else axis:
+            n *= x.shape[a]
+        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / max(n, 1)),)
 
 
 @register

@@ -15,6 +15,8 @@ class Reshape(Op):
     name = "reshape"
 
     def infer(self, x: Aval, shape) -> Aval:
+        if any(not isinstance(d, int) or d < 0 for d in shape):
+            fail(f"cannot reshape to {list(shape)}: sizes must be non-negative integers")
         size = 1
         for d in shape:
             size *= d
