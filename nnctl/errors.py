@@ -67,6 +67,12 @@ class ShapeError(NnctlError):
         return prefix + self.detail
 
 
+class UsageError(NnctlError):
+    """A command-line option with a value the command cannot use."""
+
+    exit_code = 2
+
+
 class BackendError(NnctlError):
     """The requested device cannot be used (no CuPy, no GPU)."""
 

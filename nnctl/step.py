@@ -54,7 +54,8 @@ def load_splits(config: Config) -> Splits:
                                f"of shape {list(data.y.shape)}")
         num_classes = data.num_classes
     else:
-        data = Dataset(data.x, data.y.astype(np.float32), data.name)
+        y = data.y.astype(np.float32)
+        data = Dataset(data.x, y[:, None] if y.ndim == 1 else y, data.name)  # one target: (N, 1)
         num_classes = None
     d = spec.data
     try:

@@ -27,11 +27,11 @@ def export_graph(
     """
     def run():
         from nnctl.config import load_config
-        from nnctl.errors import NnctlError
+        from nnctl.errors import UsageError
         from nnctl.export import FORMATS, export_graph as export
 
         if fmt not in FORMATS:
-            raise NnctlError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+            raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         text = export(load_config(config), fmt, backward=backward, batch=batch)
         if output is None:
             print(text, end="")

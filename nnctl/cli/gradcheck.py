@@ -32,7 +32,7 @@ def gradcheck(
         from rich.table import Table
 
         from nnctl import gradcheck as gc
-        from nnctl.errors import GradcheckError, NnctlError
+        from nnctl.errors import GradcheckError, UsageError
         from nnctl.ops import REGISTRY
 
         if config is not None:
@@ -44,7 +44,7 @@ def gradcheck(
             unknown = [o for o in op or [] if o not in REGISTRY]
             if unknown:
                 from nnctl.config.validate import suggest
-                raise NnctlError(f"unknown op '{unknown[0]}'{suggest(unknown[0], REGISTRY)}")
+                raise UsageError(f"unknown op '{unknown[0]}'{suggest(unknown[0], REGISTRY)}")
             rows = gc.check_ops(op or None, eps=eps, atol=atol, rtol=rtol,
                                 second_order=second_order)
             title = "gradcheck of every op (float64, central differences)"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnctl.config.loader import LoadedYaml, format_path, load_yaml, load_yaml_text
-from nnctl.config.schema import RunSpec
+from nnctl.config.schema import DEFAULT_METRICS, RunSpec
 from nnctl.config.validate import Context, parse, to_dict
 from nnctl.errors import ConfigError
 
@@ -49,6 +49,8 @@ def config_from(source: LoadedYaml, path: Path) -> Config:
         first = ctx.errors[0]
         first.others = ctx.errors[1:]
         raise first
+    if spec.metrics is None:
+        spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss]))
     data_path = getattr(spec.data, "path", None)
     if data_path is not None:  # relative data paths are relative to the config file
         spec = dataclasses.replace(spec, data=dataclasses.replace(

@@ -8,7 +8,7 @@ keys and unknown tags are refused, and where `marks` (key path -> 1-based line) 
 so the validator can later say `file:line: key.path: message`.
 
 Every problem raises ConfigError (one line, with the file and, where there is one, the line).
-See RELIABILITY.md A8-A10 for the threats this guards against.
+The shared reliability guide (A8-A10) lists the threats this guards against.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ LOSSES = ("cross_entropy", "mse")
 METRICS = ("accuracy", "mae", "rmse")
 CLASSIFICATION_METRICS = ("accuracy",)
 DTYPES = ("float32", "float64")
+DEFAULT_METRICS = {"cross_entropy": ["accuracy"], "mse": ["mae", "rmse"]}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -64,7 +65,8 @@ class DigitsData(_DataCommon):
 class SpiralsData(_DataCommon):
     dataset: str = field(string, "spirals", "two interleaved spirals, generated")
     samples: int = field(integer(min=10, what="an integer >= 10"), 1000, "points in all")
-    noise: float = field(number(0.0), 0.2, "gaussian noise, relative to the spiral's radius")
+    noise: float = field(number(0.0), 0.2, "noise level: gaussian noise of standard deviation "
+                         "0.1 x noise (the spirals span radius 1)")
     turns: float = field(number(0.0, low_open=True), 1.5, "turns of each spiral")
     split: SplitSpec = _data_fields()["split"]
     normalize: str = _data_fields()["normalize"]
@@ -140,6 +142,18 @@ class ModelSpec:
     layers: list = field(list_of(single_key(LAYERS, "layer"), min_len=1,
                                  what="a list of layers"), doc="the layers, input to output")
 
+    def layer_names(self) -> list[str]:
+        """Each layer's name: its `name`, or `<type>_<index>`."""
+        return [spec.name or f"{spec.kind}_{i}" for i, spec in enumerate(self.layers)]
+
+    def validate(self, path, ctx: Context) -> None:
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.layer_names()):
+            if name in seen:
+                ctx.error(path + ("layers", i, self.layers[i].kind, "name"),
+                          f"layer name '{name}' is already used by layers[{seen[name]}]")
+            seen.setdefault(name, i)
+
 
 # ---- optimizer and training -------------------------------------------------------------
 
@@ -192,11 +206,12 @@ class RunSpec:
     optimizer: object = field(tagged("name", OPTIMIZERS, "optimizer"), doc="how parameters are updated")
     train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
     seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
-    metrics: list = field(list_of(choice(*METRICS)), ["accuracy"],
-                          "reported besides the loss: accuracy, mae, rmse")
+    metrics: list | None = field(optional(list_of(choice(*METRICS))), None,
+                                 "reported besides the loss: accuracy, mae, rmse (default: "
+                                 "accuracy for cross_entropy, mae and rmse for mse)")
 
     def validate(self, path, ctx: Context) -> None:
-        for i, metric in enumerate(self.metrics):
+        for i, metric in enumerate(self.metrics or ()):
             wants = "cross_entropy" if metric in CLASSIFICATION_METRICS else "mse"
             if self.loss != wants:
                 ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "

@@ -13,8 +13,7 @@ from nnctl.layers.dropout import Dropout
 from nnctl.layers.reshape import Reshape
 
 
-def _make(spec, index: int) -> Layer:
-    name = spec.name or f"{spec.kind}_{index}"
+def _make(spec, name: str) -> Layer:
     if isinstance(spec, DenseSpec):
         return Dense(name, spec.units, spec.activation, spec.init, spec.bias)
     if isinstance(spec, ActivationSpec):
@@ -62,4 +61,4 @@ class Model:
 
 def build_model(spec: ModelSpec, rng) -> Model:
     """The layers of `spec`; `rng` (a NumPy Generator) draws the initial weights on first call."""
-    return Model([_make(s, i) for i, s in enumerate(spec.layers)], rng)
+    return Model([_make(s, name) for s, name in zip(spec.layers, spec.layer_names())], rng)

@@ -59,6 +59,8 @@ CASES = [
     ("output size does not match the classes", ("- dense: {units: 2}", "- dense: {units: 5}"),
      8, "model.layers[1].dense",
      "the model's output per sample is [5], but the data has 2 classes; expected [2]"),
+    ("duplicate layer names", ("- dense: {units: 2}", "- dense: {units: 2, name: dense_0}"), 8,
+     "model.layers[1].dense.name", "layer name 'dense_0' is already used by layers[0]"),
     ("shape mismatch between layers", ("- dense: {units: 16, activation: tanh}",
                                        "- dense: {units: 16, activation: tanh}\n    - reshape: [3, 5]"),
      8, "model.layers[1].reshape", "cannot reshape each sample of shape [16] (16 values) to [3, 5] (15 values)"),

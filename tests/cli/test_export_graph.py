@@ -69,5 +69,5 @@ def test_json_schema(cli, tmp_path):
 
 def test_unknown_format_is_a_usage_error(cli):
     result = cli("export-graph", CONFIGS / "spirals.yaml", "--format", "png")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--format: expected one of dot, json, got 'png'" in result.stderr

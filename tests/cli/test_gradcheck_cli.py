@@ -23,7 +23,7 @@ def test_one_op(cli):
 
 def test_unknown_op(cli):
     result = cli("gradcheck", "--op", "tahn")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown op 'tahn' (did you mean 'tanh'?)" in result.stderr
 
 

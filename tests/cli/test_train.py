@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import CONFIGS
@@ -116,3 +117,62 @@ def test_ctrl_c_stops_after_a_step_and_exits_130(tmp_path):
     assert summary["epochs_completed"] >= 1
     weights = np.load(folder / "weights.npz", allow_pickle=False)
     assert weights["dense_2.weight"].shape == (64, 2)
+
+
+def _user_data_config(tmp_path, data: dict, loss="cross_entropy", metrics=("accuracy",),
+                      units=2):
+    config = tmp_path / "user.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": data,
+        "model": {"layers": [{"dense": {"units": 32, "activation": "tanh"}},
+                             {"dense": {"units": units}}]},
+        "loss": loss, "metrics": list(metrics), "optimizer": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 60, "batch_size": 16}}))
+    return config
+
+
+def test_a_users_csv_file(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    lines = ["a,b,c,label"] + [f"{r[0]:.5f},{r[1]:.5f},{r[2]:.5f},{c}" for r, c in zip(x, y)]
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    config = _user_data_config(tmp_path, {"dataset": "csv", "path": "points.csv",
+                                          "label_column": "label"})
+    result = cli("train", config, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((run_folder(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.9  # a linearly separable problem
+
+
+def test_regression_from_npz_with_mae_and_rmse(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, size=(400, 2)).astype(np.float32)
+    y = (np.sin(2 * x[:, :1]) + x[:, 1:] ** 2).astype(np.float32)   # targets of shape (N, 1)
+    np.savez(tmp_path / "reg.npz", x=x, y=y)
+    config = _user_data_config(tmp_path, {"dataset": "npz", "path": "reg.npz"}, loss="mse",
+                               metrics=("mae", "rmse"), units=1)
+    result = cli("train", config, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((run_folder(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["test_rmse"] == pytest.approx(summary["test_loss"] ** 0.5, rel=1e-4)
+    assert summary["test_rmse"] < 0.15 * float(np.std(y))
+    assert 0 < summary["test_mae"] <= summary["test_rmse"]
+
+
+def test_csv_regression_with_default_metrics(cli, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, size=(200, 2))
+    lines = [f"{a:.5f},{b:.5f},{a - 2 * b:.5f}" for a, b in x]  # header-less, target last
+    (tmp_path / "reg.csv").write_text("\n".join(lines) + "\n")
+    config = _user_data_config(tmp_path, {"dataset": "csv", "path": "reg.csv"}, loss="mse",
+                               metrics=(), units=1)
+    text = config.read_text().replace("metrics: []\n", "")
+    config.write_text(text)
+    result = cli("train", config, "--out", tmp_path / "runs")
+    assert result.exit_code == 0, result.stderr
+    folder = run_folder(tmp_path / "runs")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {"test_loss", "test_mae", "test_rmse"} <= set(summary)   # mse's default metrics
+    assert yaml.safe_load((folder / "config.yaml").read_text())["metrics"] == ["mae", "rmse"]
+    assert oct((folder / "weights.npz").stat().st_mode & 0o777) == "0o644"
