@@ -38,7 +38,14 @@ class SplitSpec:
                             f"{self.val:g} + {self.test:g} >= 1")
 
 
+@dataclass(frozen=True, kw_only=True)
 class _DataCommon:
+    """Keys every data set has; each subclass adds `dataset` and its own keys."""
+
+    split: SplitSpec = field(nested(SplitSpec), SplitSpec(), "validation and test fractions")
+    normalize: str = field(choice("standard", "minmax", "none"), "standard",
+                           "feature scaling fitted on the training split")
+
     def validate(self, path, ctx: Context) -> None:
         file = getattr(self, "path", None)
         if file is not None and not (ctx.base_dir / file).is_file():
@@ -46,19 +53,9 @@ class _DataCommon:
             ctx.error(path + ("path",), f"no such data file: {file}{where}")
 
 
-def _data_fields():
-    return dict(
-        split=field(nested(SplitSpec), SplitSpec(), "validation and test fractions"),
-        normalize=field(choice("standard", "minmax", "none"), "standard",
-                        "feature scaling fitted on the training split"),
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
 class DigitsData(_DataCommon):
     dataset: str = field(string, "digits", "the shipped 8x8 handwritten digits (1797 samples)")
-    split: SplitSpec = _data_fields()["split"]
-    normalize: str = _data_fields()["normalize"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +65,6 @@ class SpiralsData(_DataCommon):
     noise: float = field(number(0.0), 0.2, "noise level: gaussian noise of standard deviation "
                          "0.1 x noise (the spirals span radius 1)")
     turns: float = field(number(0.0, low_open=True), 1.5, "turns of each spiral")
-    split: SplitSpec = _data_fields()["split"]
-    normalize: str = _data_fields()["normalize"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +73,6 @@ class NpzData(_DataCommon):
     path: str = field(string, doc="the file; a relative path is relative to the config file")
     x_key: str = field(string, "x", "array name of the features")
     y_key: str = field(string, "y", "array name of the labels or targets")
-    split: SplitSpec = _data_fields()["split"]
-    normalize: str = _data_fields()["normalize"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,11 +80,10 @@ class CsvData(_DataCommon):
     dataset: str = field(string, "csv", "a CSV file, one sample per row")
     path: str = field(string, doc="the file; a relative path is relative to the config file")
     label_column: int | str = field(one_of(integer(), string, what="a column index or name"),
-                                    -1, "the label column: an index (negative from the end) or a header name")
+                                    -1, "the label column: an index (negative from the end) "
+                                    "or a header name")
     header: bool | None = field(optional(boolean), None, "first row is a header; null detects it")
     delimiter: str = field(string, ",", "field separator")
-    split: SplitSpec = _data_fields()["split"]
-    normalize: str = _data_fields()["normalize"]
 
 
 DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData}
