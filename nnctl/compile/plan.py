@@ -33,8 +33,9 @@ class ExecutionPlan:
         self.random = []
         for node in graph.nodes:
             if node.op == "constant":
-                v = node.value
-                self.template[slot[node]] = v if isinstance(v, (int, float)) else backend.asarray(v)
+                # NOTE: a Python float is a weak scalar to NumPy, but reshaping or broadcasting
+                # it makes float64; as an array of the node's dtype it stays what it declares
+                self.template[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
             elif node.op == "random":
                 self.random.append((slot[node], node.aval.shape, node.attrs["p"], node.aval.dtype))
             elif node.op in ("input", "parameter"):

@@ -185,6 +185,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):  # x^y = e^(y ln x), defined for x > 0
             return (exponent * self.log()).exp()
+        if hasattr(exponent, "item") and getattr(exponent, "ndim", 1) == 0:
+            exponent = exponent.item()  # a NumPy scalar: store a plain number in the graph
         return apply("pow", self, exponent=exponent)
 
     def __rpow__(self, base):

@@ -18,5 +18,6 @@ class Reshape(Layer):
         have, want = math.prod(x.shape[1:]), math.prod(self.shape)
         if have != want:
             raise ShapeError(f"cannot reshape each sample of shape {list(x.shape[1:])} "
-                             f"({have} values) to {list(self.shape)} ({want} values)")
+                             f"({have} values) to {list(self.shape)} ({want} values)",
+                             scope=self.name)
         return x.reshape((x.shape[0],) + self.shape)

@@ -99,9 +99,12 @@ class CrossEntropy(Op):
         return Aval((), logits.dtype)
 
     def forward(self, xp, logits, labels):
-        z = logits - xp.max(logits, axis=-1, keepdims=True)
-        lse = xp.log(xp.sum(xp.exp(z), axis=-1))
-        picked = xp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
+        m = xp.max(logits, axis=-1, keepdims=True)
+        lse = xp.log(xp.sum(xp.exp(logits - m), axis=-1)) + m[:, 0]
+        # NOTE: picking through a one-hot mask (not take_along_axis, which wraps -1 to the
+        # last class) keeps forward and vjp in agreement for every label value
+        target = labels[:, None] == xp.arange(logits.shape[-1])
+        picked = xp.sum(xp.where(target, logits, 0), axis=-1)
         return xp.mean(lse - picked)
 
     def vjp(self, g, out, logits, labels):

@@ -75,12 +75,21 @@ def test_python_scalars_keep_the_tensor_dtype():
         assert y.numpy().dtype == np.float32
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Tensor.__rpow__ lifts the base to a Python-float "
-                   "constant whose log is numpy float64, so 2.0 ** float32 tensor has a float64 "
-                   "value under a float32 aval (graph/tensor.py __rpow__/constant)")
 def test_scalar_base_power_keeps_float32():
+    # regression: log of a Python-float constant was numpy float64 and widened the result
     x = Tensor(np.ones(3, dtype=np.float32))
-    assert (2.0 ** x).numpy().dtype == np.float32
+    y = 2.0 ** x
+    assert y.dtype == "float32" and y.numpy().dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), 2.0, rtol=1e-6)
+
+
+def test_every_eager_value_has_its_node_dtype():
+    x = Tensor(np.linspace(0.5, 1.5, 6, dtype=np.float32).reshape(2, 3))
+    c = Tensor(np.float32(2.0))
+    for y in (x.sum(), c.exp(), x.sum().reshape(1, 1), c.broadcast_to((2, 2)),
+              (x * c).max(axis=0), x.softmax(), x.mean().sin()):
+        assert y.dtype == "float32"
+        assert np.asarray(y.value).dtype == np.float32, y
 
 
 def test_constants():

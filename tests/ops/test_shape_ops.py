@@ -139,12 +139,13 @@ def test_reshape_with_minus_one():
     np.testing.assert_array_equal(g.numpy(), x)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Reshape.infer accepts negative dims whose product "
-                   "equals the size, e.g. [3,4] -> [-3,-4] (nnctl/ops/shape.py Reshape.infer)")
 def test_reshape_refuses_negative_dims():
+    # regression: negative sizes whose product equals the size used to pass infer()
     s = input_placeholder("s", (3, 4), "float64")
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError, match="non-negative"):
         s.reshape(-3, -4)
+    with pytest.raises(ShapeError, match="non-negative"):
+        s.reshape(-1, -1, 12)
 
 
 def test_transpose_and_its_gradient():

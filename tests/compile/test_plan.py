@@ -1,0 +1,163 @@
+"""ExecutionPlan: same numbers as eager evaluation, no state between runs, seeded randomness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnctl.autodiff import grad
+from nnctl.backend import get_backend
+from nnctl.compile import compile_graph
+from nnctl.graph.tensor import Tensor, input_placeholder, parameter, random_bernoulli
+
+CPU = get_backend("cpu")
+SHAPES = {"w1": (4, 5), "b1": (5,), "w2": (5, 3), "b2": (3,)}
+
+
+def _mlp_loss(x, y, w1, b1, w2, b2):
+    h = (x @ w1 + b1).tanh()
+    return (h @ w2 + b2).cross_entropy(y)
+
+
+def _numpy_mlp(x, y, w1, b1, w2, b2):
+    """Hand-written forward and backward, the reference for both eager and compiled runs."""
+    z1 = x @ w1 + b1
+    h = np.tanh(z1)
+    logits = h @ w2 + b2
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    n = len(y)
+    loss = -np.mean(np.log(p[np.arange(n), y]))
+    dlogits = (p - np.eye(3)[y]) / n
+    dz1 = (dlogits @ w2.T) * (1 - h**2)
+    return loss, [x.T @ dz1, dz1.sum(0), h.T @ dlogits, dlogits.sum(0)]
+
+
+def _data(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(8, 4)), rng.integers(0, 3, 8)
+
+
+@pytest.fixture(scope="module")
+def params():
+    rng = np.random.default_rng(42)
+    return [rng.normal(scale=0.5, size=s) for s in SHAPES.values()]
+
+
+@pytest.fixture(scope="module")
+def plan():
+    x = input_placeholder("x", (8, 4), "float64")
+    y = input_placeholder("y", (8,), "int64")
+    ps = [parameter(k, s, "float64") for k, s in SHAPES.items()]
+    loss = _mlp_loss(x, y, *ps)
+    return compile_graph([loss, *grad(loss, ps)], [x, y, *ps], CPU)
+
+
+def test_plan_equals_eager_and_the_hand_written_reference(plan, params):
+    xv, yv = _data(0)
+    compiled = plan([xv, yv, *params])
+    ts = [Tensor(p) for p in params]
+    loss = _mlp_loss(Tensor(xv), Tensor(yv), *ts)
+    eager = [loss.numpy()] + [g.numpy() for g in grad(loss, ts)]
+    ref_loss, ref_grads = _numpy_mlp(xv, yv, *params)
+    assert len(compiled) == 5
+    for c, e, r in zip(compiled, eager, [ref_loss, *ref_grads]):
+        assert np.shape(c) == np.shape(r)
+        np.testing.assert_allclose(c, e, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(c, r, rtol=1e-10, atol=1e-14)
+
+
+def test_feeding_different_arrays_gives_different_correct_results(plan, params):
+    first = plan([*_data(0), *params])
+    second = plan([*_data(1), *params])
+    assert first[0] != second[0]
+    np.testing.assert_allclose(second[0], _numpy_mlp(*_data(1), *params)[0], rtol=1e-12)
+    np.testing.assert_allclose(second[1], _numpy_mlp(*_data(1), *params)[1][0], rtol=1e-10)
+    again = plan([*_data(0), *params])  # nothing left over from the second run
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plan_without_passes_gives_the_same_numbers(params):
+    x = input_placeholder("x", (8, 4), "float64")
+    y = input_placeholder("y", (8,), "int64")
+    ps = [parameter(k, s, "float64") for k, s in SHAPES.items()]
+    loss = _mlp_loss(x, y, *ps)
+    outs = [loss, *grad(loss, ps)]
+    optimised = compile_graph(outs, [x, y, *ps], CPU)
+    raw = compile_graph(outs, [x, y, *ps], CPU, passes=())
+    assert len(optimised) <= len(raw)
+    assert raw.pass_stats == []
+    feed = [*_data(3), *params]
+    for a, b in zip(optimised(feed), raw(feed)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_constants_are_folded_into_the_plan():
+    x = input_placeholder("x", (3,), "float64")
+    y = x * (Tensor(np.array([1.0, 2.0, 3.0])).exp() + 1.0)
+    plan = compile_graph([y], [x], CPU)
+    assert len(plan) == 1  # only the mul runs; exp(c) + 1 was computed once
+    np.testing.assert_allclose(plan([np.ones(3)])[0], np.exp([1.0, 2.0, 3.0]) + 1.0)
+
+
+def test_random_leaves_draw_fresh_masks_each_run_from_a_seeded_rng():
+    x = input_placeholder("x", (1000,), "float64")
+    y = x * random_bernoulli((1000,), 0.3, "float64")
+
+    def run_twice(seed):
+        plan = compile_graph([y], [x], CPU, rng=np.random.default_rng(seed))
+        return plan([np.ones(1000)])[0], plan([np.ones(1000)])[0]
+
+    a1, a2 = run_twice(7)
+    assert not np.array_equal(a1, a2)  # fresh mask per call
+    assert set(np.unique(a1)) <= {0.0, 1.0}
+    assert abs(a1.mean() - 0.3) < 0.06 and abs(a2.mean() - 0.3) < 0.06
+    b1, b2 = run_twice(7)
+    np.testing.assert_array_equal(a1, b1)  # same seed, same sequence of masks
+    np.testing.assert_array_equal(a2, b2)
+    c1, _ = run_twice(8)
+    assert not np.array_equal(a1, c1)
+
+
+def test_forward_and_backward_share_one_mask_per_run():
+    x = input_placeholder("x", (200,), "float64")
+    y = x * random_bernoulli((200,), 0.5, "float64")
+    (g,) = grad(y.sum(), [x])
+    plan = compile_graph([y, g], [x], CPU, rng=np.random.default_rng(0))
+    xv = np.linspace(1.0, 2.0, 200)
+    out, gv = plan([xv])
+    np.testing.assert_array_equal(out / xv, gv)
+
+
+def test_a_needed_leaf_that_is_not_fed_is_refused():
+    x = input_placeholder("x", (3,), "float64")
+    w = parameter("w", (3,), "float64")
+    with pytest.raises(ValueError, match="is needed by the outputs but is not fed"):
+        compile_graph([x * w], [x], CPU)
+
+
+def test_an_unused_feed_is_skipped():
+    x = input_placeholder("x", (3,), "float64")
+    unused = parameter("u", (2,), "float64")
+    plan = compile_graph([x.exp()], [x, unused], CPU)
+    np.testing.assert_allclose(plan([np.zeros(3), np.ones(2)])[0], np.ones(3))
+
+
+def test_float32_graph_gives_float32_gradients():
+    # regression: the Python-float seed of a sum-loss was folded into a float64 constant
+    x = input_placeholder("x", (4, 3), "float32")
+    w = parameter("w", (3, 2), "float32")
+    loss = (x @ w).tanh().sum()
+    plan = compile_graph([loss, *grad(loss, [w])], [x, w], CPU)
+    out = plan([np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)])
+    assert [np.asarray(o).dtype for o in out] == [np.float32, np.float32]
+
+
+def test_float32_gradients_without_passes_are_float32():
+    x = input_placeholder("x", (4, 3), "float32")
+    w = parameter("w", (3, 2), "float32")
+    loss = (x @ w).tanh().sum()
+    plan = compile_graph([loss, *grad(loss, [w])], [x, w], CPU, passes=())
+    out = plan([np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)])
+    assert [np.asarray(o).dtype for o in out] == [np.float32, np.float32]
