@@ -8,14 +8,14 @@ from nnctl.errors import BackendError
 DEVICES = ("cpu", "cuda")
 
 
-def get_backend(device: str, seed: int = 0) -> Backend:
+def get_backend(device: str) -> Backend:
     """The backend for `device`, or a BackendError that says what to install."""
     if device == "cpu":
         from nnctl.backend.numpy_backend import NumpyBackend
-        return NumpyBackend(seed)
+        return NumpyBackend()
     if device == "cuda":
         from nnctl.backend.cupy_backend import CupyBackend
-        return CupyBackend(seed)
+        return CupyBackend()
     raise BackendError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
 
 

@@ -14,9 +14,6 @@ class Backend:
     name: str = ""
     xp: Any = None
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
-
     def rng(self, seed):
         """A new random generator on this device, seeded by an int or a SeedSequence."""
         raise NotImplementedError

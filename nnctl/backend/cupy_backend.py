@@ -9,8 +9,7 @@ from nnctl.errors import BackendError
 class CupyBackend(Backend):
     name = "cuda"
 
-    def __init__(self, seed: int = 0):
-        super().__init__(seed)
+    def __init__(self):
         try:
             import cupy
         except ImportError:
