@@ -365,29 +365,50 @@ def check_same_losses(case: Case, impls, steps: int = 5, rtol: float = 1e-3) -> 
 
 # ---- timing ----------------------------------------------------------------------------------
 
-def time_case(case: Case, impls, warmup: int, samples: int, repeats: int) -> dict:
-    """Interleaved timing: for each sample, each implementation runs `repeats` steps in turn,
-    so slow drift of the machine hits all of them alike. Returns ms/step per sample."""
+def time_case(case: Case, impls, warmup: int, samples: int, repeats: int | None,
+              target_s: float = 0.3, pause: float = 0.3, rewarm: int = 3):
+    """Interleaved timing: for each sample, each implementation runs its steps in turn, so slow
+    drift of the machine hits all of them alike. Returns (ms/step per sample, steps per sample)
+    for each implementation.
+
+    Steps per sample: `repeats`, or if None as many as take about `target_s` seconds, judged
+    from the warm-up (at least 20).
+
+    NumPy's OpenBLAS and PyTorch's OpenMP keep separate thread pools whose idle workers spin
+    for a while after each call; on a small machine the spinning pool of one library steals
+    the cores the other one is computing on. So before each sample the process sleeps for
+    `pause` seconds (the other pool's workers go to sleep) and runs `rewarm` untimed steps."""
     steps = {impl.label: impl(case) for impl in impls}
     batches = case.batches
+    counts = {}
     for label, step in steps.items():
         for i in range(warmup):
             step(*batches[i % len(batches)])
+        t0 = time.perf_counter()
+        for i in range(warmup, warmup + 5):
+            step(*batches[i % len(batches)])
+        per_step = (time.perf_counter() - t0) / 5
+        counts[label] = repeats or max(20, min(20000, math.ceil(target_s / max(per_step, 1e-6))))
     times = {label: [] for label in steps}
-    cursor = {label: warmup for label in steps}
+    cursor = {label: warmup + 5 for label in steps}
     for _ in range(samples):
         for label, step in steps.items():
-            start_i = cursor[label]
+            if len(steps) > 1 and pause:
+                time.sleep(pause)
+            for i in range(cursor[label], cursor[label] + rewarm):
+                step(*batches[i % len(batches)])
+            cursor[label] += rewarm
+            start_i, n = cursor[label], counts[label]
             loss = 0.0
             t0 = time.perf_counter()
-            for i in range(start_i, start_i + repeats):
+            for i in range(start_i, start_i + n):
                 loss = step(*batches[i % len(batches)])
             elapsed = time.perf_counter() - t0
-            cursor[label] += repeats
+            cursor[label] += n
             if not math.isfinite(loss):
                 raise SystemExit(f"{case.name}/{label}: loss became {loss}")
-            times[label].append(elapsed / repeats * 1e3)
-    return times
+            times[label].append(elapsed / n * 1e3)
+    return times, counts
 
 
 def summarize(times: dict) -> dict:
@@ -415,6 +436,7 @@ def environment(torch) -> dict:
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
         "blas": None,
+        "threads": None,
     }
     try:
         from threadpoolctl import threadpool_info
@@ -447,12 +469,12 @@ def blas_threads(default: int) -> int:
 # ---- output ----------------------------------------------------------------------------------
 
 def print_table(results: list[dict], labels: list[str]) -> None:
-    headers = ["case", "batch", "params"] + [f"{l} ms" for l in labels] + \
-              [f"nnctl/{l}" for l in labels if l != "nnctl"]
+    headers = ["case", "batch"] + [f"{l} ms" for l in labels] + \
+              [f"÷ {l}" for l in labels if l != "nnctl"]
     rows = []
     for r in results:
         t = r["timing"]
-        row = [f"{r['case']}  {r['shape']}", str(r["batch"]), f"{r['params']:,}"]
+        row = [r["case"], str(r["batch"])]
         row += [f"{t[l]['median_ms']:.3f}" for l in labels]
         row += [f"{t['nnctl'][f'ratio_vs_{l}']:.2f}x" for l in labels if l != "nnctl"]
         rows.append(row)
@@ -464,8 +486,11 @@ def print_table(results: list[dict], labels: list[str]) -> None:
         print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print("(median ms per training step; ÷ x = nnctl's median / x's)")
         return
-    table = Table(title="median ms per training step (forward + backward + Adam)")
+    table = Table(title="median ms per training step (forward + backward + Adam); "
+                        "÷ x = nnctl's median / x's",
+                  title_justify="left")
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:
@@ -474,27 +499,40 @@ def print_table(results: list[dict], labels: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="a fast run: 3 samples x 20 steps after 5 warm-up steps")
+                    help="a fast run: 3 samples of ~0.05 s each after 5 warm-up steps")
     ap.add_argument("--samples", type=int, help="timed samples per implementation (default 7)")
-    ap.add_argument("--repeats", type=int, help="steps per sample (default 200)")
+    ap.add_argument("--repeats", type=int,
+                    help="steps per sample (default: as many as take ~0.3 s, ~0.05 s quick)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default 50)")
     ap.add_argument("--cases", default="digits_mlp,mlp_784",
                     help="comma-separated: digits_mlp, mlp_784")
+    ap.add_argument("--threads", type=int,
+                    help="BLAS threads for NumPy (via threadpoolctl) and intra-op threads for "
+                         "PyTorch (default: as many as NumPy's BLAS already uses)")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     samples = args.samples or (3 if args.quick else 7)
-    repeats = args.repeats or (20 if args.quick else 200)
+    repeats = args.repeats
+    target_s = 0.05 if args.quick else 0.3
     warmup = args.warmup if args.warmup is not None else (5 if args.quick else 50)
 
     torch = None if args.no_torch else import_torch()
-    threads = blas_threads(os.cpu_count() or 1)
+    if args.threads:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            ap.error("--threads needs threadpoolctl (pip install threadpoolctl)")
+        # Kept for the whole run: the limiter object restores the old limits when collected.
+        main.limiter = threadpool_limits(limits=args.threads, user_api="blas")
+    threads = args.threads or blas_threads(os.cpu_count() or 1)
     if torch is not None:
         torch.set_num_threads(threads)
     env = environment(torch)
+    env["threads"] = threads
     blas = env["blas"] or {}
     print(f"python {env['python']}, numpy {env['numpy']}, {env['cpu_count']} CPUs, "
           f"{env['platform']}")
@@ -507,7 +545,13 @@ def main(argv=None) -> int:
         print("torch: left out (--no-torch)")
     else:
         print(f"torch: not importable, skipped. To compare with PyTorch: {TORCH_HINT}")
-    print(f"method: {warmup} warm-up steps, then {samples} samples x {repeats} steps, "
+    per = f"{repeats} steps" if repeats else f"~{target_s:g} s of steps"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 1.0:
+        print(f"note: load average {load:.2f} before starting: other processes use the CPUs, "
+              "so expect noisy samples (compare the medians and the fastest samples)")
+    env["loadavg_1min"] = load
+    print(f"method: {warmup} warm-up steps, then {samples} samples x {per} per implementation, "
           f"interleaved; median ms/step\n")
 
     impls = [NnctlStep, NumpyStep] + ([TorchStep] if torch is not None else [])
@@ -523,7 +567,10 @@ def main(argv=None) -> int:
             diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_rel_diff"].items())
             print(f"{case.name}: {case.shape}, batch {case.batch}, {case.n_params:,} params; "
                   f"losses over {check['steps']} steps match nnctl's (max rel diff: {diffs})")
-            timing = summarize(time_case(case, impls, warmup, samples, repeats))
+            times, counts = time_case(case, impls, warmup, samples, repeats, target_s)
+            timing = summarize(times)
+            for label, n in counts.items():
+                timing[label]["steps_per_sample"] = n
             results.append({"case": case.name, "note": case.note, "shape": case.shape,
                             "batch": case.batch, "params": case.n_params, "check": check,
                             "timing": timing})
@@ -533,9 +580,15 @@ def main(argv=None) -> int:
         spread = ", ".join(f"{l} {r['timing'][l]['min_ms']:.3f}-{r['timing'][l]['max_ms']:.3f}"
                            for l in labels)
         print(f"  {r['case']} range over samples (ms): {spread}")
+        mins = r["timing"]["nnctl"]["min_ms"]
+        ratios = ", ".join(f"÷ {l} {mins / r['timing'][l]['min_ms']:.2f}x"
+                           for l in labels if l != "nnctl")
+        if ratios:
+            print(f"  {r['case']} ratios of the fastest samples: {ratios}")
     if args.json:
         payload = {"environment": env,
                    "method": {"warmup": warmup, "samples": samples, "repeats": repeats,
+                              "target_s_per_sample": None if repeats else target_s,
                               "statistic": "median ms per step"},
                    "results": results}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
