@@ -81,40 +81,41 @@ class OneHot(Op):
 
 @register
 class CrossEntropy(Op):
-    """loss = mean over rows of logsumexp(x) - x[label], from logits and integer labels;
-    dx = g (softmax(x) - onehot(label)) / N"""
+    """loss = mean over positions of logsumexp(x) - x[label], from logits [..., classes] and
+    integer labels [...];  dx = g (softmax(x) - onehot(label)) / N (N = number of labels)"""
     name = "cross_entropy"
     nondifferentiable = (1,)
     arity = 2
 
     def infer(self, logits: Aval, labels: Aval) -> Aval:
         require_float(logits, "logits")
-        if logits.ndim != 2:
-            fail(f"cross_entropy needs logits of shape [batch, classes], got {logits}")
+        if logits.ndim < 2:
+            fail(f"cross_entropy needs logits of shape [batch, ..., classes], got {logits}")
         if labels.dtype not in INT_DTYPES:
             fail(f"cross_entropy needs integer class labels, got {labels}")
-        if labels.shape != logits.shape[:1]:
+        if labels.shape != logits.shape[:-1]:
             fail(f"cross_entropy: labels {list(labels.shape)} do not match logits "
-                 f"{list(logits.shape)}; expected [{logits.shape[0]}]")
+                 f"{list(logits.shape)}; expected {list(logits.shape[:-1])}")
         return Aval((), logits.dtype)
 
     def forward(self, xp, logits, labels):
         m = xp.max(logits, axis=-1, keepdims=True)
-        lse = xp.log(xp.sum(xp.exp(logits - m), axis=-1)) + m[:, 0]
+        lse = xp.log(xp.sum(xp.exp(logits - m), axis=-1)) + m[..., 0]
         # NOTE: picking through a one-hot mask (not take_along_axis, which wraps -1 to the
         # last class) keeps forward and vjp in agreement for every label value
-        target = labels[:, None] == xp.arange(logits.shape[-1])
+        target = labels[..., None] == xp.arange(logits.shape[-1])
         picked = xp.sum(xp.where(target, logits, 0), axis=-1)
         return xp.mean(lse - picked)
 
     def vjp(self, g, out, logits, labels):
-        n, classes = logits.shape
-        target = labels.one_hot(classes, logits.dtype)
+        n = max(labels.size, 1)
+        target = labels.one_hot(logits.shape[-1], logits.dtype)
         return (logits.softmax(-1) - target) * (g * (1.0 / n)), None
 
     def samples(self):
         yield Sample(shapes=((4, 3), (4,)), int_inputs={1: 3})
         yield Sample(shapes=((6, 5), (6,)), int_inputs={1: 5}, low=-6.0, high=6.0)
+        yield Sample(shapes=((2, 3, 4), (2, 3)), int_inputs={1: 4})  # a sequence of labels
 
 
 @register

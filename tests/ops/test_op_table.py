@@ -41,7 +41,8 @@ def _log_softmax(x, axis=-1):
 
 
 def _cross_entropy(logits, labels):
-    return -np.mean(_log_softmax(logits)[np.arange(len(labels)), labels])
+    picked = np.take_along_axis(_log_softmax(logits), labels[..., None], axis=-1)
+    return -np.mean(picked)
 
 
 REFERENCES = {
