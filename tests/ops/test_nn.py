@@ -77,7 +77,7 @@ def test_cross_entropy_rejects_bad_labels():
     with pytest.raises(ShapeError,
                        match=r"labels \[5\] do not match logits \[4, 3\]; expected \[4\]"):
         logits.cross_entropy(Tensor(np.zeros(5, dtype=np.int64)))
-    with pytest.raises(ShapeError, match=r"\[batch, classes\]"):
+    with pytest.raises(ShapeError, match=r"\[batch, \.\.\., classes\]"):
         Tensor(np.zeros(3)).cross_entropy(Tensor(np.zeros(3, dtype=np.int64)))
 
 
