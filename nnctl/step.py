@@ -25,6 +25,7 @@ class Splits:
     test: Dataset
     normalizer: Normalizer
     num_classes: int | None  # None for regression
+    vocab: int | None = None  # token-id inputs: the largest id + 1
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -43,15 +44,17 @@ def load_dataset(config: Config) -> Dataset:
 
 
 def load_splits(config: Config) -> Splits:
-    """Load, check against the loss, split (seeded) and normalise (fitted on train)."""
+    """Load, check against the loss, split (seeded) and normalise (fitted on train).
+
+    Integer features are token ids: they are never normalised and stay int64."""
     spec = config.spec
     data = load_dataset(config)
     integer_labels = np.issubdtype(data.y.dtype, np.integer)
     if spec.loss == "cross_entropy":
-        if not integer_labels or data.y.ndim != 1:
-            raise config.error(("loss",), "cross_entropy needs integer class labels (one per "
-                               f"sample), but the data's labels are {data.y.dtype} "
-                               f"of shape {list(data.y.shape)}")
+        if not integer_labels:
+            raise config.error(("loss",), "cross_entropy needs integer class labels, but the "
+                               f"data's labels are {data.y.dtype} of shape "
+                               f"{list(data.y.shape)}")
         num_classes = data.num_classes
     else:
         y = data.y.astype(np.float32)
@@ -60,14 +63,20 @@ def load_splits(config: Config) -> Splits:
     d = spec.data
     try:
         train, val, test = split(data, d.split.val, d.split.test, seed=spec.seed,
-                                 stratify=integer_labels)
+                                 stratify=integer_labels and data.y.ndim == 1)
     except ValueError as err:
         raise config.error(("data", "split"), str(err)) from None
-    norm = Normalizer.fit(train.x, d.normalize)
-    dtype = spec.train.dtype
-    train, val, test = (Dataset(norm.apply(s.x).astype(dtype), s.y, s.name)
-                        for s in (train, val, test))
-    return Splits(train, val, test, norm, num_classes)
+    if np.issubdtype(data.x.dtype, np.integer):
+        norm = Normalizer.fit(train.x, "none")
+        vocab = int(data.x.max()) + 1 if data.x.size else 0
+        train, val, test = (Dataset(s.x.astype(np.int64), s.y, s.name)
+                            for s in (train, val, test))
+    else:
+        norm, vocab = Normalizer.fit(train.x, d.normalize), None
+        dtype = spec.train.dtype
+        train, val, test = (Dataset(norm.apply(s.x).astype(dtype), s.y, s.name)
+                            for s in (train, val, test))
+    return Splits(train, val, test, norm, num_classes, vocab)
 
 
 class StepBuilder:
@@ -77,7 +86,11 @@ class StepBuilder:
     def __init__(self, config: Config, splits: Splits, init_rng: np.random.Generator):
         self.config, self.splits = config, splits
         self.dtype = config.spec.train.dtype
-        self.model: Model = build_model(config.spec.model, init_rng)
+        hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype}
+        try:
+            self.model: Model = build_model(config.spec.model, init_rng, hints)
+        except LayerError as err:
+            raise self._layer_error(err) from None
         # creates the parameters and checks every layer's shapes before any data flows
         self.build_forward(config.spec.train.batch_size, training=True)
 
@@ -85,13 +98,21 @@ class StepBuilder:
     def params(self) -> dict[str, Tensor]:
         return self.model.params
 
+    @property
+    def states(self) -> dict[str, Tensor]:
+        return self.model.states
+
+    def _layer_error(self, err: LayerError) -> ConfigError:
+        layers = self.config.spec.model.layers
+        return self.config.error(("model", "layers", err.index, layers[err.index].kind),
+                                 str(err))
+
     def inputs(self, batch: int) -> tuple[Tensor, Tensor]:
         s = self.splits
-        x = input_placeholder("x", (batch,) + s.feature_shape, self.dtype)
-        if s.num_classes is not None:
-            y = input_placeholder("y", (batch,), "int64")
-        else:
-            y = input_placeholder("y", (batch,) + tuple(s.train.y.shape[1:]), self.dtype)
+        x_dtype = "int64" if s.vocab is not None else self.dtype
+        x = input_placeholder("x", (batch,) + s.feature_shape, x_dtype)
+        y_shape = (batch,) + tuple(s.train.y.shape[1:])
+        y = input_placeholder("y", y_shape, "int64" if s.num_classes is not None else self.dtype)
         return x, y
 
     def build_forward(self, batch: int, training: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -101,9 +122,8 @@ class StepBuilder:
         try:
             out = self.model(x, training)
         except LayerError as err:
-            raise self.config.error(("model", "layers", err.index, layers[err.index].kind),
-                                    str(err)) from None
-        expected = (batch, self.splits.num_classes) if self.splits.num_classes is not None \
+            raise self._layer_error(err) from None
+        expected = y.shape + (self.splits.num_classes,) if self.splits.num_classes is not None \
             else y.shape
         if out.shape != expected:
             last = len(layers) - 1
@@ -119,17 +139,20 @@ class StepBuilder:
         return out.cross_entropy(y) if self.config.spec.loss == "cross_entropy" else out.mse(y)
 
     def training_step(self, batch: int):
-        """outputs = [loss, model output, *grads (in params order)], feeds = [x, y, *params]."""
+        """outputs = [loss, model output, *grads (params order), *new states (states order)],
+        feeds = [x, y, *params, *states]."""
         x, y, out = self.build_forward(batch, training=True)
         loss = self.loss(out, y)
-        params = list(self.params.values())
+        params, states = list(self.params.values()), list(self.states.values())
         grads = grad(loss, params)
-        return [loss, out, *grads], [x, y, *params]
+        updates = self.model.updates
+        new_states = [updates.get(t.node.name, t) for t in states]
+        return [loss, out, *grads, *new_states], [x, y, *params, *states]
 
     def evaluation_step(self, batch: int):
-        """outputs = [loss, model output], feeds = [x, y, *params]."""
+        """outputs = [loss, model output], feeds = [x, y, *params, *states]."""
         x, y, out = self.build_forward(batch, training=False)
-        return [self.loss(out, y), out], [x, y, *self.params.values()]
+        return [self.loss(out, y), out], [x, y, *self.params.values(), *self.states.values()]
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:

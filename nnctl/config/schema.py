@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from nnctl.config.validate import (Context, boolean, choice, field, integer, list_of, nested,
-                                   number, one_of, optional, single_key, string, tagged)
+from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
+                                      DropoutSpec, ModelSpec, ReshapeSpec)
+from nnctl.config.validate import (Context, boolean, choice, field, integer, nested, number,
+                                   one_of, optional, string, tagged, list_of)
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "sin", "linear")
-INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
 LOSSES = ("cross_entropy", "mse")
 METRICS = ("accuracy", "mae", "rmse")
 CLASSIFICATION_METRICS = ("accuracy",)
@@ -23,6 +23,9 @@ DEFAULT_METRICS = {"cross_entropy": ["accuracy"], "mse": ["mae", "rmse"]}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
+
+__all__ = ["ACTIVATIONS", "INITS", "LAYERS", "ActivationSpec", "DenseSpec", "DropoutSpec",
+           "ModelSpec", "ReshapeSpec", "RunSpec"]
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -87,64 +90,6 @@ class CsvData(_DataCommon):
 
 
 DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData}
-
-
-# ---- model -----------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class DenseSpec:
-    kind: ClassVar[str] = "dense"
-    units: int = field(positive, doc="output features")
-    activation: str = field(choice(*ACTIVATIONS), "linear", "applied after x W + b")
-    init: str = field(choice(*INITS), "auto", "weight initialiser; auto = He for relu, else Glorot")
-    bias: bool = field(boolean, True, "add a learned bias")
-    name: str | None = field(optional(string), None, "layer name (default: dense_<index>)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ActivationSpec:
-    kind: ClassVar[str] = "activation"
-    shorthand: ClassVar[str] = "function"
-    function: str = field(choice(*ACTIVATIONS), doc="the elementwise function")
-    name: str | None = field(optional(string), None, "layer name")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DropoutSpec:
-    kind: ClassVar[str] = "dropout"
-    shorthand: ClassVar[str] = "rate"
-    rate: float = field(fraction, doc="probability of zeroing each element while training")
-    name: str | None = field(optional(string), None, "layer name")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ReshapeSpec:
-    kind: ClassVar[str] = "reshape"
-    shorthand: ClassVar[str] = "shape"
-    shape: list = field(list_of(positive, min_len=1, what="a list of positive integers"),
-                        doc="new per-sample shape (the batch axis is kept)")
-    name: str | None = field(optional(string), None, "layer name")
-
-
-LAYERS = {cls.kind: cls for cls in (DenseSpec, ActivationSpec, DropoutSpec, ReshapeSpec)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    layers: list = field(list_of(single_key(LAYERS, "layer"), min_len=1,
-                                 what="a list of layers"), doc="the layers, input to output")
-
-    def layer_names(self) -> list[str]:
-        """Each layer's name: its `name`, or `<type>_<index>`."""
-        return [spec.name or f"{spec.kind}_{i}" for i, spec in enumerate(self.layers)]
-
-    def validate(self, path, ctx: Context) -> None:
-        seen: dict[str, int] = {}
-        for i, name in enumerate(self.layer_names()):
-            if name in seen:
-                ctx.error(path + ("layers", i, self.layers[i].kind, "name"),
-                          f"layer name '{name}' is already used by layers[{seen[name]}]")
-            seen.setdefault(name, i)
 
 
 # ---- optimizer and training -------------------------------------------------------------

@@ -1,17 +1,25 @@
-"""Data sets and batching: loaders (NPZ, CSV), generators, split, normalisation, batches."""
+"""Data sets and batching: loaders (NPZ, CSV, text), generators, split, normalisation, batches."""
 
 from nnctl.data.dataset import Dataset, Normalizer, batch_indices, split
 from nnctl.data.generators import make_spirals
 from nnctl.data.loaders import DATASETS_DIR, load_csv, load_digits, load_npz
+from nnctl.data.sequences import make_adding, make_parity
+from nnctl.data.text import Vocabulary, char_windows, load_text, load_words
 
 __all__ = [
     "DATASETS_DIR",
     "Dataset",
     "Normalizer",
+    "Vocabulary",
     "batch_indices",
+    "char_windows",
     "load_csv",
     "load_digits",
     "load_npz",
+    "load_text",
+    "load_words",
+    "make_adding",
+    "make_parity",
     "make_spirals",
     "split",
 ]

@@ -285,3 +285,106 @@ class Tensor:
 
     def mse(self, target: "Tensor"):
         return apply("mse", self, self._lift(target))
+
+    # ---- combining, selecting and more activations ---------------------------------------
+    def where(self, condition, other):
+        """`self` where `condition` (bool or nonzero) holds, else `other` (PyTorch's order)."""
+        return where(condition, self, other)
+
+    def maximum(self, other): return maximum(self, other)
+    def minimum(self, other): return minimum(self, other)
+
+    def clip(self, low=None, high=None):
+        """Clip into [low, high]; either bound may be None. The gradient is 1 inside, bounds
+        included, and 0 outside."""
+        return apply("clip", self, low=low, high=high)
+
+    def pad(self, pad_width):
+        """Zero padding: `pad_width` holds one (before, after) pair per axis."""
+        return apply("pad", self, pad_width=tuple(tuple(p) for p in pad_width))
+
+    def take(self, indices):
+        """Rows of this table at integer `indices` (any shape): indices.shape + shape[1:]."""
+        return apply("take", self, indices if isinstance(indices, Tensor) else Tensor(indices))
+
+    def scatter_add(self, indices, num_rows: int):
+        """Rows of self summed into zeros(num_rows, ...) at `indices` (the vjp of take)."""
+        indices = indices if isinstance(indices, Tensor) else Tensor(indices)
+        return apply("scatter_add", self, indices, num_rows=num_rows)
+
+    def split(self, sizes_or_sections, axis: int = 0) -> list["Tensor"]:
+        """Pieces along `axis`: an int n gives n equal pieces, a list gives the pieces' sizes.
+
+            >>> a, b = Tensor(np.arange(5.0)).split([2, 3])   # [0, 1] and [2, 3, 4]
+        """
+        if not -self.ndim <= axis < self.ndim:
+            raise ShapeError(f"axis {axis} is out of range for a {self.ndim}-D input",
+                             op="split", scope=current_scope())
+        axis %= self.ndim
+        dim = self.shape[axis]
+        if isinstance(sizes_or_sections, int):
+            n = sizes_or_sections
+            if n <= 0 or dim % n:
+                raise ShapeError(f"cannot split axis {axis} of size {dim} into {n} equal "
+                                 "pieces", op="split", scope=current_scope())
+            sizes = [dim // n] * n
+        else:
+            sizes = [int(s) for s in sizes_or_sections]
+            if any(s < 0 for s in sizes) or sum(sizes) != dim:
+                raise ShapeError(f"split sizes {sizes} do not add up to {dim}, the size of "
+                                 f"axis {axis}", op="split", scope=current_scope())
+        pieces, start = [], 0
+        for s in sizes:
+            pieces.append(self[(slice(None),) * axis + (slice(start, start + s),)])
+            start += s
+        return pieces
+
+    def logsumexp(self, axis=None, keepdims: bool = False):
+        return apply("logsumexp", self, axis=self._axes(axis), keepdims=keepdims)
+
+    def var(self, axis=None, keepdims: bool = False):
+        """Population variance (ddof 0) over axes."""
+        return apply("variance", self, axis=self._axes(axis), keepdims=keepdims)
+
+    def leaky_relu(self, slope: float = 0.01): return apply("leaky_relu", self, slope=slope)
+    def elu(self, alpha: float = 1.0): return apply("elu", self, alpha=alpha)
+
+    def gelu(self):
+        """GELU in its tanh approximation (PyTorch's approximate='tanh')."""
+        return apply("gelu", self)
+
+    def softplus(self): return apply("softplus", self)
+
+
+def _tensors(*values) -> list[Tensor]:
+    """Tensors for `values`; Python numbers take the dtype of the first Tensor among them."""
+    like = next((v for v in values if isinstance(v, Tensor)), None)
+    return [v if isinstance(v, Tensor) else like._lift(v) if like is not None else Tensor(v)
+            for v in values]
+
+
+def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis: concat([a [2, 3], b [4, 3]]) is [6, 3]."""
+    return apply("concat", *_tensors(*tensors), axis=axis)
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Stack same-shaped tensors along a new axis: stack([a [3], b [3]]) is [2, 3]."""
+    return apply("stack", *_tensors(*tensors), axis=axis)
+
+
+def where(cond, a, b) -> Tensor:
+    """a where cond (bool, or nonzero numbers) holds, else b; a or b may be a number. cond
+    gets no gradient."""
+    cond = cond if isinstance(cond, Tensor) else Tensor(cond)
+    return apply("where", cond, *_tensors(a, b))
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise max; at ties the gradient is shared half/half."""
+    return apply("maximum", *_tensors(a, b))
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise min; at ties the gradient is shared half/half."""
+    return apply("minimum", *_tensors(a, b))

@@ -1,11 +1,15 @@
-"""Layers: the vocabulary of the config's model section, implemented with Tensor ops."""
+"""Layers: the vocabulary of the config's model section, implemented with Tensor ops.
 
+Importing this package registers every layer type (LAYER_TYPES, by config kind).
+"""
+
+from nnctl.layers import activation, conv, dense, dropout, embedding, merge, norm, reshape  # noqa: F401
 from nnctl.layers.activation import ACTIVATIONS, Activation
-from nnctl.layers.base import Layer
+from nnctl.layers.base import LAYER_TYPES, Layer, register_layer
 from nnctl.layers.dense import Dense
 from nnctl.layers.dropout import Dropout
 from nnctl.layers.model import LayerError, Model, build_model
-from nnctl.layers.reshape import Reshape
+from nnctl.layers.reshape import Flatten, Reshape
 
-__all__ = ["ACTIVATIONS", "Activation", "Dense", "Dropout", "Layer", "LayerError", "Model",
-           "Reshape", "build_model"]
+__all__ = ["ACTIVATIONS", "Activation", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Layer",
+           "LayerError", "Model", "Reshape", "build_model", "register_layer"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nnctl.graph import Tensor
-from nnctl.layers.base import Layer
+from nnctl.layers.base import Layer, register_layer
 
 ACTIVATIONS = {
     "relu": Tensor.relu,
@@ -14,10 +14,17 @@ ACTIVATIONS = {
 }
 
 
+@register_layer
 class Activation(Layer):
+    kind = "activation"
+
     def __init__(self, name: str, function: str):
         super().__init__(name)
         self.function = function
+
+    @classmethod
+    def from_spec(cls, spec, name, hints):
+        return cls(name, spec.function)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
         return ACTIVATIONS[self.function](x)

@@ -2,38 +2,73 @@
 
 Parameters are created on the first call, when the input shape is known (as Keras's build),
 as symbolic parameter tensors; their initial values are drawn once and kept in `initial`.
+A layer may also own state (batch norm's running statistics): non-trainable tensors fed like
+parameters, whose new values a training-mode call leaves in `updates`.
 """
 
 from __future__ import annotations
 
-from nnctl.graph import Tensor, name_scope, parameter
-from nnctl.layers.init import INITIALIZERS
+from nnctl.graph import Node, Tensor, name_scope, parameter
+from nnctl.layers.init import INITIALIZERS, fans
+from nnctl.ops.registry import Aval
+
+LAYER_TYPES: dict[str, type] = {}
+
+
+def register_layer(cls):
+    """Make a Layer class the implementation of the config's layer type `cls.kind`."""
+    LAYER_TYPES[cls.kind] = cls
+    return cls
 
 
 class Layer:
+    kind = ""
+    merge = False  # merge layers are called with a list of tensors
+
     def __init__(self, name: str):
         self.name = name
-        self.params: dict[str, Tensor] = {}   # full name -> symbolic parameter
+        self.params: dict[str, Tensor] = {}   # full name -> trainable parameter
+        self.states: dict[str, Tensor] = {}   # full name -> non-trainable state
         self.initial: dict[str, object] = {}  # full name -> host array
+        self.updates: dict[str, Tensor] = {}  # full state name -> its new value (training)
         self.built = False
 
-    def add_param(self, local: str, shape: tuple[int, ...], init: str, rng, dtype: str) -> Tensor:
-        full = f"{self.name}.{local}"
-        self.params[full] = parameter(full, shape, dtype)
-        self.initial[full] = INITIALIZERS[init](rng, shape, dtype)
-        return self.params[full]
-
-    def build(self, x: Tensor, rng) -> None:
-        """Create parameters for an input like `x`; layers without parameters do nothing."""
-
-    def forward(self, x: Tensor, training: bool) -> Tensor:
+    @classmethod
+    def from_spec(cls, spec, name: str, hints: dict) -> "Layer":
+        """The layer a config spec describes; `hints` holds facts about the data
+        ("classes", "vocab") for specs that ask for them."""
         raise NotImplementedError
 
-    def __call__(self, x: Tensor, training: bool = False, rng=None) -> Tensor:
+    def add_param(self, local: str, shape: tuple[int, ...], init: str, rng, dtype: str,
+                  fan: tuple[int, int] | None = None) -> Tensor:
+        full = f"{self.name}.{local}"
+        self.params[full] = parameter(full, shape, dtype)
+        self.initial[full] = INITIALIZERS[init](rng, shape, dtype, *(fan or fans(shape)))
+        return self.params[full]
+
+    def add_state(self, local: str, shape: tuple[int, ...], init: str, rng, dtype: str) -> Tensor:
+        full = f"{self.name}.{local}"
+        node = Node("parameter", (), {"trainable": False}, Aval(tuple(shape), dtype), name=full,
+                    scope=self.name)
+        self.states[full] = Tensor(node=node)
+        self.initial[full] = INITIALIZERS[init](rng, shape, dtype, 1, 1)
+        return self.states[full]
+
+    def update_state(self, state: Tensor, value: Tensor) -> None:
+        self.updates[state.node.name] = value
+
+    def build(self, x, rng) -> None:
+        """Create parameters for an input like `x`; layers without parameters do nothing."""
+
+    def forward(self, x, training: bool):
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = False, rng=None):
         with name_scope(self.name):
             if not self.built:
                 self.build(x, rng)
                 self.built = True
+            self.updates = {}
             return self.forward(x, training)
 
     def __repr__(self) -> str:

@@ -1,4 +1,4 @@
-"""Reductions over axes: sum, mean, max (with keepdims).
+"""Reductions over axes: sum, mean, max, logsumexp, variance (with keepdims).
 
 `axis` arrives normalised by the Tensor method: a sorted tuple of non-negative axes.
 """
@@ -25,6 +25,14 @@ def _keep(g, x, axis, keepdims):
         return g
     axes = range(x.ndim) if axis is None else axis
     return g.reshape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+
+
+def _count(x, axis) -> int:
+    """How many elements each output reduces over (at least 1: empty inputs get 0 gradients)."""
+    n = 1
+    for a in range(x.ndim) if axis is None else axis:
+        n *= x.shape[a]
+    return max(n, 1)
 
 
 class Reduce(Op):
@@ -59,10 +67,7 @@ class Mean(Reduce):
         return xp.mean(x, axis=axis, keepdims=keepdims)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
-        n = 1
-        for a in range(x.ndim) if axis is None else axis:
-            n *= x.shape[a]
-        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / max(n, 1)),)
+        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / _count(x, axis)),)
 
 
 @register
@@ -77,3 +82,36 @@ class Max(Reduce):
         mask = x.equal(_keep(out, x, axis, keepdims))
         count = mask.sum(axis, keepdims=True)
         return (_keep(g, x, axis, keepdims) / count * mask,)
+
+
+@register
+class LogSumExp(Reduce):
+    """y = m + log sum e^(x - m) over axes, m = max x;  dx = g e^(x - y)"""
+    name = "logsumexp"
+
+    def forward(self, xp, x, axis=None, keepdims=False):
+        m = xp.max(x, axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)  # NOTE: all -inf (or an inf) would give inf - inf
+        s = xp.sum(xp.exp(x - m), axis=axis, keepdims=keepdims)
+        return xp.log(s) + (m if keepdims else xp.squeeze(m, axis=axis))
+
+    def vjp(self, g, out, x, axis=None, keepdims=False):
+        return (_keep(g, x, axis, keepdims) * (x - _keep(out, x, axis, keepdims)).exp(),)
+
+    def samples(self):
+        yield from super().samples()
+        yield Sample(shapes=((3, 4),), attrs={"axis": (1,), "keepdims": False},
+                     low=700.0, high=710.0)  # e^x alone would overflow
+
+
+@register
+class Variance(Reduce):
+    """y = mean((x - mean x)^2) over axes (population, ddof 0);  dx = 2 g (x - mean x) / n"""
+    name = "variance"
+
+    def forward(self, xp, x, axis=None, keepdims=False):
+        return xp.var(x, axis=axis, keepdims=keepdims)
+
+    def vjp(self, g, out, x, axis=None, keepdims=False):
+        centred = x - x.mean(axis, keepdims=True)
+        return (_keep(g, x, axis, keepdims) * centred * (2.0 / _count(x, axis)),)

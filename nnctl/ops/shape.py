@@ -1,4 +1,5 @@
-"""Ops that move elements without changing them: reshape, transpose, broadcast_to, indexing.
+"""Ops that move elements without changing them: reshape, transpose, broadcast_to, indexing,
+pad, and the row gather `take` (with `scatter_add`, its vjp).
 
 Indices are stored as plain tuples so they export to JSON: an int, None (new axis), "..."
 (Ellipsis) or ("slice", start, stop, step).
@@ -6,7 +7,8 @@ Indices are stored as plain tuples so they export to JSON: an int, None (new axi
 
 from __future__ import annotations
 
-from nnctl.ops.registry import Aval, Op, Sample, broadcast_shapes, fail, register
+from nnctl.ops.registry import (INT_DTYPES, Aval, Op, Sample, broadcast_shapes, fail, register,
+                                require_float)
 
 
 @register
@@ -156,3 +158,99 @@ class ScatterIndex(Op):
     def samples(self):
         yield Sample(shapes=((2, 5),), attrs={"index": (("slice", 1, 3, None),), "shape": (4, 5)})
         yield Sample(shapes=((2, 3),), attrs={"index": ("...", -1), "shape": (2, 3, 4)})
+
+
+@register
+class Pad(Op):
+    """y = x with zeros added before and after each axis;  dx = g sliced back to x's place"""
+    name = "pad"
+
+    def infer(self, x: Aval, pad_width) -> Aval:
+        pad_width = tuple(pad_width)
+        ok = len(pad_width) == x.ndim and all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                for n in p) for p in pad_width)
+        if not ok:
+            fail(f"pad of {list(x.shape)} needs {x.ndim} pairs (before, after) of non-negative "
+                 f"ints, got {pad_width!r}")
+        return Aval(tuple(d + b + a for d, (b, a) in zip(x.shape, pad_width)), x.dtype)
+
+    def forward(self, xp, x, pad_width):
+        return xp.pad(x, pad_width)
+
+    def vjp(self, g, out, x, pad_width):
+        return (g[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, pad_width))],)
+
+    def samples(self):
+        yield Sample(shapes=((3, 4),), attrs={"pad_width": ((1, 2), (0, 3))})
+        yield Sample(shapes=((2, 3, 4),), attrs={"pad_width": ((0, 0), (2, 1), (1, 0))})
+        yield Sample(shapes=((5,),), attrs={"pad_width": ((0, 0),)})  # no padding at all
+        yield Sample(shapes=((0, 2),), attrs={"pad_width": ((1, 1), (0, 1))})  # empty input
+
+
+def _rows(what: str, indices: Aval) -> None:
+    if indices.dtype not in INT_DTYPES:
+        fail(f"{what} needs integer indices, got {indices}")
+
+
+@register
+class Take(Op):
+    """y = table[indices] (rows of axis 0; y.shape = indices.shape + table.shape[1:]);
+    dtable = scatter_add(g, indices): rows picked twice get both gradients"""
+    name = "take"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, table: Aval, indices: Aval) -> Aval:
+        _rows("take", indices)
+        if table.ndim == 0:
+            fail(f"take needs a table with at least one axis, got {table}")
+        if table.shape[0] == 0 and indices.size:
+            fail(f"take of {list(indices.shape)} indices from an empty table {list(table.shape)}")
+        return Aval(indices.shape + table.shape[1:], table.dtype)
+
+    def forward(self, xp, table, indices):
+        # NOTE: indices must lie in [-rows, rows); NumPy raises outside, CuPy wraps around
+        return xp.take(table, indices, axis=0)
+
+    def vjp(self, g, out, table, indices):
+        return g.scatter_add(indices, table.shape[0]), None
+
+    def samples(self):
+        yield Sample(shapes=((5, 3), (4,)), int_inputs={1: 5})
+        yield Sample(shapes=((3, 2), (6,)), int_inputs={1: 3})  # repeats: 6 picks of 3 rows
+        yield Sample(shapes=((6,), (2, 3)), int_inputs={1: 6})
+        yield Sample(shapes=((4, 2, 3), (3, 2)), int_inputs={1: 4})
+        yield Sample(shapes=((5, 3), ()), int_inputs={1: 5})  # a single row
+
+
+@register
+class ScatterAdd(Op):
+    """y = zeros(num_rows, ...) with y[indices[k]] += x[k] for every k (repeats add up);
+    dx = take(g, indices) (the vjp of take)"""
+    name = "scatter_add"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, x: Aval, indices: Aval, num_rows: int) -> Aval:
+        _rows("scatter_add", indices)
+        require_float(x)
+        if not isinstance(num_rows, int) or isinstance(num_rows, bool) or num_rows < 0:
+            fail(f"scatter_add needs a non-negative int num_rows, got {num_rows!r}")
+        if x.shape[:indices.ndim] != indices.shape:
+            fail(f"scatter_add of {list(x.shape)} at indices {list(indices.shape)}: the values' "
+                 f"leading axes must equal the indices' shape")
+        return Aval((num_rows,) + x.shape[indices.ndim:], x.dtype)
+
+    def forward(self, xp, x, indices, num_rows):
+        y = xp.zeros((num_rows,) + x.shape[indices.ndim:], dtype=x.dtype)
+        xp.add.at(y, indices, x)  # NOTE: unbuffered, so repeated rows accumulate
+        return y
+
+    def vjp(self, g, out, x, indices, num_rows):
+        return g.take(indices), None
+
+    def samples(self):
+        yield Sample(shapes=((4, 3), (4,)), attrs={"num_rows": 5}, int_inputs={1: 5})
+        yield Sample(shapes=((6,), (6,)), attrs={"num_rows": 2}, int_inputs={1: 2})  # repeats
+        yield Sample(shapes=((2, 3, 2), (2, 3)), attrs={"num_rows": 3}, int_inputs={1: 3})

@@ -39,6 +39,6 @@ def test_a_shape_error_inside_the_model_names_the_layer_and_index():
     with pytest.raises(LayerError) as info:
         model(input_placeholder("x", (2, 3), "float64"))
     err = info.value
-    assert err.index == 1 and isinstance(err.layer, Reshape)
+    assert err.index == 1 and err.scope == "reshape_1"
     assert str(err) == ("layer reshape_1: cannot reshape each sample of shape [6] (6 values) "
                         "to [4] (4 values)")

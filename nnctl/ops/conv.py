@@ -1,0 +1,395 @@
+"""Image ops on [N, C, H, W] arrays: conv2d, max_pool2d, avg_pool2d and their backward ops.
+
+Every op here reads its input through one strided view (`_windows`, im2col without a copy):
+v[n, c, i, j, p, q] = xpad[n, c, p*sh + i*dh, q*sw + j*dw] for kernel offset (i, j) and output
+pixel (p, q). conv2d copies that view into columns once and does one batched matmul; the
+backward ops add columns back into a padded buffer with one strided slice per kernel offset
+(`_scatter_windows`, the adjoint of `_windows`). The backward ops are bilinear (conv) or
+linear (pooling), and each one's vjp is written with its siblings, so gradients of gradients
+stay in this family.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from nnctl.ops.registry import Aval, Op, Sample, fail, register, require_float, same_dtype
+
+
+def _call(op_name: str, *inputs, **attrs):
+    """`apply(op_name, *inputs, **attrs)` for the Tensors a vjp is handed."""
+    # NOTE: ops sit below graph in the import layering (tests/test_layering.py), so this
+    # module cannot import `apply`, and Tensor has no method per op here; the module that
+    # defined the handed Tensors' class provides it.
+    return sys.modules[type(inputs[0]).__module__].apply(op_name, *inputs, **attrs)
+
+
+# ---- geometry --------------------------------------------------------------------------------
+
+def _pair(value, name: str, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum
+                             for v in pair):
+        fail(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
+    return pair
+
+
+def _out_len(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_shape(x, w, stride, padding, dilation, groups) -> tuple[int, ...]:
+    """[N, O, OH, OW] of conv2d(x, w) for the shapes x and w, or a ShapeError naming them."""
+    if len(x) != 4:
+        fail(f"conv2d needs x as [N, C, H, W], got {list(x)}")
+    if len(w) != 4:
+        fail(f"conv2d needs w as [O, C/groups, KH, KW], got {list(w)}")
+    if not isinstance(groups, int) or groups < 1:
+        fail(f"groups must be a positive int, got {groups!r}")
+    (n, c, h, wd), (o, cg, kh, kw) = x, w
+    if c % groups or o % groups:
+        fail(f"groups={groups} must divide the channels of x {list(x)} ({c}) and "
+             f"the output channels of w {list(w)} ({o})")
+    if cg * groups != c:
+        fail(f"w {list(w)} takes {cg} input channels per group, but x {list(x)} has "
+             f"{c // groups} per group with groups={groups}")
+    (sh, sw), (ph, pw) = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    dh, dw = _pair(dilation, "dilation", 1)
+    oh, ow = _out_len(h, kh, sh, ph, dh), _out_len(wd, kw, sw, pw, dw)
+    if oh < 1 or ow < 1:
+        fail(f"kernel of w {list(w)} with dilation ({dh}, {dw}) spans "
+             f"{dh * (kh - 1) + 1}x{dw * (kw - 1) + 1}, larger than x {list(x)} padded by "
+             f"({ph}, {pw}) ({h + 2 * ph}x{wd + 2 * pw})")
+    return (n, o, oh, ow)
+
+
+def _pool_shape(x, kernel, stride, padding) -> tuple[int, ...]:
+    """[N, C, OH, OW] of pooling x, or a ShapeError naming the shapes."""
+    if len(x) != 4:
+        fail(f"pooling needs x as [N, C, H, W], got {list(x)}")
+    kh, kw = _pair(kernel, "kernel", 1)
+    sh, sw = _pair(kernel if stride is None else stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    if ph > kh // 2 or pw > kw // 2:  # so that every window holds at least one element of x
+        fail(f"padding ({ph}, {pw}) must be at most half of kernel ({kh}, {kw})")
+    oh, ow = _out_len(x[2], kh, sh, ph, 1), _out_len(x[3], kw, sw, pw, 1)
+    if oh < 1 or ow < 1:
+        fail(f"kernel ({kh}, {kw}) is larger than x {list(x)} padded by ({ph}, {pw})")
+    return (x[0], x[1], oh, ow)
+
+
+def _windows(xp, x, kernel, stride, padding, dilation, out_hw, fill=0.0):
+    """The view v[n, c, i, j, p, q] = xpad[n, c, p*sh + i*dh, q*sw + j*dw]: [N, C, KH, KW, OH, OW].
+
+    Read-only by contract: its elements alias each other."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    if ph or pw:
+        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    sn, sc, s_h, s_w = x.strides
+    return xp.lib.stride_tricks.as_strided(
+        x, shape=(x.shape[0], x.shape[1], kh, kw) + tuple(out_hw),
+        strides=(sn, sc, s_h * dh, s_w * dw, s_h * sh, s_w * sw))
+
+
+def _scatter_windows(xp, cols, input_shape, stride, padding, dilation):
+    """The adjoint of `_windows`: add cols [N, C, KH, KW, OH, OW] into x's padded positions."""
+    n, c, h, w = input_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    kh, kw, oh, ow = cols.shape[2:]
+    dx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):  # one strided add per kernel offset; each is vectorised over pixels
+        for j in range(kw):
+            dx[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+               j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
+    return dx[:, :, ph:ph + h, pw:pw + w]
+
+
+def _conv_attrs(stride, padding, dilation):
+    return _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+
+
+# ---- convolution -----------------------------------------------------------------------------
+
+@register
+class Conv2d(Op):
+    """y[n,o,p,q] = sum_{c,i,j} xpad[n, c, p*sh + i*dh, q*sw + j*dw] w[o, c, i, j] over o's group
+    (cross-correlation, as PyTorch);  dx = conv2d_grad_input(g, w), dw = conv2d_grad_weight(x, g)"""
+    name = "conv2d"
+    arity = 2
+
+    def infer(self, x: Aval, w: Aval, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+              groups=1) -> Aval:
+        require_float(x, "x")
+        dtype = same_dtype(x, w)
+        return Aval(_conv_shape(x.shape, w.shape, stride, padding, dilation, groups), dtype)
+
+    def forward(self, xp, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        n, o, oh, ow = _conv_shape(x.shape, w.shape, stride, padding, dilation, groups)
+        stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        k = w.shape[1] * w.shape[2] * w.shape[3]
+        view = _windows(xp, x, w.shape[2:], stride, padding, dilation, (oh, ow))
+        cols = view.reshape(n, groups, k, oh * ow)  # im2col: the one copy of the input
+        y = w.reshape(groups, o // groups, k) @ cols  # [N, groups, O/groups, OH*OW]
+        return y.reshape(n, o, oh, ow)
+
+    def vjp(self, g, out, x, w, **attrs):
+        return (_call("conv2d_grad_input", g, w, input_shape=x.shape, **attrs),
+                _call("conv2d_grad_weight", x, g, weight_shape=w.shape, **attrs))
+
+    def samples(self):
+        for x, w, attrs in CONV_CASES:
+            yield Sample(shapes=(x, w), attrs=attrs)
+
+
+@register
+class Conv2dGradInput(Op):
+    """dx = the adjoint of x -> conv2d(x, w) applied to g (col2im of w^T g);
+    bilinear: d/dg = conv2d(v, w), d/dw = conv2d_grad_weight(v, g)"""
+    name = "conv2d_grad_input"
+    arity = 2
+
+    def infer(self, g: Aval, w: Aval, input_shape, stride=(1, 1), padding=(0, 0),
+              dilation=(1, 1), groups=1) -> Aval:
+        require_float(g, "g")
+        dtype = same_dtype(g, w)
+        expected = _conv_shape(tuple(input_shape), w.shape, stride, padding, dilation, groups)
+        if g.shape != expected:
+            fail(f"g {list(g.shape)} is not the conv2d output shape {list(expected)} of x "
+                 f"{list(input_shape)} and w {list(w.shape)}")
+        return Aval(tuple(input_shape), dtype)
+
+    def forward(self, xp, g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                groups=1):
+        n, o, oh, ow = g.shape
+        o_, cg, kh, kw = w.shape
+        stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        wt = w.reshape(groups, o // groups, cg * kh * kw).swapaxes(-1, -2)
+        cols = wt @ g.reshape(n, groups, o // groups, oh * ow)  # [N, groups, K, OH*OW]
+        cols = cols.reshape(n, groups * cg, kh, kw, oh, ow)
+        return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, dilation)
+
+    def vjp(self, gx, out, g, w, input_shape, **attrs):
+        return (_call("conv2d", gx, w, **attrs),
+                _call("conv2d_grad_weight", gx, g, weight_shape=w.shape, **attrs))
+
+    def samples(self):
+        for x, w, attrs in CONV_CASES:
+            y = _conv_shape(x, w, **{**CONV_DEFAULTS, **attrs})
+            yield Sample(shapes=(y, w), attrs={"input_shape": x, **attrs})
+
+
+@register
+class Conv2dGradWeight(Op):
+    """dw[o, c, i, j] = sum_{n,p,q} g[n,o,p,q] xpad[n, c, p*sh + i*dh, q*sw + j*dw] over o's group;
+    bilinear: d/dx = conv2d_grad_input(g, v), d/dg = conv2d(x, v)"""
+    name = "conv2d_grad_weight"
+    arity = 2
+
+    def infer(self, x: Aval, g: Aval, weight_shape, stride=(1, 1), padding=(0, 0),
+              dilation=(1, 1), groups=1) -> Aval:
+        require_float(x, "x")
+        dtype = same_dtype(x, g)
+        expected = _conv_shape(x.shape, tuple(weight_shape), stride, padding, dilation, groups)
+        if g.shape != expected:
+            fail(f"g {list(g.shape)} is not the conv2d output shape {list(expected)} of x "
+                 f"{list(x.shape)} and w {list(weight_shape)}")
+        return Aval(tuple(weight_shape), dtype)
+
+    def forward(self, xp, x, g, weight_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                groups=1):
+        n, o, oh, ow = g.shape
+        _, cg, kh, kw = weight_shape
+        stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        k = cg * kh * kw
+        view = _windows(xp, x, (kh, kw), stride, padding, dilation, (oh, ow))
+        cols = view.reshape(n, groups, k, oh * ow)
+        gw = g.reshape(n, groups, o // groups, oh * ow) @ cols.swapaxes(-1, -2)
+        return gw.sum(axis=0).reshape(tuple(weight_shape))  # [groups, O/groups, K] summed over N
+
+    def vjp(self, gw, out, x, g, weight_shape, **attrs):
+        return (_call("conv2d_grad_input", g, gw, input_shape=x.shape, **attrs),
+                _call("conv2d", x, gw, **attrs))
+
+    def samples(self):
+        for x, w, attrs in CONV_CASES:
+            y = _conv_shape(x, w, **{**CONV_DEFAULTS, **attrs})
+            yield Sample(shapes=(x, y), attrs={"weight_shape": w, **attrs})
+
+
+CONV_DEFAULTS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
+
+# (x shape, w shape, attrs): small, since gradcheck perturbs every element
+CONV_CASES = (
+    ((2, 3, 5, 5), (4, 3, 3, 3), {}),
+    ((2, 2, 6, 6), (3, 2, 3, 3), {"stride": (2, 2), "padding": (1, 1)}),
+    ((1, 2, 6, 5), (2, 2, 2, 3), {"stride": (1, 2), "padding": (1, 0), "dilation": (2, 1)}),
+    ((2, 4, 5, 5), (6, 2, 3, 3), {"padding": (1, 1), "groups": 2}),
+    ((2, 3, 5, 5), (3, 1, 3, 3), {"stride": (2, 2), "padding": (1, 1), "groups": 3}),
+    ((2, 3, 4, 4), (2, 3, 1, 1), {}),
+)
+
+
+# ---- pooling ---------------------------------------------------------------------------------
+
+def _pool_attrs(kernel, stride, padding):
+    kernel = _pair(kernel, "kernel", 1)
+    return kernel, _pair(kernel if stride is None else stride, "stride", 1), \
+        _pair(padding, "padding", 0)
+
+
+def _argmax(xp, x, kernel, stride=None, padding=(0, 0)):
+    """Index (i*KW + j) of each window's first maximum, [N, C, OH, OW]; padding is -inf."""
+    out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
+    kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+    view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
+    n, c = x.shape[:2]
+    return xp.argmax(view.reshape(n, c, kernel[0] * kernel[1], *out_hw), axis=2)
+
+
+POOL_CASES = (  # (x shape, attrs)
+    ((2, 2, 4, 4), {"kernel": (2, 2)}),
+    ((2, 2, 5, 5), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
+    ((1, 3, 5, 6), {"kernel": (2, 3), "stride": (1, 2)}),  # overlapping windows
+)
+
+
+@register
+class MaxPool2d(Op):
+    """y[n,c,p,q] = max over the window at (p*sh - ph, q*sw - pw) of x (padding is -inf);
+    dx = max_pool2d_grad(g, x): g routed to each window's first maximum"""
+    name = "max_pool2d"
+
+    def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(x, "x")
+        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
+
+    def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
+        out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
+        return view.max(axis=(2, 3))
+
+    def vjp(self, g, out, x, **attrs):
+        return (_call("max_pool2d_grad", g, x, **attrs),)
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            yield Sample(shapes=(x,), attrs=attrs, distinct=True)
+
+
+@register
+class MaxPool2dGrad(Op):
+    """dx = g added at the position of each window's maximum in x (ties: the first in row-major
+    window order, as PyTorch's CPU kernel); linear in g: d/dg = max_pool2d_gather(v, x);
+    x only picks the positions, so its derivative is zero wherever it exists (None)"""
+    name = "max_pool2d_grad"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, g: Aval, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(g, "g")
+        dtype = same_dtype(g, x)
+        expected = _pool_shape(x.shape, kernel, stride, padding)
+        if g.shape != expected:
+            fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x {list(x.shape)}")
+        return Aval(x.shape, dtype)
+
+    def forward(self, xp, g, x, kernel, stride=None, padding=(0, 0)):
+        index = _argmax(xp, x, kernel, stride, padding)
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        kh, kw = kernel
+        n, c, oh, ow = g.shape
+        hits = index[:, :, None, :, :] == xp.arange(kh * kw).reshape(1, 1, -1, 1, 1)
+        cols = (hits * g[:, :, None]).reshape(n, c, kh, kw, oh, ow)
+        return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
+
+    def vjp(self, gx, out, g, x, **attrs):
+        return _call("max_pool2d_gather", gx, x, **attrs), None
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            y = _pool_shape(x, **attrs)
+            yield Sample(shapes=(y, x), attrs=attrs, distinct=True)
+
+
+@register
+class MaxPool2dGather(Op):
+    """y[n,c,p,q] = v at the position of the maximum of x's window (p, q): the adjoint of
+    max_pool2d_grad in its first input;  dv = max_pool2d_grad(g, x), x: None (as there)"""
+    name = "max_pool2d_gather"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, v: Aval, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(v, "v")
+        dtype = same_dtype(v, x)
+        if v.shape != x.shape:
+            fail(f"v {list(v.shape)} and x {list(x.shape)} must have the same shape")
+        return Aval(_pool_shape(x.shape, kernel, stride, padding), dtype)
+
+    def forward(self, xp, v, x, kernel, stride=None, padding=(0, 0)):
+        index = _argmax(xp, x, kernel, stride, padding)
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        n, c, oh, ow = index.shape
+        view = _windows(xp, v, kernel, stride, padding, (1, 1), (oh, ow))
+        cols = view.reshape(n, c, kernel[0] * kernel[1], oh, ow)
+        return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
+
+    def vjp(self, g, out, v, x, **attrs):
+        return _call("max_pool2d_grad", g, x, **attrs), None
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            yield Sample(shapes=(x, x), attrs=attrs, distinct=True)
+
+
+@register
+class AvgPool2d(Op):
+    """y[n,c,p,q] = mean of x's window at (p*sh - ph, q*sw - pw), padding counted as zeros
+    (PyTorch's count_include_pad=True);  dx = avg_pool2d_grad(g)"""
+    name = "avg_pool2d"
+
+    def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(x, "x")
+        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
+
+    def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
+        out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw)
+        return view.sum(axis=(2, 3)) / (kernel[0] * kernel[1])
+
+    def vjp(self, g, out, x, **attrs):
+        return (_call("avg_pool2d_grad", g, input_shape=x.shape, **attrs),)
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            yield Sample(shapes=(x,), attrs=attrs)
+
+
+@register
+class AvgPool2dGrad(Op):
+    """dx = g / (KH*KW) added over each window (the adjoint of avg_pool2d);  d/dg = avg_pool2d(v)"""
+    name = "avg_pool2d_grad"
+
+    def infer(self, g: Aval, input_shape, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(g, "g")
+        expected = _pool_shape(tuple(input_shape), kernel, stride, padding)
+        if g.shape != expected:
+            fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x "
+                 f"{list(input_shape)}")
+        return Aval(tuple(input_shape), g.dtype)
+
+    def forward(self, xp, g, input_shape, kernel, stride=None, padding=(0, 0)):
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        n, c, oh, ow = g.shape
+        share = g / (kernel[0] * kernel[1])
+        cols = xp.broadcast_to(share[:, :, None, None], (n, c) + kernel + (oh, ow))
+        return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, (1, 1))
+
+    def vjp(self, gx, out, g, input_shape, **attrs):
+        return (_call("avg_pool2d", gx, **attrs),)
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            yield Sample(shapes=(_pool_shape(x, **attrs),), attrs={"input_shape": x, **attrs})
