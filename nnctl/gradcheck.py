@@ -186,12 +186,13 @@ def check_model(config, batch: int = 4, directions: int = 4, eps: float = EPS,
     xb, yb = splits.train.x[:n], splits.train.y[:n]
     names = list(builder.params)
     params = [builder.model.initial[k].astype(np.float64) for k in names]
+    states = [builder.model.initial[k].astype(np.float64) for k in builder.states]
 
     def run(ps):
         plan.rng = backend.rng(seed)
-        return plan([xb, yb, *ps])
+        return plan([xb, yb, *ps, *states])
 
-    grads = run(params)[2:]
+    grads = run(params)[2:2 + len(params)]
     rng = np.random.default_rng(seed)
     rows = []
     for i, name in enumerate(names):

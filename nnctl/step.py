@@ -12,7 +12,8 @@ import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
-from nnctl.data import Dataset, Normalizer, load_csv, load_digits, load_npz, make_spirals, split
+from nnctl.data import (Dataset, Normalizer, load_csv, load_digits, load_npz, load_words,
+                        make_adding, make_parity, make_spirals, split)
 from nnctl.errors import ConfigError, DataError
 from nnctl.graph import Tensor, input_placeholder
 from nnctl.layers import LayerError, Model, build_model
@@ -40,7 +41,22 @@ def load_dataset(config: Config) -> Dataset:
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
         return load_npz(d.path, d.x_key, d.y_key)
+    if d.dataset == "parity":
+        return make_parity(d.samples, d.length, seed=config.spec.seed)
+    if d.dataset == "adding":
+        return make_adding(d.samples, d.length, seed=config.spec.seed)
+    if d.dataset == "words":
+        data, _ = load_words(d.path, d.seq_len, d.stride)
+        return data
     return load_csv(d.path, d.label_column, d.header, d.delimiter)
+
+
+def vocabulary(config: Config):
+    """The character vocabulary of a text data set (None for other data)."""
+    d = config.spec.data
+    if d.dataset != "words":
+        return None
+    return load_words(d.path, d.seq_len, d.stride)[1]
 
 
 def load_splits(config: Config) -> Splits:

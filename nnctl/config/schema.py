@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from nnctl.config import sequence_specs  # noqa: F401  (registers rnn/lstm/gru/attention specs)
 from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
                                       DropoutSpec, ModelSpec, ReshapeSpec)
 from nnctl.config.validate import (Context, boolean, choice, field, integer, nested, number,
                                    one_of, optional, string, tagged, list_of)
 
 LOSSES = ("cross_entropy", "mse")
-METRICS = ("accuracy", "mae", "rmse")
-CLASSIFICATION_METRICS = ("accuracy",)
+METRICS = ("accuracy", "bits_per_char", "mae", "rmse")
+CLASSIFICATION_METRICS = ("accuracy", "bits_per_char")
 DTYPES = ("float32", "float64")
 DEFAULT_METRICS = {"cross_entropy": ["accuracy"], "mse": ["mae", "rmse"]}
 
@@ -89,7 +90,32 @@ class CsvData(_DataCommon):
     delimiter: str = field(string, ",", "field separator")
 
 
-DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData}
+@dataclass(frozen=True, kw_only=True)
+class ParityData(_DataCommon):
+    dataset: str = field(string, "parity", "bit strings labelled by their parity, generated")
+    samples: int = field(integer(min=10, what="an integer >= 10"), 2000, "sequences in all")
+    length: int = field(positive, 12, "bits per sequence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddingData(_DataCommon):
+    dataset: str = field(string, "adding", "the adding problem (sum of two marked values), generated")
+    samples: int = field(integer(min=10, what="an integer >= 10"), 2000, "sequences in all")
+    length: int = field(integer(min=2, what="an integer >= 2"), 20, "time steps per sequence")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WordsData(_DataCommon):
+    dataset: str = field(string, "words", "the shipped English word list, as characters")
+    path: str | None = field(optional(string), None,
+                             "another text file (default: the shipped datasets/words.txt)")
+    seq_len: int = field(positive, 32, "characters per training window")
+    stride: int | None = field(optional(positive), None,
+                               "characters between window starts (default: seq_len)")
+
+
+DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData,
+            "parity": ParityData, "adding": AddingData, "words": WordsData}
 
 
 # ---- optimizer and training -------------------------------------------------------------
@@ -144,7 +170,7 @@ class RunSpec:
     train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
     seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
     metrics: list | None = field(optional(list_of(choice(*METRICS))), None,
-                                 "reported besides the loss: accuracy, mae, rmse (default: "
+                                 "reported besides the loss: accuracy, bits_per_char, mae, rmse (default: "
                                  "accuracy for cross_entropy, mae and rmse for mse)")
 
     def validate(self, path, ctx: Context) -> None:

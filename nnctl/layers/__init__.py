@@ -3,7 +3,8 @@
 Importing this package registers every layer type (LAYER_TYPES, by config kind).
 """
 
-from nnctl.layers import activation, conv, dense, dropout, embedding, merge, norm, reshape  # noqa: F401
+from nnctl.layers import (activation, attention, conv, dense, dropout, embedding,  # noqa: F401
+                          merge, norm, recurrent, reshape)
 from nnctl.layers.activation import ACTIVATIONS, Activation
 from nnctl.layers.base import LAYER_TYPES, Layer, register_layer
 from nnctl.layers.dense import Dense

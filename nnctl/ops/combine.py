@@ -125,8 +125,8 @@ class Where(Op):
 
 class _Extremum(Binary):
     def vjp(self, g, out, a, b):
-        # NOTE: at a tie each side gets half of g, a subgradient (as max's vjp shares ties)
-        wa = self._a_wins(a, b).step() + a.equal(b) * 0.5
+        # NOTE: a's share is 1, 0 or 1/2 at a tie (a subgradient; max's vjp shares ties too)
+        wa = self._a_wins(a, b).sign() * 0.5 + 0.5
         return (g * wa).sum_to(a.shape), (g * (1.0 - wa)).sum_to(b.shape)
 
     def samples(self):

@@ -63,7 +63,7 @@ def _conv_shape(x, w, stride, padding, dilation, groups) -> tuple[int, ...]:
     return (n, o, oh, ow)
 
 
-def _pool_shape(x, kernel, stride, padding) -> tuple[int, ...]:
+def _pool_shape(x, kernel, stride=None, padding=(0, 0)) -> tuple[int, ...]:
     """[N, C, OH, OW] of pooling x, or a ShapeError naming the shapes."""
     if len(x) != 4:
         fail(f"pooling needs x as [N, C, H, W], got {list(x)}")
@@ -161,7 +161,7 @@ class Conv2dGradInput(Op):
     def forward(self, xp, g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                 groups=1):
         n, o, oh, ow = g.shape
-        o_, cg, kh, kw = w.shape
+        _, cg, kh, kw = w.shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
         wt = w.reshape(groups, o // groups, cg * kh * kw).swapaxes(-1, -2)
         cols = wt @ g.reshape(n, groups, o // groups, oh * ow)  # [N, groups, K, OH*OW]

@@ -22,7 +22,7 @@ from nnctl.config import Config
 from nnctl.data import batch_indices
 from nnctl.errors import NnctlError, TrainingError
 from nnctl.optim import make_optimizer
-from nnctl.step import prepare, seed_streams
+from nnctl.step import prepare, seed_streams, vocabulary
 from nnctl.train.events import TrainerEvents
 from nnctl.train.metrics import MetricSums
 from nnctl.train.run_dir import RunDir
@@ -56,8 +56,11 @@ class Trainer:
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
         self.dropout_rng = backend.rng(streams["dropout"])
         xp = backend.xp
+        initial = self.builder.model.initial
         self.param_names = list(self.builder.params)
-        self.params = [backend.asarray(self.builder.model.initial[n]) for n in self.param_names]
+        self.params = [backend.asarray(initial[n]) for n in self.param_names]
+        self.state_names = list(self.builder.states)  # running statistics, not trained
+        self.states = [backend.asarray(initial[n]) for n in self.state_names]
         self.optimizer = make_optimizer(self.spec.optimizer, xp)
         self.classification = self.splits.num_classes is not None
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
@@ -88,6 +91,9 @@ class Trainer:
         if run:
             run.write_config(self.config.resolved())
             run.write_json("normalizer.json", self.splits.normalizer.to_dict())
+            vocab = vocabulary(self.config)
+            if vocab is not None:  # text models need it to encode prompts and decode samples
+                run.write_json("vocab.json", vocab.to_dict())
         batch = self.spec.train.batch_size
         n_train = len(self.splits.train)
         steps = math.ceil(n_train / batch)
@@ -176,13 +182,14 @@ class Trainer:
             if self.backend.name != "cpu":
                 idx = self.backend.asarray(idx)
             xb, yb = xs[idx], ys[idx]
-            outs = self.train_plan(len(idx))([xb, yb, *self.params])
+            outs = self.train_plan(len(idx))([xb, yb, *self.params, *self.states])
             loss = float(outs[0])
             if not math.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss} at epoch {epoch}, step {step}; lower "
                     f"optimizer.lr or check the data")
             self.optimizer.step(self.params, outs[2:2 + n_params])
+            self.states = outs[2 + n_params:]
             if self._stop_requested:
                 raise KeyboardInterrupt
             sums.update(loss, outs[1], yb)
@@ -206,9 +213,10 @@ class Trainer:
         size = self.spec.train.eval_batch_size
         for start in range(0, n, size):
             xb, yb = xs[start:start + size], ys[start:start + size]
-            loss, out = self.eval_plan(len(yb))([xb, yb, *self.params])
+            loss, out = self.eval_plan(len(yb))([xb, yb, *self.params, *self.states])
             sums.update(float(loss), out, yb)
         return sums.result(split)
 
     def weights(self) -> dict[str, np.ndarray]:
-        return {n: self.backend.to_host(p) for n, p in zip(self.param_names, self.params)}
+        names, arrays = self.param_names + self.state_names, self.params + self.states
+        return {n: self.backend.to_host(a) for n, a in zip(names, arrays)}

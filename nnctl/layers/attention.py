@@ -1,0 +1,1 @@
+"""Multi-head self-attention and the transformer encoder block."""
