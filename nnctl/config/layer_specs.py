@@ -15,7 +15,8 @@ from nnctl.config.validate import (Context, Invalid, boolean, choice, field, got
                                    list_of, number, one_of, optional, single_key, string,
                                    suggest)
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "sin", "linear")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "sin", "leaky_relu", "elu", "gelu", "softplus",
+               "linear")
 INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
 MODEL_INPUT = "input"  # the name that refers to the model's input in `inputs`
 

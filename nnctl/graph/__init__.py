@@ -1,7 +1,9 @@
 """The computation graph: IR nodes and the Tensor handle that builds them."""
 
 from nnctl.graph.ir import Graph, Node, current_scope, name_scope, toposort
-from nnctl.graph.tensor import Tensor, apply, constant, input_placeholder, parameter, random_bernoulli
+from nnctl.graph.tensor import (Tensor, apply, concat, constant, input_placeholder, maximum,
+                                minimum, parameter, random_bernoulli, stack, where)
 
-__all__ = ["Graph", "Node", "Tensor", "apply", "constant", "current_scope", "input_placeholder",
-           "name_scope", "parameter", "random_bernoulli", "toposort"]
+__all__ = ["Graph", "Node", "Tensor", "apply", "concat", "constant", "current_scope",
+           "input_placeholder", "maximum", "minimum", "name_scope", "parameter",
+           "random_bernoulli", "stack", "toposort", "where"]

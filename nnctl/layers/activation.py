@@ -10,6 +10,10 @@ ACTIVATIONS = {
     "tanh": Tensor.tanh,
     "sigmoid": Tensor.sigmoid,
     "sin": Tensor.sin,
+    "leaky_relu": Tensor.leaky_relu,  # slope 0.01
+    "elu": Tensor.elu,
+    "gelu": Tensor.gelu,  # the tanh approximation
+    "softplus": Tensor.softplus,
     "linear": lambda x: x,
 }
 

@@ -12,6 +12,12 @@ _BROADCAST_SHAPES = (((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4)), ((), (2
                      ((2, 1, 3), (4, 1)))
 
 
+def _as_float(xp, mask, *like):
+    """A boolean mask as 0/1 in the inputs' float dtype (an input may be a Python float)."""
+    dtype = next((v.dtype for v in like if hasattr(v, "dtype")), "float64")
+    return xp.asarray(mask).astype(dtype)
+
+
 class Unary(Op):
     arity = 1
 
@@ -285,7 +291,7 @@ class Step(Unary):
     name = "step"
 
     def forward(self, xp, x):
-        return (x > 0).astype(x.dtype)
+        return _as_float(xp, x > 0, x)
 
     def vjp(self, g, out, x):
         return (None,)
@@ -301,7 +307,7 @@ class Equal(Binary):
     nondifferentiable = (0, 1)
 
     def forward(self, xp, a, b):
-        return (a == b).astype(a.dtype)
+        return _as_float(xp, a == b, a, b)
 
     def vjp(self, g, out, a, b):
         return None, None
