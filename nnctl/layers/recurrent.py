@@ -71,8 +71,9 @@ class Recurrent(Layer):
             self.cells.append(cell)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        for k, cell in enumerate(self.cells):
-            if k:
+        hs = None
+        for cell in self.cells:
+            if hs is not None:  # a stacked layer reads the sequence of the one below
                 x = stack(hs, axis=1)
             xw = x @ cell["wx"]  # every step's input part in one matmul
             if "b" in cell:
