@@ -15,7 +15,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"compile"},
     {"layers", "data", "optim"},
     {"step"},
-    {"train", "gradcheck", "export"},
+    {"train", "gradcheck", "export", "sample"},
     {"cli"},
 ]
 RANK = {name: i for i, row in enumerate(LAYERS) for name in row}

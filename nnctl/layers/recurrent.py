@@ -1,9 +1,14 @@
 """Recurrent layers (rnn, lstm, gru) built only from gate equations, unrolled over time.
 
-Every gate is the shared guide's recurrent gate g = x_t Wx + h_(t-1) Wh + b. The input part
-x Wx + b of every time step is one matmul over the whole sequence before the loop; only the
-recurrent part h Wh runs per step. Gates sit side by side in one weight, in PyTorch's order
-(lstm: i, f, g, o; gru: r, z, n), so weight_x is PyTorch's weight_ih transposed.
+Every gate is the shared guide's recurrent gate g = x_t Wx + h_(t-1) Wh + b. Gates sit side
+by side in one weight, in PyTorch's order (lstm: i, f, g, o; gru: r, z, n), so weight_x is
+PyTorch's weight_ih transposed.
+
+NOTE: x_t Wx is one matmul per step, not one matmul over [batch, time, features] before the
+loop. Slicing that product per step costs more than it saves here: each slice's gradient is a
+scatter into zeros of the whole [batch, time, gates * units] (getitem's vjp), so the backward
+pass is quadratic in time. Measured on CPU (lstm, batch 32, 32 features, 128 units, forward
+and gradients): 42 ms per step instead of 90 ms at 100 steps, 13 ms instead of 21 ms at 32.
 
 Parameters of stacked layer k (0 = nearest the input), for a layer named `name`:
 
@@ -71,14 +76,12 @@ class Recurrent(Layer):
             self.cells.append(cell)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        hs = None
-        for cell in self.cells:
-            if hs is not None:  # a stacked layer reads the sequence of the one below
-                x = stack(hs, axis=1)
-            xw = x @ cell["wx"]  # every step's input part in one matmul
+        hs = [x[:, t, :] for t in range(x.shape[1])]
+        for cell in self.cells:  # a stacked layer reads the steps of the one below
+            xws = [h @ cell["wx"] for h in hs]
             if "b" in cell:
-                xw = xw + cell["b"]
-            hs = self.unroll([xw[:, t, :] for t in range(x.shape[1])], cell)
+                xws = [xw + cell["b"] for xw in xws]
+            hs = self.unroll(xws, cell)
         return stack(hs, axis=1) if self.return_sequences else hs[-1]
 
     def unroll(self, xws: list[Tensor], cell: dict) -> list[Tensor]:

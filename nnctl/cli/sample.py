@@ -1,0 +1,29 @@
+"""`nnctl sample RUN_DIR`: text from a trained character-level language model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnctl.cli.app import app, guarded
+
+
+@app.command()
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder of a text model (dataset: words).")],
+    length: Annotated[int, typer.Option(min=1, help="Characters to generate.")] = 200,
+    prompt: Annotated[str, typer.Option(help="Text to start from.")] = "",
+    temperature: Annotated[float, typer.Option(
+        help="Below 1: safer, more common characters; above 1: more surprising.")] = 1.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling.")] = 0,
+) -> None:
+    """Generate text from a trained character model, one character at a time.
+
+    Example: [bold]nnctl sample runs/chars_lstm-20261127-101500 --length 300 --prompt "th"[/]
+    """
+    def run():
+        from nnctl.sample import sample_text
+        print(sample_text(run_dir, length, prompt, temperature, seed))
+    guarded(run)
