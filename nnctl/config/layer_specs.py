@@ -173,7 +173,13 @@ class AddSpec(LayerSpec):
 class ConcatSpec(LayerSpec):
     kind: ClassVar[str] = "concat"
     merge: ClassVar[bool] = True
-    axis: int = field(integer(), -1, "the axis to join along (negative: from the end)")
+    axis: int = field(integer(), -1, "the axis to join along, counting the batch axis as 0 "
+                                      "(negative: from the end)")
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.axis == 0:
+            ctx.error(path + ("axis",), "concat cannot join along the batch axis (0); use 1 or "
+                                        "more, or a negative axis such as -1")
 
 
 LAYER_SPECS = [DenseSpec, ActivationSpec, DropoutSpec, ReshapeSpec, FlattenSpec, Conv2dSpec,
@@ -249,6 +255,24 @@ class ModelSpec:
                 ctx.error(where + ("inputs",), f"{spec.kind} reads one input, got {len(inputs)}")
         if len(ctx.errors) == errors_before:
             self._check_cycles(path, ctx)
+        if len(ctx.errors) == errors_before:
+            self._check_all_used(path, ctx)
+
+    def _check_all_used(self, path, ctx: Context) -> None:
+        """Every layer must feed the output (the last layer); a dangling one would be trained
+        for nothing."""
+        names, inputs = self.layer_names(), self.layer_inputs()
+        index = {n: i for i, n in enumerate(names)}
+        used, stack = set(), [self.output_index()]
+        while stack:
+            i = stack.pop()
+            if i not in used:
+                used.add(i)
+                stack.extend(index[n] for n in inputs[i] if n != MODEL_INPUT)
+        for i in sorted(set(range(len(names))) - used):
+            ctx.error(path + ("layers", i, self.layers[i].kind),
+                      f"layer '{names[i]}' does not lead to the output (the last layer, "
+                      f"'{names[-1]}'); connect it through 'inputs' or remove it")
 
     def _check_cycles(self, path, ctx: Context) -> None:
         names, inputs = self.layer_names(), self.layer_inputs()

@@ -108,7 +108,8 @@ class AddingData(_DataCommon):
 class WordsData(_DataCommon):
     dataset: str = field(string, "words", "the shipped English word list, as characters")
     path: str | None = field(optional(string), None,
-                             "another text file (default: the shipped datasets/words.txt)")
+                             "another word list, one word per line (default: the shipped "
+                             "datasets/words.txt)")
     seq_len: int = field(positive, 32, "characters per training window")
     stride: int | None = field(optional(positive), None,
                                "characters between window starts (default: seq_len)")

@@ -6,7 +6,7 @@ from nnctl.errors import ShapeError
 from nnctl.graph import Tensor, apply
 from nnctl.layers.activation import ACTIVATIONS
 from nnctl.layers.base import Layer, register_layer
-from nnctl.layers.dense import resolve_init
+from nnctl.layers.dense import require_float_input, resolve_init
 
 
 def _need_image(layer: Layer, x: Tensor) -> None:
@@ -46,6 +46,7 @@ class Conv2d(Layer):
 
     def build(self, x: Tensor, rng) -> None:
         _need_image(self, x)
+        require_float_input(self, x)
         channels = x.shape[1]
         if channels % self.groups:
             raise ShapeError(f"input channels ({channels}) must be divisible by groups "

@@ -8,6 +8,12 @@ from nnctl.layers.activation import ACTIVATIONS
 from nnctl.layers.base import Layer, register_layer
 
 
+def require_float_input(layer, x: Tensor) -> None:
+    if x.dtype not in ("float32", "float64"):
+        raise ShapeError(f"{layer.kind} needs float input, got {x.dtype} (token ids need an "
+                         "embedding layer first)", scope=layer.name)
+
+
 def resolve_init(init: str, activation: str) -> str:
     # He initialisation keeps relu activations' variance; Glorot suits the symmetric ones
     if init != "auto":
@@ -39,6 +45,7 @@ class Dense(Layer):
         if x.ndim < 2:
             raise ShapeError(f"dense needs input [batch, features], got {list(x.shape)}",
                              scope=self.name)
+        require_float_input(self, x)
         self.w = self.add_param("weight", (x.shape[-1], self.units), self.init, rng, x.dtype)
         self.b = self.add_param("bias", (self.units,), "zeros", rng, x.dtype) if self.bias else None
 

@@ -27,6 +27,10 @@ class Embedding(Layer):
             if vocab is None:
                 raise ShapeError("vocab: auto needs integer token ids as input, but the data's "
                                  "features are not integers", scope=name)
+        seen = hints.get("vocab")
+        if seen is not None and vocab < seen:
+            raise ShapeError(f"vocab {vocab} is too small: the data has token ids up to "
+                             f"{seen - 1}; use vocab: auto or at least {seen}", scope=name)
         return cls(name, spec.dim, vocab, hints.get("dtype", "float32"))
 
     def build(self, x: Tensor, rng) -> None:

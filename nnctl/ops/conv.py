@@ -4,9 +4,10 @@ Every op here reads its input through one strided view (`_windows`, im2col witho
 v[n, c, i, j, p, q] = xpad[n, c, p*sh + i*dh, q*sw + j*dw] for kernel offset (i, j) and output
 pixel (p, q). conv2d copies that view into columns once and does one batched matmul; the
 backward ops add columns back into a padded buffer with one strided slice per kernel offset
-(`_scatter_windows`, the adjoint of `_windows`). The backward ops are bilinear (conv) or
-linear (pooling), and each one's vjp is written with its siblings, so gradients of gradients
-stay in this family.
+(`_scatter_windows`, the adjoint of `_windows`), except that with stride 1 the two conv
+backward ops skip the column matrix (the NOTE above `_flat_input`). The backward ops are
+bilinear (conv) or linear (pooling), and each one's vjp is written with its siblings, so
+gradients of gradients stay in this family. Loops run over the KH*KW kernel offsets only.
 """
 
 from __future__ import annotations
@@ -104,6 +105,31 @@ def _scatter_windows(xp, cols, input_shape, stride, padding, dilation):
     return dx[:, :, ph:ph + h, pw:pw + w]
 
 
+# NOTE: with stride 1 the conv backward ops need no column matrix. In a flattened padded
+# image (row length Wp), kernel offset (i, j) takes output position t = p*Wp + q to input
+# position t + i*dh*Wp + j*dw: one contiguous slice per offset, which BLAS reads in place.
+# Positions with q >= OW (or p >= OH) wrap into the next row (or image); g is zero there, so
+# they add nothing. KH*KW matmuls on operands the size of x and g beat one matmul on a
+# KH*KW-times-larger column matrix that has to go through memory (docs/performance.md).
+
+def _flat_input(xp, x, padding):
+    """x zero-padded, plus one spare row (the last offset's slice runs past the end), as
+    [N, C, (Hp + 1) * Wp]."""
+    n, c, h, w = x.shape
+    ph, pw = padding
+    buf = xp.zeros((n, c, h + 2 * ph + 1, w + 2 * pw), dtype=x.dtype)
+    buf[:, :, ph:ph + h, pw:pw + w] = x
+    return buf.reshape(n, c, -1)
+
+
+def _flat_grad(xp, g, row):
+    """g [N, O, OH, OW] with zero columns up to `row`, as [N, O, OH * row]."""
+    n, o, oh, ow = g.shape
+    buf = xp.zeros((n, o, oh, row), dtype=g.dtype)
+    buf[..., :ow] = g
+    return buf.reshape(n, o, oh * row)
+
+
 def _conv_attrs(stride, padding, dilation):
     return _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
 
@@ -163,10 +189,32 @@ class Conv2dGradInput(Op):
         n, o, oh, ow = g.shape
         _, cg, kh, kw = w.shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        if stride == (1, 1):
+            return self._stride_one(xp, g, w, tuple(input_shape), padding, dilation, groups)
         wt = w.reshape(groups, o // groups, cg * kh * kw).swapaxes(-1, -2)
         cols = wt @ g.reshape(n, groups, o // groups, oh * ow)  # [N, groups, K, OH*OW]
         cols = cols.reshape(n, groups * cg, kh, kw, oh, ow)
         return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, dilation)
+
+    @staticmethod
+    def _stride_one(xp, g, w, input_shape, padding, dilation, groups):
+        # all images in one flat row per channel, so each offset is one large matmul
+        n, c, h, wd = input_shape
+        (ph, pw), (dh, dw) = padding, dilation
+        o, cg, kh, kw = w.shape
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        span = n * hp * wp
+        gy = xp.zeros((o, n, hp, wp), dtype=g.dtype)
+        gy[:, :, :g.shape[2], :g.shape[3]] = g.transpose(1, 0, 2, 3)
+        gy = gy.reshape(groups, o // groups, span)
+        wt = w.reshape(groups, o // groups, cg, kh, kw)
+        dx = xp.zeros((c, n + 1, hp, wp), dtype=g.dtype)  # a spare image: slices run past n
+        flat = dx.reshape(groups, cg, -1)
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dh * wp + j * dw
+                flat[..., at:at + span] += wt[:, :, :, i, j].swapaxes(-1, -2) @ gy
+        return xp.ascontiguousarray(dx[:, :n, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3))
 
     def vjp(self, gx, out, g, w, input_shape, **attrs):
         return (_call("conv2d", gx, w, **attrs),
@@ -200,11 +248,31 @@ class Conv2dGradWeight(Op):
         n, o, oh, ow = g.shape
         _, cg, kh, kw = weight_shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        if stride == (1, 1):
+            return self._stride_one(xp, x, g, tuple(weight_shape), padding, dilation, groups)
         k = cg * kh * kw
         view = _windows(xp, x, (kh, kw), stride, padding, dilation, (oh, ow))
         cols = view.reshape(n, groups, k, oh * ow)
         gw = g.reshape(n, groups, o // groups, oh * ow) @ cols.swapaxes(-1, -2)
         return gw.sum(axis=0).reshape(tuple(weight_shape))  # [groups, O/groups, K] summed over N
+
+    @staticmethod
+    def _stride_one(xp, x, g, weight_shape, padding, dilation, groups):
+        # one image per matmul: with all images in one row the positions become the inner
+        # dimension of a [O, C] result, which OpenBLAS splits poorly between threads
+        n, c = x.shape[:2]
+        o, cg, kh, kw = weight_shape
+        dh, dw = dilation
+        row = x.shape[3] + 2 * padding[1]
+        span = g.shape[2] * row
+        xf = _flat_input(xp, x, padding).reshape(n, groups, cg, -1)
+        gy = _flat_grad(xp, g, row).reshape(n, groups, o // groups, span)
+        gw = xp.empty((groups, o // groups, cg, kh, kw), dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dh * row + j * dw
+                gw[:, :, :, i, j] = (gy @ xf[..., at:at + span].swapaxes(-1, -2)).sum(axis=0)
+        return gw.reshape(weight_shape)
 
     def vjp(self, gw, out, x, g, weight_shape, **attrs):
         return (_call("conv2d_grad_input", g, gw, input_shape=x.shape, **attrs),
@@ -226,6 +294,7 @@ CONV_CASES = (
     ((2, 4, 5, 5), (6, 2, 3, 3), {"padding": (1, 1), "groups": 2}),
     ((2, 3, 5, 5), (3, 1, 3, 3), {"stride": (2, 2), "padding": (1, 1), "groups": 3}),
     ((2, 3, 4, 4), (2, 3, 1, 1), {}),
+    ((1, 2, 4, 3), (2, 2, 2, 2), {"padding": (2, 1), "dilation": (1, 2)}),  # windows of padding
 )
 
 

@@ -91,3 +91,29 @@ def test_batch_norm_running_statistics_are_trained_and_saved(cli, tmp_path):
     assert not np.allclose(weights["batch_norm_1.running_mean"], 0)
     assert not np.allclose(weights["batch_norm_1.running_var"], 1)
     assert np.all(weights["batch_norm_1.running_var"] > 0)
+
+
+def test_a_layer_that_does_not_lead_to_the_output(cli, tmp_path):
+    path = write(tmp_path, [{"dense": {"units": 16, "name": "a"}},
+                            {"dense": {"units": 16, "name": "dangling"}},
+                            {"dense": {"units": 2, "inputs": ["a"]}}])
+    line = error_line(cli("train", path))
+    assert ": model.layers[1].dense: layer 'dangling' does not lead to the output" in line
+
+
+def test_concat_along_the_batch_axis_is_refused(cli, tmp_path):
+    path = write(tmp_path, [{"dense": {"units": 16, "name": "a"}},
+                            {"concat": {"inputs": ["a", "input"], "axis": 0}},
+                            {"dense": {"units": 2}}])
+    line = error_line(cli("train", path))
+    assert ": model.layers[1].concat.axis: concat cannot join along the batch axis" in line
+
+
+def test_dense_on_token_ids_asks_for_an_embedding(cli, tmp_path):
+    config = tmp_path / "ids.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "parity", "samples": 100, "length": 6},
+        "model": {"layers": [{"dense": {"units": 2}}]}, "loss": "cross_entropy",
+        "optimizer": "adam", "train": {"epochs": 1}}))
+    line = error_line(cli("train", config))
+    assert "dense needs float input, got int64 (token ids need an embedding layer first)" in line
