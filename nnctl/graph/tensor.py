@@ -166,6 +166,11 @@ class Tensor:
     def __iter__(self):
         raise TypeError("a Tensor is not iterable; index it instead")
 
+    def apply(self, op_name: str, *others, **attrs) -> "Tensor":
+        """The registry op `op_name` on (self, *others): how a vjp calls an op that has no
+        Tensor method of its own (the ops package cannot import `apply`)."""
+        return apply(op_name, self, *(self._lift(o) for o in others), **attrs)
+
     # ---- arithmetic -------------------------------------------------------------------------
     def _lift(self, other) -> "Tensor":
         return other if isinstance(other, Tensor) else constant(other, self.dtype)

@@ -12,17 +12,7 @@ gradients of gradients stay in this family. Loops run over the KH*KW kernel offs
 
 from __future__ import annotations
 
-import sys
-
 from nnctl.ops.registry import Aval, Op, Sample, fail, register, require_float, same_dtype
-
-
-def _call(op_name: str, *inputs, **attrs):
-    """`apply(op_name, *inputs, **attrs)` for the Tensors a vjp is handed."""
-    # NOTE: ops sit below graph in the import layering (tests/test_layering.py), so this
-    # module cannot import `apply`, and Tensor has no method per op here; the module that
-    # defined the handed Tensors' class provides it.
-    return sys.modules[type(inputs[0]).__module__].apply(op_name, *inputs, **attrs)
 
 
 # ---- geometry --------------------------------------------------------------------------------
@@ -159,8 +149,8 @@ class Conv2d(Op):
         return y.reshape(n, o, oh, ow)
 
     def vjp(self, g, out, x, w, **attrs):
-        return (_call("conv2d_grad_input", g, w, input_shape=x.shape, **attrs),
-                _call("conv2d_grad_weight", x, g, weight_shape=w.shape, **attrs))
+        return (g.apply("conv2d_grad_input", w, input_shape=x.shape, **attrs),
+                x.apply("conv2d_grad_weight", g, weight_shape=w.shape, **attrs))
 
     def samples(self):
         for x, w, attrs in CONV_CASES:
@@ -217,8 +207,8 @@ class Conv2dGradInput(Op):
         return xp.ascontiguousarray(dx[:, :n, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3))
 
     def vjp(self, gx, out, g, w, input_shape, **attrs):
-        return (_call("conv2d", gx, w, **attrs),
-                _call("conv2d_grad_weight", gx, g, weight_shape=w.shape, **attrs))
+        return (gx.apply("conv2d", w, **attrs),
+                gx.apply("conv2d_grad_weight", g, weight_shape=w.shape, **attrs))
 
     def samples(self):
         for x, w, attrs in CONV_CASES:
@@ -275,8 +265,8 @@ class Conv2dGradWeight(Op):
         return gw.reshape(weight_shape)
 
     def vjp(self, gw, out, x, g, weight_shape, **attrs):
-        return (_call("conv2d_grad_input", g, gw, input_shape=x.shape, **attrs),
-                _call("conv2d", x, gw, **attrs))
+        return (g.apply("conv2d_grad_input", gw, input_shape=x.shape, **attrs),
+                x.apply("conv2d", gw, **attrs))
 
     def samples(self):
         for x, w, attrs in CONV_CASES:
@@ -296,169 +286,3 @@ CONV_CASES = (
     ((2, 3, 4, 4), (2, 3, 1, 1), {}),
     ((1, 2, 4, 3), (2, 2, 2, 2), {"padding": (2, 1), "dilation": (1, 2)}),  # windows of padding
 )
-
-
-# ---- pooling ---------------------------------------------------------------------------------
-
-def _pool_attrs(kernel, stride, padding):
-    kernel = _pair(kernel, "kernel", 1)
-    return kernel, _pair(kernel if stride is None else stride, "stride", 1), \
-        _pair(padding, "padding", 0)
-
-
-def _argmax(xp, x, kernel, stride=None, padding=(0, 0)):
-    """Index (i*KW + j) of each window's first maximum, [N, C, OH, OW]; padding is -inf."""
-    out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
-    kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-    view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
-    n, c = x.shape[:2]
-    return xp.argmax(view.reshape(n, c, kernel[0] * kernel[1], *out_hw), axis=2)
-
-
-POOL_CASES = (  # (x shape, attrs)
-    ((2, 2, 4, 4), {"kernel": (2, 2)}),
-    ((2, 2, 5, 5), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
-    ((1, 3, 5, 6), {"kernel": (2, 3), "stride": (1, 2)}),  # overlapping windows
-)
-
-
-@register
-class MaxPool2d(Op):
-    """y[n,c,p,q] = max over the window at (p*sh - ph, q*sw - pw) of x (padding is -inf);
-    dx = max_pool2d_grad(g, x): g routed to each window's first maximum"""
-    name = "max_pool2d"
-
-    def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
-        require_float(x, "x")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
-
-    def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
-        out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
-        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-        view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
-        return view.max(axis=(2, 3))
-
-    def vjp(self, g, out, x, **attrs):
-        return (_call("max_pool2d_grad", g, x, **attrs),)
-
-    def samples(self):
-        for x, attrs in POOL_CASES:
-            yield Sample(shapes=(x,), attrs=attrs, distinct=True)
-
-
-@register
-class MaxPool2dGrad(Op):
-    """dx = g added at the position of each window's maximum in x (ties: the first in row-major
-    window order, as PyTorch's CPU kernel); linear in g: d/dg = max_pool2d_gather(v, x);
-    x only picks the positions, so its derivative is zero wherever it exists (None)"""
-    name = "max_pool2d_grad"
-    arity = 2
-    nondifferentiable = (1,)
-
-    def infer(self, g: Aval, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
-        require_float(g, "g")
-        dtype = same_dtype(g, x)
-        expected = _pool_shape(x.shape, kernel, stride, padding)
-        if g.shape != expected:
-            fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x {list(x.shape)}")
-        return Aval(x.shape, dtype)
-
-    def forward(self, xp, g, x, kernel, stride=None, padding=(0, 0)):
-        index = _argmax(xp, x, kernel, stride, padding)
-        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-        kh, kw = kernel
-        n, c, oh, ow = g.shape
-        hits = index[:, :, None, :, :] == xp.arange(kh * kw).reshape(1, 1, -1, 1, 1)
-        cols = (hits * g[:, :, None]).reshape(n, c, kh, kw, oh, ow)
-        return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
-
-    def vjp(self, gx, out, g, x, **attrs):
-        return _call("max_pool2d_gather", gx, x, **attrs), None
-
-    def samples(self):
-        for x, attrs in POOL_CASES:
-            y = _pool_shape(x, **attrs)
-            yield Sample(shapes=(y, x), attrs=attrs, distinct=True)
-
-
-@register
-class MaxPool2dGather(Op):
-    """y[n,c,p,q] = v at the position of the maximum of x's window (p, q): the adjoint of
-    max_pool2d_grad in its first input;  dv = max_pool2d_grad(g, x), x: None (as there)"""
-    name = "max_pool2d_gather"
-    arity = 2
-    nondifferentiable = (1,)
-
-    def infer(self, v: Aval, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
-        require_float(v, "v")
-        dtype = same_dtype(v, x)
-        if v.shape != x.shape:
-            fail(f"v {list(v.shape)} and x {list(x.shape)} must have the same shape")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), dtype)
-
-    def forward(self, xp, v, x, kernel, stride=None, padding=(0, 0)):
-        index = _argmax(xp, x, kernel, stride, padding)
-        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-        n, c, oh, ow = index.shape
-        view = _windows(xp, v, kernel, stride, padding, (1, 1), (oh, ow))
-        cols = view.reshape(n, c, kernel[0] * kernel[1], oh, ow)
-        return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
-
-    def vjp(self, g, out, v, x, **attrs):
-        return _call("max_pool2d_grad", g, x, **attrs), None
-
-    def samples(self):
-        for x, attrs in POOL_CASES:
-            yield Sample(shapes=(x, x), attrs=attrs, distinct=True)
-
-
-@register
-class AvgPool2d(Op):
-    """y[n,c,p,q] = mean of x's window at (p*sh - ph, q*sw - pw), padding counted as zeros
-    (PyTorch's count_include_pad=True);  dx = avg_pool2d_grad(g)"""
-    name = "avg_pool2d"
-
-    def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
-        require_float(x, "x")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
-
-    def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
-        out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
-        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-        view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw)
-        return view.sum(axis=(2, 3)) / (kernel[0] * kernel[1])
-
-    def vjp(self, g, out, x, **attrs):
-        return (_call("avg_pool2d_grad", g, input_shape=x.shape, **attrs),)
-
-    def samples(self):
-        for x, attrs in POOL_CASES:
-            yield Sample(shapes=(x,), attrs=attrs)
-
-
-@register
-class AvgPool2dGrad(Op):
-    """dx = g / (KH*KW) added over each window (the adjoint of avg_pool2d);  d/dg = avg_pool2d(v)"""
-    name = "avg_pool2d_grad"
-
-    def infer(self, g: Aval, input_shape, kernel, stride=None, padding=(0, 0)) -> Aval:
-        require_float(g, "g")
-        expected = _pool_shape(tuple(input_shape), kernel, stride, padding)
-        if g.shape != expected:
-            fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x "
-                 f"{list(input_shape)}")
-        return Aval(tuple(input_shape), g.dtype)
-
-    def forward(self, xp, g, input_shape, kernel, stride=None, padding=(0, 0)):
-        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
-        n, c, oh, ow = g.shape
-        share = g / (kernel[0] * kernel[1])
-        cols = xp.broadcast_to(share[:, :, None, None], (n, c) + kernel + (oh, ow))
-        return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, (1, 1))
-
-    def vjp(self, gx, out, g, input_shape, **attrs):
-        return (_call("avg_pool2d", gx, **attrs),)
-
-    def samples(self):
-        for x, attrs in POOL_CASES:
-            yield Sample(shapes=(_pool_shape(x, **attrs),), attrs={"input_shape": x, **attrs})

@@ -152,7 +152,8 @@ def avg_pool2d_grad(g, input_shape, kernel, stride=None, padding=(0, 0)):
     dxpad = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
     for p in range(oh):
         for q in range(ow):
-            dxpad[:, :, p * sh:p * sh + kh, q * sw:q * sw + kw] += g[:, :, p, q, None, None] / (kh * kw)
+            share = g[:, :, p, q, None, None] / (kh * kw)
+            dxpad[:, :, p * sh:p * sh + kh, q * sw:q * sw + kw] += share
     return dxpad[:, :, ph:ph + h, pw:pw + w]
 
 

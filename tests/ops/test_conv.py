@@ -94,7 +94,10 @@ def test_max_pool_ties_route_the_gradient_to_the_first_maximum():
                     [5.0, 5.0, 0.0, 0.0]]]])
     y, (dx,) = _grads("max_pool2d", [x], np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), kernel=(2, 2))
     np.testing.assert_array_equal(y[0, 0], [[3.0, 3.0], [5.0, 0.0]])
-    np.testing.assert_array_equal(dx[0, 0], [[0, 1, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(dx[0, 0], [[0, 1, 2, 0],
+                                             [0, 0, 0, 0],
+                                             [3, 0, 4, 0],
+                                             [0, 0, 0, 0]])
 
 
 def test_overlapping_max_windows_add_their_gradients():
@@ -177,18 +180,19 @@ def _torch_grads(torch, fn, arrays, v):
     return out.detach().numpy(), [t.grad.numpy() for t in ts]
 
 
+@pytest.mark.parametrize("stride", [1, 2])  # 1 takes the backward ops' flat path
 @pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_conv2d_matches_torch(torch, dilation, groups):
+def test_conv2d_matches_torch(torch, stride, dilation, groups):
     rng = np.random.default_rng(3)
     x, w = rng.normal(size=(3, 4, 9, 9)), rng.normal(size=(6, 4 // groups, 3, 3))
-    attrs = {"stride": (2, 2), "padding": (1, 1), "dilation": (dilation, dilation),
+    attrs = {"stride": (stride, stride), "padding": (1, 1), "dilation": (dilation, dilation),
              "groups": groups}
-    out_hw = (9 + 2 - dilation * 2 - 1) // 2 + 1
+    out_hw = (9 + 2 - dilation * 2 - 1) // stride + 1
     v = rng.normal(size=(3, 6, out_hw, out_hw))
     y, (dx, dw) = _grads("conv2d", [x, w], v, **attrs)
     ty, (tdx, tdw) = _torch_grads(torch, lambda a, b: torch.nn.functional.conv2d(
-        a, b, stride=2, padding=1, dilation=dilation, groups=groups), [x, w], v)
+        a, b, stride=stride, padding=1, dilation=dilation, groups=groups), [x, w], v)
     for ours, theirs in ((y, ty), (dx, tdx), (dw, tdw)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 
