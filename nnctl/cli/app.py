@@ -71,7 +71,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import export_graph, gradcheck, sample, train  # noqa: F401  (commands register)
+    from nnctl.cli import (export_graph, gradcheck, sample, train,  # noqa: F401  (commands register)
+                           validate)
 
 
 _register()
