@@ -66,7 +66,7 @@ def load_splits(config: Config) -> Splits:
     spec = config.spec
     data = load_dataset(config)
     integer_labels = np.issubdtype(data.y.dtype, np.integer)
-    if spec.loss == "cross_entropy":
+    if spec.loss.name == "cross_entropy":
         if not integer_labels:
             raise config.error(("loss",), "cross_entropy needs integer class labels, but the "
                                f"data's labels are {data.y.dtype} of shape "
@@ -152,7 +152,15 @@ class StepBuilder:
         return x, y, out
 
     def loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return out.cross_entropy(y) if self.config.spec.loss == "cross_entropy" else out.mse(y)
+        loss = self.config.spec.loss
+        if loss.name == "mse":
+            return out.mse(y)
+        if not loss.label_smoothing:
+            return out.cross_entropy(y)
+        # (1 - e) CE(onehot) + e CE(uniform): the uniform part is the mean negative log-prob
+        e = loss.label_smoothing
+        uniform = -out.log_softmax(-1).mean()
+        return out.cross_entropy(y) * (1.0 - e) + uniform * e
 
     def training_step(self, batch: int):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],

@@ -13,9 +13,9 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"graph"},
     {"autodiff", "backend", "config"},
     {"compile"},
-    {"layers", "data", "optim"},
+    {"layers", "data", "optim", "metrics", "plot"},
     {"step"},
-    {"train", "gradcheck", "export", "sample"},
+    {"train", "gradcheck", "export", "sample", "summary", "catalog"},
     {"cli"},
 ]
 RANK = {name: i for i, row in enumerate(LAYERS) for name in row}

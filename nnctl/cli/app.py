@@ -71,8 +71,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import (export_graph, gradcheck, sample, train,  # noqa: F401  (commands register)
-                           validate)
+    from nnctl.cli import (datasets, export_graph, gradcheck, plot, sample,  # noqa: F401
+                           summary, train, validate)  # (commands register)
 
 
 _register()

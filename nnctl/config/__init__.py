@@ -50,7 +50,7 @@ def config_from(source: LoadedYaml, path: Path) -> Config:
         first.others = ctx.errors[1:]
         raise first
     if spec.metrics is None:
-        spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss]))
+        spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss.name]))
     data_path = getattr(spec.data, "path", None)
     if data_path is not None:  # relative data paths are relative to the config file
         spec = dataclasses.replace(spec, data=dataclasses.replace(

@@ -16,7 +16,7 @@ from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec
 from nnctl.config.validate import (Context, boolean, choice, field, integer, nested, number,
                                    one_of, optional, string, tagged, list_of)
 
-LOSSES = ("cross_entropy", "mse")
+
 METRICS = ("accuracy", "bits_per_char", "mae", "rmse")
 CLASSIFICATION_METRICS = ("accuracy", "bits_per_char")
 DTYPES = ("float32", "float64")
@@ -152,6 +152,111 @@ OPTIMIZERS = {"sgd": SGDSpec, "adam": AdamSpec}
 
 
 @dataclass(frozen=True, kw_only=True)
+class CrossEntropySpec:
+    name: str = field(string, "cross_entropy", "classes, from the model's raw outputs (logits)")
+    label_smoothing: float = field(fraction, 0.0, "mix the one-hot targets with a uniform "
+                                                  "distribution by this much")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MSESpec:
+    name: str = field(string, "mse", "mean squared error")
+
+
+LOSSES = {"cross_entropy": CrossEntropySpec, "mse": MSESpec}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdamWSpec:
+    name: str = field(string, "adamw", "Adam with decoupled weight decay (Loshchilov and Hutter)")
+    lr: float = field(_lr, 0.001, "learning rate")
+    beta1: float = field(fraction, 0.9, "decay of the first-moment average")
+    beta2: float = field(fraction, 0.999, "decay of the second-moment average")
+    eps: float = field(number(0.0, low_open=True), 1e-8, "added to the denominator")
+    weight_decay: float = field(_decay, 0.01, "decoupled decay: p -= lr * weight_decay * p")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RMSpropSpec:
+    name: str = field(string, "rmsprop", "RMSprop (Tieleman and Hinton)")
+    lr: float = field(_lr, 0.01, "learning rate")
+    alpha: float = field(fraction, 0.99, "decay of the squared-gradient average")
+    eps: float = field(number(0.0, low_open=True), 1e-8, "added to the denominator")
+    momentum: float = field(fraction, 0.0, "momentum in [0, 1)")
+    weight_decay: float = field(_decay, 0.0, "L2 penalty added to the gradient")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdagradSpec:
+    name: str = field(string, "adagrad", "Adagrad (Duchi et al.)")
+    lr: float = field(_lr, 0.01, "learning rate")
+    eps: float = field(number(0.0, low_open=True), 1e-10, "added to the denominator")
+    weight_decay: float = field(_decay, 0.0, "L2 penalty added to the gradient")
+    initial_accumulator_value: float = field(_decay, 0.0, "starting sum of squared gradients")
+
+
+OPTIMIZERS.update(adamw=AdamWSpec, rmsprop=RMSpropSpec, adagrad=AdagradSpec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ScheduleCommon:
+    warmup_epochs: float = field(number(0.0), 0.0,
+                                 "linear warm-up from ~0 to the schedule over these epochs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstantSchedule(_ScheduleCommon):
+    name: str = field(string, "constant", "the optimizer's lr throughout")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSchedule(_ScheduleCommon):
+    name: str = field(string, "step", "multiply the lr by gamma every few epochs")
+    every_epochs: int = field(positive, doc="epochs between decays")
+    gamma: float = field(number(0.0, 1.0, low_open=True), 0.1, "factor at each decay")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExponentialSchedule(_ScheduleCommon):
+    name: str = field(string, "exponential", "multiply the lr by gamma every epoch")
+    gamma: float = field(number(0.0, 1.0, low_open=True), doc="factor per epoch")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CosineSchedule(_ScheduleCommon):
+    name: str = field(string, "cosine", "cosine decay to min_lr over the whole run")
+    min_lr: float = field(number(0.0), 0.0, "the lr at the last step")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneCycleSchedule(_ScheduleCommon):
+    name: str = field(string, "one_cycle", "one cycle (Smith): up to max_lr, then far down")
+    max_lr: float | None = field(optional(_lr), None, "peak lr (default: the optimizer's lr)")
+    pct_start: float = field(number(0.0, 1.0, low_open=True, high_open=True), 0.3,
+                             "fraction of the run spent rising")
+
+
+SCHEDULES = {
+    "constant": ConstantSchedule, "step": StepSchedule, "exponential": ExponentialSchedule,
+    "cosine": CosineSchedule, "one_cycle": OneCycleSchedule}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentSpec:
+    shift: int = field(integer(min=0), 0, "shift images by up to this many pixels")
+    flip: bool = field(boolean, False, "mirror images left-right with probability 1/2")
+    noise: float = field(number(0.0), 0.0, "add gaussian noise of this std to the features")
+    image_shape: list | None = field(optional(list_of(positive, min_len=2,
+                                                      what="a list of positive integers")),
+                                     None, "how flat features form an image: [H, W] or "
+                                           "[C, H, W] (for shift and flip)")
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.image_shape is not None and len(self.image_shape) > 3:
+            ctx.error(path + ("image_shape",), "expected [H, W] or [C, H, W]")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainSpec:
     epochs: int = field(positive, doc="passes over the training split")
     batch_size: int = field(positive, 32, "samples per training step")
@@ -160,13 +265,28 @@ class TrainSpec:
     dtype: str = field(choice(*DTYPES), "float32", "floating-point type of the model")
     log_every: int = field(integer(min=0), 0,
                            "without a terminal, also log every N steps (0: once per epoch)")
+    schedule: object = field(tagged("name", SCHEDULES, "schedule"), ConstantSchedule(),
+                             "learning-rate schedule")
+    clip_norm: float | None = field(optional(number(0.0, low_open=True)), None,
+                                    "scale gradients down to this global L2 norm")
+    clip_value: float | None = field(optional(number(0.0, low_open=True)), None,
+                                     "clip each gradient element to [-v, v]")
+    on_nonfinite: str = field(choice("stop", "skip"), "stop",
+                              "a NaN/Inf loss or gradient: stop, or skip that batch")
+    monitor: str = field(string, "val_loss", "the metric that picks the best checkpoint and "
+                                             "drives early stopping")
+    patience: int | None = field(optional(positive), None,
+                                 "stop after this many epochs without improvement")
+    augment: AugmentSpec = field(nested(AugmentSpec), AugmentSpec(), "training-batch "
+                                                                     "augmentation")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     data: object = field(tagged("dataset", DATASETS, "dataset"), doc="where the samples come from")
     model: ModelSpec = field(nested(ModelSpec), doc="the network")
-    loss: str = field(choice(*LOSSES), doc="cross_entropy (classes, from logits) or mse")
+    loss: object = field(tagged("name", LOSSES, "loss"),
+                         doc="cross_entropy (classes, from logits) or mse")
     optimizer: object = field(tagged("name", OPTIMIZERS, "optimizer"), doc="how parameters are updated")
     train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
     seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
@@ -177,6 +297,6 @@ class RunSpec:
     def validate(self, path, ctx: Context) -> None:
         for i, metric in enumerate(self.metrics or ()):
             wants = "cross_entropy" if metric in CLASSIFICATION_METRICS else "mse"
-            if self.loss != wants:
+            if self.loss.name != wants:
                 ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
-                                          f"but the loss is {self.loss}")
+                                          f"but the loss is {self.loss.name}")

@@ -1,6 +1,7 @@
 """Adam (Kingma and Ba, 2015):
 m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
-p <- p - lr m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)."""
+p <- p - lr m_hat / (sqrt(v_hat) + eps), with m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t).
+weight_decay is an L2 penalty added to g, as torch.optim.Adam; AdamW decays the weights."""
 
 from __future__ import annotations
 
@@ -10,20 +11,20 @@ from nnctl.optim.base import Optimizer
 
 
 class Adam(Optimizer):
+    slots = ("m", "v")
+    m: dict[int, object]  # first-moment average, per parameter
+    v: dict[int, object]  # second-moment average
+
     def __init__(self, xp, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(xp, lr, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m: dict[int, object] = {}
-        self.v: dict[int, object] = {}
-        self.scratch: dict[int, object] = {}
 
     def update(self, i, p, g):
         xp = self.xp
         if i not in self.m:
             self.m[i], self.v[i] = xp.zeros_like(p), xp.zeros_like(p)
-            self.scratch[i] = xp.empty_like(p)
-        m, v, t = self.m[i], self.v[i], self.scratch[i]
+        m, v, t = self.m[i], self.v[i], self._scratch(i, p)
         # NOTE: every step writes into preallocated arrays: the update is memory-bound, and
         # temporaries were a third of a training step's time on a 270k-parameter MLP
         xp.multiply(g, 1 - self.beta1, out=t)

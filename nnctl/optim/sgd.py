@@ -7,11 +7,13 @@ from nnctl.optim.base import Optimizer
 
 
 class SGD(Optimizer):
+    slots = ("velocity",)
+    velocity: dict[int, object]  # momentum buffer, per parameter (absent without momentum)
+
     def __init__(self, xp, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(xp, lr, weight_decay)
         self.momentum, self.nesterov = momentum, nesterov
-        self.velocity: dict[int, object] = {}
 
     def update(self, i, p, g):
         if self.momentum:

@@ -1,0 +1,87 @@
+"""The data sets nnctl knows: shipped files, seeded generators and loaders for your files.
+
+Static facts (nothing is loaded or generated), so `nnctl datasets` answers at once. Sizes are
+the shipped files' and the generators' defaults; datasets/README.md has the sources, hashes
+and licence texts. `available` says whether a shipped file is where nnctl will read it
+(`datasets/`, or `$NNCTL_DATASETS`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nnctl.config.schema import DATASETS
+from nnctl.data import DATASETS_DIR
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str          # the config's `dataset:` value
+    kind: str          # "file" (shipped), "generator" (seeded, nothing stored), "loader" (yours)
+    size: str
+    features: str
+    labels: str
+    licence: str
+    snippet: str       # what goes under `data:` in a config
+    description: str
+    file: str | None = None  # shipped file name, in the data sets folder
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        path = self.path()
+        d["path"] = str(path) if path else None
+        d["available"] = path.is_file() if path else True
+        return d
+
+    def path(self) -> Path | None:
+        if self.file is None:
+            return None
+        env = os.environ.get("NNCTL_DATASETS")
+        return (Path(env) if env else DATASETS_DIR) / self.file
+
+
+CATALOG: tuple[DatasetInfo, ...] = (
+    DatasetInfo(
+        "digits", "file", "1,797 samples", "64 pixels (8x8, grey levels 0..16)",
+        "10 classes (digits 0..9)",
+        "CC BY 4.0 (E. Alpaydin, C. Kaynak 1998, UCI ML Repository)",
+        "dataset: digits", "UCI optical recognition of handwritten digits", file="digits.npz"),
+    DatasetInfo(
+        "words", "file", "20,000 words (5,816 windows at seq_len 32)",
+        "seq_len character ids (27: newline and a..z)", "the next character at each position",
+        "SCOWL notice (permissive; full text in datasets/README.md)",
+        "dataset: words", "English words from Debian's wamerican (SCOWL size 50), for "
+        "character models", file="words.txt"),
+    DatasetInfo(
+        "spirals", "generator", "1,000 points (samples)", "2 coordinates", "2 classes",
+        "none needed (generated)", "dataset: spirals",
+        "two interleaved spirals (Lang and Witbrock 1988); keys samples, noise, turns"),
+    DatasetInfo(
+        "parity", "generator", "2,000 sequences (samples)", "12 bits (length), token ids",
+        "2 classes (parity)", "none needed (generated)", "dataset: parity",
+        "bit strings labelled by their parity; keys samples, length"),
+    DatasetInfo(
+        "adding", "generator", "2,000 sequences (samples)", "20 steps (length) x 2 channels",
+        "1 float target (regression)", "none needed (generated)", "dataset: adding",
+        "the adding problem (Hochreiter and Schmidhuber 1997); keys samples, length"),
+    DatasetInfo(
+        "npz", "loader", "your file", "array x: [N, ...] (x_key)",
+        "array y: int classes or float targets (y_key)", "yours",
+        "{dataset: npz, path: data.npz}", "a NumPy .npz archive; never unpickled"),
+    DatasetInfo(
+        "csv", "loader", "your file", "numeric columns", "label_column (default: the last)",
+        "yours", "{dataset: csv, path: data.csv}",
+        "a CSV file, one sample per row; header detected; keys label_column, header, delimiter"),
+)
+
+if "idx" in DATASETS:  # the IDX loader, once the config knows it
+    CATALOG += (DatasetInfo(
+        "idx", "loader", "your files", "IDX image file", "IDX label file", "yours",
+        "{dataset: idx, ...}", "MNIST-style IDX files (see docs/config.md for the keys)"),)
+
+
+def catalog() -> list[dict]:
+    """Every entry as a dict (the DatasetInfo fields plus `path` and `available`)."""
+    return [info.to_dict() for info in CATALOG]

@@ -1,0 +1,30 @@
+"""Adagrad (Duchi, Hazan and Singer, 2011), in torch.optim.Adagrad's formulation (no lr decay):
+g <- g + wd p;  s <- s + g^2 (s starts at initial_accumulator_value);  p <- p - lr g / (sqrt(s) + eps)."""
+
+from __future__ import annotations
+
+from nnctl.optim.base import Optimizer
+
+
+class Adagrad(Optimizer):
+    slots = ("sum",)
+    sum: dict[int, object]  # s, per parameter
+
+    def __init__(self, xp, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0):
+        super().__init__(xp, lr, weight_decay)
+        self.eps, self.initial_accumulator_value = eps, initial_accumulator_value
+
+    def update(self, i, p, g):
+        xp = self.xp
+        s = self.sum.get(i)
+        if s is None:
+            s = self.sum[i] = xp.full_like(p, self.initial_accumulator_value)
+        t = self._scratch(i, p)
+        xp.multiply(g, g, out=t)
+        s += t
+        xp.sqrt(s, out=t)
+        t += self.eps
+        xp.divide(g, t, out=t)
+        t *= self.lr
+        p -= t

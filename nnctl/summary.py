@@ -1,0 +1,96 @@
+"""model_summary(config): a Keras-like description of a config's model, layer by layer.
+
+For each layer in the order the model runs them: its name, type, output shape per sample,
+parameter count (trainable parameters plus state) and trainable count. Totals: trainable and
+non-trainable (batch norm's running statistics, the model's `states`) counts, parameter bytes
+by dtype, and the activation memory of one sample's forward pass.
+
+Activation memory is read from the evaluation-mode forward graph built for a batch of 1: the
+sum of the result sizes (`aval.nbytes`, so each node's own dtype) of its op nodes. Leaves
+(inputs, parameters, state, constants) are not activations; nor are op nodes whose value is
+already known when the graph is built (eager results such as a positional-encoding table,
+which compile folds into constants). Each op node is charged to the layer whose scope it was
+built in; a nested scope ("enc/enc.attn") belongs to its outermost layer ("enc"). It is the
+total a forward pass creates, not the peak: the compiled plan frees values after their last
+use, so the peak (`nnctl train` reports it) is lower.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from nnctl.config import Config
+from nnctl.config.layer_specs import MODEL_INPUT
+from nnctl.graph import Graph
+from nnctl.step import prepare
+
+OUTSIDE = "(outside layers)"  # op nodes built outside every layer's scope
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _owner(scope: str, names: set[str]) -> str:
+    """The top-level layer a node scope belongs to ("enc/enc.attn" and "enc.attn" -> "enc")."""
+    if not scope:
+        return OUTSIDE
+    head = scope.split("/")[0]
+    while head not in names and "." in head:
+        head = head.rsplit(".", 1)[0]
+    return head if head in names else OUTSIDE
+
+
+def model_summary(config: Config) -> dict:
+    """{"config", "input_shape", "output_shape", "layers": [row...], "totals": {...}} with
+    shapes per sample (the batch dimension left out). Each row: name, type, inputs,
+    output_shape, params, trainable, non_trainable, activation_bytes."""
+    splits, builder = prepare(config)
+    model = builder.model
+    # A batch-1 evaluation forward, walked as Model.__call__ does, to see each layer's output.
+    # The layers are already built (prepare built the training graph), so nothing is drawn.
+    x, _ = builder.inputs(1)
+    values = {MODEL_INPUT: x}
+    for i in model.order:
+        layer = model.layers[i]
+        args = [values[n] for n in model.inputs[i]]
+        values[model.names[i]] = layer(args if layer.merge else args[0], False, model.rng)
+    out = values[model.names[model.output]]
+
+    names = set(model.names)
+    act = defaultdict(int)
+    for node in Graph([out.node]).op_nodes:
+        if node.value is None:
+            act[_owner(node.scope, names)] += node.aval.nbytes
+
+    rows = []
+    for i in model.order:
+        layer = model.layers[i]
+        trainable = sum(_size(t.shape) for t in layer.params.values())
+        states = sum(_size(t.shape) for t in layer.states.values())
+        rows.append({"name": layer.name, "type": layer.kind, "inputs": list(model.inputs[i]),
+                     "output_shape": list(values[layer.name].shape[1:]),
+                     "params": trainable + states, "trainable": trainable,
+                     "non_trainable": states, "activation_bytes": act.pop(layer.name, 0)})
+
+    param_bytes: dict[str, int] = defaultdict(int)
+    for t in (*builder.params.values(), *builder.states.values()):
+        param_bytes[t.dtype] += t.node.aval.nbytes
+    trainable = sum(_size(t.shape) for t in builder.params.values())
+    non_trainable = sum(_size(t.shape) for t in builder.states.values())
+    activation = sum(r["activation_bytes"] for r in rows) + act.get(OUTSIDE, 0)
+    return {
+        "config": config.name,
+        "input_shape": list(x.shape[1:]), "input_dtype": x.dtype,
+        "output_shape": list(out.shape[1:]),
+        "layers": rows,
+        "totals": {"params": trainable + non_trainable, "trainable": trainable,
+                   "non_trainable": non_trainable,
+                   "param_bytes": dict(sorted(param_bytes.items())),
+                   "param_bytes_total": sum(param_bytes.values()),
+                   "activation_bytes_per_sample": activation,
+                   "activation_bytes_outside_layers": act.get(OUTSIDE, 0)},
+    }
