@@ -8,6 +8,7 @@ and licence texts. `available` says whether a shipped file is where nnctl will r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,11 +77,15 @@ CATALOG: tuple[DatasetInfo, ...] = (
         "a CSV file, one sample per row; header detected; keys label_column, header, delimiter"),
 )
 
-if "idx" in DATASETS:  # the IDX loader, once the config knows it
+if "idx" in DATASETS:  # nnctl.data.load_idx exists; listed once a config can name it
+    _required = [f.name for f in dataclasses.fields(DATASETS["idx"])
+                 if f.default is dataclasses.MISSING
+                 and f.default_factory is dataclasses.MISSING]
     CATALOG += (DatasetInfo(
-        "idx", "loader", "your files", "IDX image file", "IDX label file", "yours",
-        "{dataset: idx, ...}", "MNIST-style IDX files (see docs/config.md for the keys)"),)
-
+        "idx", "loader", "your files", "an IDX array [N, ...] (MNIST's format, gzip or plain)",
+        "an IDX label vector [N]", "yours",
+        "{" + ", ".join(["dataset: idx", *(f"{n}: ..." for n in _required)]) + "}",
+        "MNIST-style IDX files (see docs/config.md for the keys)"),)
 
 def catalog() -> list[dict]:
     """Every entry as a dict (the DatasetInfo fields plus `path` and `available`)."""

@@ -118,9 +118,10 @@ def _matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise UsageError(INSTALL) from None
-    return Figure, FigureCanvasAgg
+    return Figure, FigureCanvasAgg, MaxNLocator
 
 
 def plot_run(run_dir: str | os.PathLike) -> list[Path]:
@@ -128,7 +129,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     run = Path(run_dir)
     records = read_metrics(run)
     confusion = read_confusion(run)
-    Figure, Canvas = _matplotlib()
+    Figure, Canvas, MaxNLocator = _matplotlib()
     out = run / "plots"
     out.mkdir(exist_ok=True)
     written = []
@@ -141,6 +142,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
                 xs, ys = by_split[split]
                 ax.plot(xs, ys, style, markersize=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(f"{run.name}: {metric.replace('_', ' ')}")
         ax.grid(True, alpha=0.3)

@@ -181,8 +181,8 @@ class StepBuilder:
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     """Independent random streams from the one config seed (NumPy's SeedSequence spawning)."""
-    init, shuffle, dropout = np.random.SeedSequence(seed).spawn(3)
-    return {"init": init, "shuffle": shuffle, "dropout": dropout}
+    init, shuffle, dropout, augment = np.random.SeedSequence(seed).spawn(4)
+    return {"init": init, "shuffle": shuffle, "dropout": dropout, "augment": augment}
 
 
 def prepare(config: Config):

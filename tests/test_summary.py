@@ -26,6 +26,7 @@ def write_mlp(tmp_path, **train):
         "model": {"layers": [{"dense": {"units": 128, "activation": "relu"}},
                              {"dense": {"units": 10}}]},
         "loss": "cross_entropy",
+        "optimizer": {"name": "sgd", "lr": 0.1},
         "train": {"epochs": 1, "batch_size": 32, **train},
     }))
     return path

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -19,10 +19,15 @@ def train(
     out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("runs"),
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Live progress bar (only on a terminal).")] = True,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue this run folder from its checkpoint (only train.epochs may change).")
+    ] = None,
+    overrides: Annotated[Optional[List[str]], typer.Option(
+        "--set", help="Override a config value: --set optimizer.lr=0.01 (repeatable).")] = None,
 ) -> None:
     """Train the model a config describes, and report test metrics.
 
-    Example: [bold]nnctl train configs/digits_mlp.yaml --epochs 5[/]
+    Example: [bold]nnctl train configs/digits_mlp.yaml --set optimizer.lr=0.01 --epochs 5[/]
     """
     def run():
         from nnctl.backend import get_backend
@@ -30,10 +35,11 @@ def train(
         from nnctl.config import load_config
         from nnctl.train import Trainer
 
-        cfg = load_config(config)
+        cfg = load_config(config, overrides or ())
         backend = get_backend(device)
+        trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed, resume=resume)
         reporter = make_reporter(progress, cfg.spec.train.log_every)
-        trainer = Trainer(cfg, backend, reporter, out=out, epochs=epochs, seed=seed)
+        trainer.events = reporter
         try:
             summary = trainer.fit()
         finally:

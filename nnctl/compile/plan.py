@@ -70,6 +70,25 @@ class ExecutionPlan:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def first_nonfinite(self, feeds: Sequence):
+        """Run once more, checking every op's result; the first node (in execution order)
+        whose value holds a NaN or Inf, or None. Slow: only for reporting a failure."""
+        xp = self.backend.xp
+        slots = self.template.copy()
+        for s, array in zip(self.feed_slots, feeds):
+            if s is not None:
+                slots[s] = array
+        for s, shape, p, dtype in self.random:
+            slots[s] = self.backend.bernoulli(self.rng, shape, p, dtype)
+        ops = [n for n in self.graph.nodes if not n.is_leaf]
+        for node, (kernel, ins, out, _) in zip(ops, self.steps):
+            value = kernel(*[slots[i] for i in ins])
+            slots[out] = value
+            if xp.issubdtype(getattr(value, "dtype", xp.float64), xp.floating) and \
+                    not bool(xp.isfinite(value).all()):
+                return node
+        return None
+
 
 def compile_graph(outputs: Sequence[Tensor], feeds: Sequence[Tensor], backend: Backend,
                   rng=None, passes=PASSES) -> ExecutionPlan:

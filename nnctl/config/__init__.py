@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -35,15 +36,57 @@ class Config:
         return to_dict(self.spec)
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a run config. Raises ConfigError listing every mistake."""
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
+    """Read and validate a run config, with `--set key.path=value` overrides applied.
+    Raises ConfigError listing every mistake."""
     source = load_yaml(path)
-    return config_from(source, Path(path))
+    return config_from(source, Path(path), overrides)
 
 
-def config_from(source: LoadedYaml, path: Path) -> Config:
+def apply_overrides(source: LoadedYaml, overrides) -> tuple[LoadedYaml, dict]:
+    """The YAML data with each `key.path=value` set (values parsed as YAML scalars or flow
+    collections, with the same safe loader), and the key paths they set."""
+    data, done = copy.deepcopy(source.data), {}
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("expected KEY=VALUE, e.g. optimizer.lr=0.01", file=f"--set {text}")
+        try:
+            value = load_yaml_text(f"value: {raw}", file=f"--set {text}").data["value"]
+        except ConfigError as err:
+            raise ConfigError(f"cannot read the value {raw!r} ({err.message})",
+                              file=f"--set {text}") from None
+        path = tuple(int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split("."))
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            if isinstance(node, list) and not _has(node, part):
+                raise ConfigError(f"{format_path(path[:depth + 1])}: no such list item (the "
+                                  f"list has {len(node)})", file=f"--set {text}")
+            child = node[part] if _has(node, part) else None
+            if not isinstance(child, (dict, list)):
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{format_path(path[:depth + 1])} is not a mapping or "
+                                      "list here", file=f"--set {text}")
+                child = node[part] = {}
+            node = child
+        if isinstance(node, list) and not _has(node, path[-1]):
+            raise ConfigError(f"{format_path(path)}: no such list item (the list has "
+                              f"{len(node)})", file=f"--set {text}")
+        node[path[-1]] = value
+        done[path] = text
+    return LoadedYaml(data, source.marks, source.file), done
+
+
+def _has(node, key) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node)
+
+
+def config_from(source: LoadedYaml, path: Path, overrides=()) -> Config:
     base = path.resolve().parent
-    ctx = Context(source, base)
+    source, overridden = apply_overrides(source, overrides)
+    ctx = Context(source, base, overridden)
     spec = parse(RunSpec, source.data, (), ctx)
     if ctx.errors:
         first = ctx.errors[0]

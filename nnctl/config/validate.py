@@ -27,11 +27,18 @@ class Invalid(Exception):
 class Context:
     """Collects errors while validating one file."""
 
-    def __init__(self, source: LoadedYaml, base_dir: Path = Path(".")):
+    def __init__(self, source: LoadedYaml, base_dir: Path = Path("."),
+                 overrides: dict[tuple, str] | None = None):
         self.source, self.base_dir = source, base_dir
+        self.overrides = overrides or {}  # key path -> the --set text that put it there
         self.errors: list[ConfigError] = []
 
     def error(self, path: tuple, message: str) -> None:
+        for k in range(len(path), 0, -1):  # a value from --set is blamed on the command line
+            if path[:k] in self.overrides:
+                self.errors.append(ConfigError(message, file=f"--set {self.overrides[path[:k]]}",
+                                               key_path=format_path(path)))
+                return
         self.errors.append(ConfigError(message, file=self.source.file,
                                        line=self.source.line_of(path),
                                        key_path=format_path(path)))
@@ -215,6 +222,10 @@ def tagged(tag: str, classes: dict[str, type], what: str, default: str | None = 
         name = v.get(tag, default)
         if name is None:
             raise Invalid(f"missing required key '{tag}' (one of: {', '.join(classes)})")
+        if not isinstance(name, str):
+            ctx.error(path + (tag,), f"expected the {what}'s name (one of: "
+                                     f"{', '.join(classes)}), got {got(name)}")
+            return None
         if name not in classes:
             ctx.error(path + (tag,), f"unknown {what} {got(name)}{suggest(name, classes)}")
             return None

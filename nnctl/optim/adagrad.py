@@ -1,5 +1,6 @@
 """Adagrad (Duchi, Hazan and Singer, 2011), in torch.optim.Adagrad's formulation (no lr decay):
-g <- g + wd p;  s <- s + g^2 (s starts at initial_accumulator_value);  p <- p - lr g / (sqrt(s) + eps)."""
+g <- g + wd p;  s <- s + g^2 (s starts at initial_accumulator_value);
+p <- p - lr g / (sqrt(s) + eps)."""
 
 from __future__ import annotations
 

@@ -4,10 +4,10 @@ A schedule holds no state, so a resumed run needs only its step index. The train
 `optimizer.lr = schedule(t)` before step t. Epoch-based kinds use epoch = t // steps_per_epoch.
 
     constant     base_lr
-    step         base_lr * gamma ** (epoch // every_epochs)            (torch StepLR, per epoch)
-    exponential  base_lr * gamma ** epoch                              (torch ExponentialLR, per epoch)
+    step         base_lr * gamma ** (epoch // every_epochs)      (torch StepLR, per epoch)
+    exponential  base_lr * gamma ** epoch                        (torch ExponentialLR, per epoch)
     cosine       min_lr + (base_lr - min_lr) (1 + cos(pi t / total_steps)) / 2, min_lr from
-                 t = total_steps on                                    (torch CosineAnnealingLR, per step)
+                 t = total_steps on                      (torch CosineAnnealingLR, per step)
     one_cycle    torch OneCycleLR with cosine annealing, two phases, per step: from
                  max_lr / div_factor up to max_lr over the first pct_start of total_steps, then
                  down to max_lr / div_factor / final_div_factor at t = total_steps - 1, held after.

@@ -7,6 +7,8 @@ rename), so an interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -65,10 +67,39 @@ class RunDir:
         atomic_write(self.path / "config.yaml", lambda f: f.write(text.encode()))
 
     def append_metrics(self, record: dict) -> None:
+        """One JSON line per epoch in metrics.jsonl, and metrics.csv rewritten to match."""
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._write_csv()
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def truncate_metrics(self, epochs: int) -> None:
+        """Keep the records of the first `epochs` epochs (a resumed run rewrites the rest)."""
+        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(self.metrics_path, lambda f: f.write(text.encode()))
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        records = self.read_metrics()
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        atomic_write(self.path / "metrics.csv", lambda f: f.write(buffer.getvalue().encode()))
+
+    def save_best(self, arrays: dict[str, np.ndarray], info: dict) -> None:
+        """The weights of the best epoch so far (by the monitored metric), and which it was."""
+        atomic_write(self.path / "best.npz", lambda f: np.savez(f, **arrays))
+        self.write_json("best.json", info)
 
     def save_weights(self, arrays: dict[str, np.ndarray]) -> None:
         atomic_write(self.path / "weights.npz", lambda f: np.savez(f, **arrays))

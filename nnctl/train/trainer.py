@@ -1,7 +1,10 @@
 """Trainer.fit(): build the training step once, compile it, run it over mini-batches.
 
-Per epoch: shuffled mini-batches through the compiled plan, an optimizer step, validation;
-at the end, test metrics. Progress goes out as events; the run folder gets the record.
+Per epoch: shuffled (optionally augmented) mini-batches through the compiled plan, gradient
+clipping, an optimizer step at the scheduled learning rate, validation, a checkpoint, the best
+weights by the monitored metric, and early stopping; at the end, test metrics. A run resumed
+from its checkpoint continues bit for bit: the checkpoint holds the weights, optimizer and
+random-generator states, and the position inside the epoch. Progress goes out as events.
 """
 
 from __future__ import annotations
@@ -19,17 +22,22 @@ import numpy as np
 from nnctl.backend import Backend
 from nnctl.compile import compile_graph
 from nnctl.config import Config
-from nnctl.data import batch_indices
-from nnctl.errors import NnctlError, TrainingError
+from nnctl.data import Augmenter, batch_indices
+from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
+from nnctl.optim.clip import clip_grad_norm, clip_grad_value
+from nnctl.optim.schedules import make_schedule, with_warmup
 from nnctl.step import prepare, seed_streams, vocabulary
+from nnctl.train import checkpoint as ckpt
 from nnctl.train.events import TrainerEvents
 from nnctl.train.metrics import MetricSums
 from nnctl.train.run_dir import RunDir
 
+MAXIMISED = ("accuracy", "f1", "precision", "recall", "r2")
+
 
 class Interrupted(NnctlError):
-    """Training stopped by Ctrl-C; the run folder holds the last completed step's weights."""
+    """Training stopped by Ctrl-C or SIGTERM after a whole step; a checkpoint was written."""
 
     exit_code = 130
 
@@ -37,7 +45,7 @@ class Interrupted(NnctlError):
 class Trainer:
     def __init__(self, config: Config, backend: Backend, events: TrainerEvents | None = None,
                  out: Path | None = Path("runs"), epochs: int | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, resume: Path | None = None):
         # Command-line overrides replace the config's values, so the resolved config saved in
         # the run folder is the one that actually ran.
         if seed is not None:
@@ -54,21 +62,64 @@ class Trainer:
         streams = seed_streams(self.seed)
         self.splits, self.builder = prepare(config)
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
+        self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
-        xp = backend.xp
         initial = self.builder.model.initial
         self.param_names = list(self.builder.params)
         self.params = [backend.asarray(initial[n]) for n in self.param_names]
         self.state_names = list(self.builder.states)  # running statistics, not trained
         self.states = [backend.asarray(initial[n]) for n in self.state_names]
-        self.optimizer = make_optimizer(self.spec.optimizer, xp)
+        self.optimizer = make_optimizer(self.spec.optimizer, backend.xp)
         self.classification = self.splits.num_classes is not None
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
                             for name, s in (("train", self.splits.train), ("val", self.splits.val),
                                             ("test", self.splits.test))}
+        self.augmenter = self._augmenter()
+        t = self.spec.train
+        self.steps_per_epoch = math.ceil(len(self.splits.train) / t.batch_size)
+        self.schedule = self._schedule()
+        # progress, saved in checkpoints
+        self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
+        self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
+        self.partial: MetricSums | None = None
+        self.best, self.bad_epochs, self.skipped = None, 0, 0
         self._stop_requested = False
         self._train_plans: dict = {}
         self._eval_plans: dict = {}
+        self.run: RunDir | None = None
+        self.resume_dir = resume
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- set-up helpers ---------------------------------------------------------------------
+    def _augmenter(self) -> Augmenter | None:
+        a = self.spec.train.augment
+        if not (a.shift or a.flip or a.noise):
+            return None
+        shape = tuple(a.image_shape) if a.image_shape else None
+        try:
+            augmenter = Augmenter(a.shift, a.flip, a.noise, shape)
+            augmenter(self.splits.train.x[:1], np.random.default_rng(0))  # shape check now
+        except ValueError as err:
+            raise self.config.error(("train", "augment"), str(err)) from None
+        return augmenter
+
+    def _schedule(self):
+        s, t = self.spec.train.schedule, self.spec.train
+        params = {k: v for k, v in dataclasses.asdict(s).items()
+                  if k not in ("name", "warmup_epochs") and v is not None}
+        total = self.steps_per_epoch * t.epochs
+        schedule = make_schedule(s.name, self.spec.optimizer.lr, self.steps_per_epoch, total,
+                                 **params)
+        warmup = round(s.warmup_epochs * self.steps_per_epoch)
+        return with_warmup(schedule, warmup) if warmup else schedule
+
+    def _monitor_key(self, record: dict) -> str:
+        key = self.spec.train.monitor
+        if key not in record:
+            raise self.config.error(("train", "monitor"), f"'{key}' is not a reported metric; "
+                                    f"expected one of: {', '.join(sorted(record))}")
+        return key
 
     # ---- plans, compiled once per batch size ---------------------------------------------------
     def train_plan(self, batch: int):
@@ -86,65 +137,68 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
-        run = RunDir.create(self.out, self.config.name) if self.out is not None else None
+        run = self.run or (RunDir.create(self.out, self.config.name) if self.out else None)
         self.run = run
-        if run:
+        if run and self.resume_dir is None:
             run.write_config(self.config.resolved())
             run.write_json("normalizer.json", self.splits.normalizer.to_dict())
             vocab = vocabulary(self.config)
             if vocab is not None:  # text models need it to encode prompts and decode samples
                 run.write_json("vocab.json", vocab.to_dict())
-        batch = self.spec.train.batch_size
-        n_train = len(self.splits.train)
-        steps = math.ceil(n_train / batch)
-        plan = self.train_plan(min(batch, n_train))
+        plan = self.train_plan(min(self.spec.train.batch_size, len(self.splits.train)))
         self.events.on_train_start({
             "run_dir": str(run.path) if run else None, "epochs": self.epochs,
-            "steps_per_epoch": steps, "device": self.backend.name,
+            "steps_per_epoch": self.steps_per_epoch, "device": self.backend.name,
             "params": int(sum(p.size for p in self.params)),
             "samples": {k: len(getattr(self.splits, k)) for k in ("train", "val", "test")},
             "plan_steps": len(plan), "plan_peak_bytes": plan.peak_bytes,
-            "passes": plan.pass_stats,
+            "passes": plan.pass_stats, "resumed_at": (self.epoch, self.step_in_epoch)
+            if self.resume_dir else None,
         })
-        status, error, history = "completed", None, []
+        status, error = "completed", None
         started = time.perf_counter()
         try:
-            # NOTE: overflow is caught by the finite-loss check each step; NumPy's own
-            # warnings would only bury that one clear message
+            # NOTE: overflow is caught by the finite checks each step; NumPy's own warnings
+            # would only bury that one clear message
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                     self._deferred_interrupt():
-                self._epochs(run, history, steps)
+                status = self._epochs()
         except KeyboardInterrupt:
             status = "interrupted"
+            if run:
+                self.save_checkpoint()
         except TrainingError as err:
             status, error = "failed", str(err)
             if run:
-                error += f"; {run.path} keeps the weights from before that step"
+                error += f"; the last good checkpoint is {run.path / 'checkpoint.npz'}"
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
-                   "device": self.backend.name, "epochs_completed": len(history),
+                   "device": self.backend.name, "epochs_completed": self.epoch - 1,
+                   "global_step": self.global_step, "skipped_batches": self.skipped,
                    "train_seconds": round(time.perf_counter() - started, 3)}
         if error:
             summary["error"] = error
-        if status == "completed":
+        if status in ("completed", "early_stopped"):
             summary.update(self.evaluate("test"))
-            if history:
-                summary.update({k: v for k, v in history[-1].items() if k.startswith("val_")})
+            if self.best is not None:
+                summary[f"best_{self.spec.train.monitor}"] = self.best
         if run:
             run.save_weights(self.weights())
             summary["run_dir"] = str(run.path)
             run.write_json("summary.json", summary)
         self.events.on_train_end(summary)
         if status == "interrupted":
-            raise Interrupted("interrupted: the run folder keeps the weights of the last "
-                              f"completed step{' in ' + str(run.path) if run else ''}")
+            where = f"epoch {self.epoch}, step {self.step_in_epoch}"
+            hint = (f"; resume with: nnctl train {self.config.path} --resume {run.path}"
+                    if run else "")
+            raise Interrupted(f"interrupted after {where}{hint}")
         if status == "failed":
             raise TrainingError(error)
         return summary
 
     @contextlib.contextmanager
     def _deferred_interrupt(self):
-        """The first Ctrl-C stops training after the current step (so the saved weights are
-        never half-updated); a second one stops at once."""
+        """The first Ctrl-C or SIGTERM stops training after the current step (so the saved
+        weights are never half-updated); a second one stops at once."""
         self._stop_requested = False
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -155,54 +209,119 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_requested = True
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
-    def _epochs(self, run: RunDir | None, history: list, steps: int) -> None:
-        for epoch in range(1, self.epochs + 1):
-            record = self.train_epoch(epoch, steps)
-            history.append(record)
-            if run:
-                run.append_metrics(record)
-            self.events.on_epoch_end(record)
+    def _epochs(self) -> str:
+        monitor = None
+        while self.epoch <= self.epochs:
+            record, seconds = self.train_epoch()
+            if self.run:  # timings stay out of the record: same seed, same bytes
+                self.run.append_metrics(record)
+            samples = self.partial.n if self.partial else 0
+            self.events.on_epoch_end(dict(record, seconds=round(seconds, 4),
+                                          samples_per_s=round(samples / max(seconds, 1e-9), 1)))
+            monitor = monitor or self._monitor_key(record)
+            improved = self._track_best(record[monitor])
+            self.epoch += 1
+            self.step_in_epoch, self.partial = 0, None
+            self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
+            if self.run:
+                if improved:
+                    self.run.save_best(self.weights(), {"epoch": record["epoch"],
+                                                        monitor: record[monitor]})
+                self.save_checkpoint()
+            patience = self.spec.train.patience
+            if patience and self.bad_epochs >= patience:
+                return "early_stopped"
+        return "completed"
 
-    def train_epoch(self, epoch: int, steps: int) -> dict:
+    def _track_best(self, value: float) -> bool:
+        maximise = self.spec.train.monitor.endswith(MAXIMISED)
+        if self.best is None or (value > self.best if maximise else value < self.best):
+            self.best, self.bad_epochs = value, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def train_epoch(self) -> tuple[dict, float]:
+        t = self.spec.train
         xs, ys = self.device_data["train"]
-        sums = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
-        n_train = len(self.splits.train)
-        self.events.on_epoch_start(epoch, steps)
-        started = time.perf_counter()
-        order = batch_indices(n_train, self.spec.train.batch_size, self.spec.train.shuffle,
-                              self.shuffle_rng)
+        host_x = self.splits.train.x
+        sums = self.partial or MetricSums(self.backend.xp, self.spec.metrics, self.classification)
+        self.partial = sums
         n_params = len(self.params)
+        self.events.on_epoch_start(self.epoch, self.steps_per_epoch)
+        started = time.perf_counter()
+        # the epoch's order comes from the generator's state at the epoch's start, so a run
+        # resumed mid-epoch replays the same order and skips the batches already done
+        self.shuffle_rng.bit_generator.state = self.epoch_start_shuffle_state
+        order = list(batch_indices(len(host_x), t.batch_size, t.shuffle, self.shuffle_rng))
         for step, idx in enumerate(order, 1):
-            if self.backend.name != "cpu":
-                idx = self.backend.asarray(idx)
-            xb, yb = xs[idx], ys[idx]
-            outs = self.train_plan(len(idx))([xb, yb, *self.params, *self.states])
-            loss = float(outs[0])
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss} at epoch {epoch}, step {step}; lower "
-                    f"optimizer.lr or check the data")
-            self.optimizer.step(self.params, outs[2:2 + n_params])
+            if step <= self.step_in_epoch:
+                continue
+            if self.augmenter is not None:
+                xb = self.backend.asarray(self.augmenter(host_x[idx], self.augment_rng))
+            else:
+                xb = xs[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
+            yb = ys[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
+            plan = self.train_plan(len(idx))
+            rng_state = self.dropout_rng.bit_generator.state \
+                if hasattr(self.dropout_rng, "bit_generator") else None
+            feeds = [xb, yb, *self.params, *self.states]
+            outs = plan(feeds)
+            loss, grads = float(outs[0]), outs[2:2 + n_params]
+            grads, norm = self._clip(grads)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                if t.on_nonfinite == "skip":
+                    self.skipped += 1
+                    self.step_in_epoch = step
+                    continue
+                raise TrainingError(self._nonfinite_message(plan, feeds, rng_state, loss, step))
+            self.optimizer.lr = self.schedule(self.global_step)
+            self.optimizer.step(self.params, grads)
             self.states = outs[2 + n_params:]
-            if self._stop_requested:
-                raise KeyboardInterrupt
+            self.global_step += 1
+            self.step_in_epoch = step
             sums.update(loss, outs[1], yb)
             elapsed = time.perf_counter() - started
-            self.events.on_step(epoch, step, steps, sums.loss / sums.n, sums.headline,
+            self.events.on_step(self.epoch, step, len(order), sums.loss / sums.n, sums.headline,
                                 sums.n / max(elapsed, 1e-9))
+            if self._stop_requested:
+                raise KeyboardInterrupt
+        if sums.n == 0:
+            raise TrainingError(f"every batch of epoch {self.epoch} had a non-finite loss or "
+                                "gradient; lower optimizer.lr or check the data")
         self.backend.synchronize()
-        seconds = time.perf_counter() - started
-        record = {"epoch": epoch, **sums.result("train")}
+        record = {"epoch": self.epoch, **sums.result("train")}
         record.update(self.evaluate("val"))
-        record.update({"seconds": round(seconds, 4),
-                       "samples_per_s": round(sums.n / max(seconds, 1e-9), 1)})
-        return record
+        record["lr"] = self.schedule(max(self.global_step - 1, 0))
+        return record, time.perf_counter() - started
+
+    def _clip(self, grads):
+        t, xp = self.spec.train, self.backend.xp
+        if t.clip_value is not None:
+            grads = clip_grad_value(xp, grads, t.clip_value)
+        # an infinite limit measures the global norm (one device sync) and clips nothing
+        return clip_grad_norm(xp, grads, t.clip_norm if t.clip_norm is not None else math.inf)
+
+    def _nonfinite_message(self, plan, feeds, rng_state, loss, step) -> str:
+        what = f"the loss became {loss}" if not math.isfinite(loss) else \
+            "the gradients became non-finite"
+        origin = ""
+        if rng_state is not None:
+            self.dropout_rng.bit_generator.state = rng_state  # replay the same dropout masks
+        node = plan.first_nonfinite(feeds)
+        if node is not None:
+            layer = node.scope.split("/")[0] if node.scope else ""
+            origin = f"; the first NaN/Inf came from op '{node.op}'" + \
+                (f" in layer '{layer}'" if layer else "")
+        return (f"{what} at epoch {self.epoch}, step {step}{origin}; lower optimizer.lr, clip "
+                f"gradients (train.clip_norm), check the data, or set train.on_nonfinite: skip")
 
     def evaluate(self, split: str) -> dict:
         xs, ys = self.device_data[split]
@@ -220,3 +339,63 @@ class Trainer:
     def weights(self) -> dict[str, np.ndarray]:
         names, arrays = self.param_names + self.state_names, self.params + self.states
         return {n: self.backend.to_host(a) for n, a in zip(names, arrays)}
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        to_host = self.backend.to_host
+        arrays = {f"param/{n}": to_host(a) for n, a in zip(self.param_names, self.params)}
+        arrays.update({f"state/{n}": to_host(a) for n, a in zip(self.state_names, self.states)})
+        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_dict(to_host).items()})
+        partial = self.partial
+        meta = {
+            "config": self.config.resolved(),
+            "config_fingerprint": ckpt.fingerprint(self.config.resolved()),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "shuffle_state": self.epoch_start_shuffle_state,
+            "augment_state": self.augment_rng.bit_generator.state,
+            "dropout_state": getattr(getattr(self.dropout_rng, "bit_generator", None),
+                                     "state", None),
+            "partial": vars(partial) | {"xp": None} if partial is not None else None,
+            "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
+        }
+        ckpt.save_checkpoint(self.run.path / "checkpoint.npz", arrays, meta)
+
+    def _restore(self, run_dir: Path) -> None:
+        arrays, meta = ckpt.load_checkpoint(run_dir / "checkpoint.npz")
+        resolved = self.config.resolved()
+        if meta.get("config_fingerprint") != ckpt.fingerprint(resolved):
+            changed = ckpt.differences(ckpt.comparable(meta.get("config", {})),
+                                       ckpt.comparable(resolved))
+            raise ConfigError(f"cannot resume {run_dir}: its config differs in "
+                              f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs "
+                              "may change when resuming", file=str(self.config.path))
+        groups = ckpt.split_arrays(arrays)
+        asarray = self.backend.asarray
+        for names, target, kind in ((self.param_names, self.params, "param"),
+                                    (self.state_names, self.states, "state")):
+            for i, name in enumerate(names):
+                if name not in groups[kind] or groups[kind][name].shape != tuple(target[i].shape):
+                    raise ConfigError(f"cannot resume {run_dir}: the checkpoint has no matching "
+                                      f"{kind} {name}", file=str(self.config.path))
+                target[i] = asarray(groups[kind][name])
+        self.optimizer.load_state_dict(groups["optim"], asarray)
+        self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
+        self.global_step = meta["global_step"]
+        self.epoch_start_shuffle_state = meta["shuffle_state"]
+        self.augment_rng.bit_generator.state = meta["augment_state"]
+        if meta.get("dropout_state") and hasattr(self.dropout_rng, "bit_generator"):
+            self.dropout_rng.bit_generator.state = meta["dropout_state"]
+        if meta.get("partial"):
+            self.partial = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
+            for key, value in meta["partial"].items():
+                if key != "xp":
+                    setattr(self.partial, key, value)
+        self.best, self.bad_epochs = meta.get("best"), meta.get("bad_epochs", 0)
+        self.skipped = meta.get("skipped", 0)
+        if self.epoch > self.epochs:
+            raise UsageError(f"{run_dir} already finished epoch {self.epoch - 1} of "
+                             f"{self.epochs}; pass --epochs N (N > {self.epoch - 1}) to train "
+                             "for longer")
+        self.run = RunDir(run_dir)
+        self.run.truncate_metrics(self.epoch - 1)

@@ -42,7 +42,8 @@ def test_run_folder_contents(cli, tmp_path):
     folder = run_folder(tmp_path)
     assert folder.name.startswith("spirals-")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.yaml", "metrics.jsonl", "normalizer.json", "summary.json", "weights.npz"]
+        "best.json", "best.npz", "checkpoint.npz", "config.yaml", "metrics.csv",
+        "metrics.jsonl", "normalizer.json", "summary.json", "weights.npz"]
     resolved = yaml.safe_load((folder / "config.yaml").read_text())
     assert resolved["train"]["epochs"] == 3 and resolved["seed"] == 5  # overrides recorded
     assert resolved["train"]["eval_batch_size"] == 512                 # defaults filled in

@@ -1,4 +1,5 @@
-"""Checkpoints: 3 steps, save, a new optimizer loads, 3 more steps == 6 steps straight, bit for bit."""
+"""Checkpoints: 3 steps, save, a new optimizer loads, 3 more steps == 6 steps straight,
+bit for bit."""
 
 from __future__ import annotations
 
