@@ -12,7 +12,8 @@ import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
-from nnctl.data import (Dataset, Normalizer, load_csv, load_digits, load_npz, load_words,
+from nnctl.data import (Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
+                        load_words,
                         make_adding, make_parity, make_spirals, split)
 from nnctl.errors import ConfigError, DataError
 from nnctl.graph import Tensor, input_placeholder
@@ -41,6 +42,8 @@ def load_dataset(config: Config) -> Dataset:
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
         return load_npz(d.path, d.x_key, d.y_key)
+    if d.dataset == "idx":
+        return load_idx(d.images, d.labels)
     if d.dataset == "parity":
         return make_parity(d.samples, d.length, seed=config.spec.seed)
     if d.dataset == "adding":

@@ -15,7 +15,9 @@ class NumpyBackend(Backend):
         return numpy.random.default_rng(seed)
 
     def asarray(self, host_array, dtype=None):
-        return numpy.ascontiguousarray(host_array, dtype=dtype)
+        # NOTE: not ascontiguousarray, which turns a 0-d array (a scalar constant) into 1-d
+        array = numpy.asarray(host_array, dtype=dtype)
+        return array if array.flags.c_contiguous else numpy.ascontiguousarray(array)
 
     def to_host(self, array):
         return numpy.asarray(array)

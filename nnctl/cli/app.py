@@ -71,7 +71,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import (datasets, export_graph, gradcheck, plot, sample,  # noqa: F401
+    from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, plot,  # noqa: F401
+                           sample,
                            summary, train, validate)  # (commands register)
 
 

@@ -94,10 +94,10 @@ def config_from(source: LoadedYaml, path: Path, overrides=()) -> Config:
         raise first
     if spec.metrics is None:
         spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss.name]))
-    data_path = getattr(spec.data, "path", None)
-    if data_path is not None:  # relative data paths are relative to the config file
-        spec = dataclasses.replace(spec, data=dataclasses.replace(
-            spec.data, path=str((base / data_path).resolve())))
+    files = {key: str((base / value).resolve()) for key in ("path", "images", "labels")
+             if (value := getattr(spec.data, key, None)) is not None}
+    if files:  # relative data paths are relative to the config file
+        spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, **files))
     return Config(spec, source, path)
 
 

@@ -17,10 +17,11 @@ from nnctl.config.validate import (Context, boolean, choice, field, integer, nes
                                    one_of, optional, string, tagged, list_of)
 
 
-METRICS = ("accuracy", "bits_per_char", "mae", "rmse")
-CLASSIFICATION_METRICS = ("accuracy", "bits_per_char")
+CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
+                          "f1_macro", "bits_per_char")
+METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2")
 DTYPES = ("float32", "float64")
-DEFAULT_METRICS = {"cross_entropy": ["accuracy"], "mse": ["mae", "rmse"]}
+DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"]}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -50,11 +51,14 @@ class _DataCommon:
     normalize: str = field(choice("standard", "minmax", "none"), "standard",
                            "feature scaling fitted on the training split")
 
+    FILE_KEYS: ClassVar[tuple[str, ...]] = ("path", "images", "labels")
+
     def validate(self, path, ctx: Context) -> None:
-        file = getattr(self, "path", None)
-        if file is not None and not (ctx.base_dir / file).is_file():
-            where = "" if Path(file).is_absolute() else " (relative to the config file)"
-            ctx.error(path + ("path",), f"no such data file: {file}{where}")
+        for key in self.FILE_KEYS:
+            file = getattr(self, key, None)
+            if file is not None and not (ctx.base_dir / file).is_file():
+                where = "" if Path(file).is_absolute() else " (relative to the config file)"
+                ctx.error(path + (key,), f"no such data file: {file}{where}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +95,13 @@ class CsvData(_DataCommon):
 
 
 @dataclass(frozen=True, kw_only=True)
+class IdxData(_DataCommon):
+    dataset: str = field(string, "idx", "images and labels in the IDX format (MNIST's files)")
+    images: str = field(string, doc="the images file, e.g. train-images-idx3-ubyte(.gz)")
+    labels: str = field(string, doc="the labels file, e.g. train-labels-idx1-ubyte(.gz)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ParityData(_DataCommon):
     dataset: str = field(string, "parity", "bit strings labelled by their parity, generated")
     samples: int = field(integer(min=10, what="an integer >= 10"), 2000, "sequences in all")
@@ -116,7 +127,7 @@ class WordsData(_DataCommon):
 
 
 DATASETS = {"digits": DigitsData, "spirals": SpiralsData, "npz": NpzData, "csv": CsvData,
-            "parity": ParityData, "adding": AddingData, "words": WordsData}
+            "idx": IdxData, "parity": ParityData, "adding": AddingData, "words": WordsData}
 
 
 # ---- optimizer and training -------------------------------------------------------------
@@ -291,8 +302,8 @@ class RunSpec:
     train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
     seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
     metrics: list | None = field(optional(list_of(choice(*METRICS))), None,
-                                 "reported besides the loss: accuracy, bits_per_char, mae, rmse (default: "
-                                 "accuracy for cross_entropy, mae and rmse for mse)")
+                                 "reported besides the loss (default: accuracy and f1_macro "
+                                 "for cross_entropy; mae, rmse and r2 for mse)")
 
     def validate(self, path, ctx: Context) -> None:
         for i, metric in enumerate(self.metrics or ()):

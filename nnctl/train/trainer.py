@@ -30,6 +30,7 @@ from nnctl.optim.schedules import make_schedule, with_warmup
 from nnctl.step import prepare, seed_streams, vocabulary
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.events import TrainerEvents
+from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums
 from nnctl.train.run_dir import RunDir
 
@@ -84,6 +85,7 @@ class Trainer:
         self.partial: MetricSums | None = None
         self.best, self.bad_epochs, self.skipped = None, 0, 0
         self._stop_requested = False
+        self.confusion = None
         self._train_plans: dict = {}
         self._eval_plans: dict = {}
         self.run: RunDir | None = None
@@ -169,8 +171,9 @@ class Trainer:
                 self.save_checkpoint()
         except TrainingError as err:
             status, error = "failed", str(err)
-            if run:
-                error += f"; the last good checkpoint is {run.path / 'checkpoint.npz'}"
+            if run:  # the failing step changed nothing: this is the state before it
+                self.save_checkpoint()
+                error += f"; the last good state is in {run.path / 'checkpoint.npz'}"
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": self.epoch - 1,
                    "global_step": self.global_step, "skipped_batches": self.skipped,
@@ -184,7 +187,13 @@ class Trainer:
         if run:
             run.save_weights(self.weights())
             summary["run_dir"] = str(run.path)
+            if status in ("completed", "early_stopped") and self.confusion is not None:
+                run.write_json("confusion.json", {"split": "test",
+                                                  "labels": list(range(len(self.confusion))),
+                                                  "matrix": self.confusion.tolist()})
             run.write_json("summary.json", summary)
+            if status in ("completed", "early_stopped"):
+                summary["plots"] = self._plots(run)
         self.events.on_train_end(summary)
         if status == "interrupted":
             where = f"epoch {self.epoch}, step {self.step_in_epoch}"
@@ -302,6 +311,19 @@ class Trainer:
         record["lr"] = self.schedule(max(self.global_step - 1, 0))
         return record, time.perf_counter() - started
 
+    @staticmethod
+    def _plots(run: RunDir) -> list[str]:
+        """Curves (and the confusion matrix) as PNG, where matplotlib is installed."""
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return []
+        from nnctl.plot import plot_run
+        try:
+            return [str(p) for p in plot_run(run.path)]
+        except NnctlError:  # plots are a convenience: never fail a finished run over them
+            return []
+
     def _clip(self, grads):
         t, xp = self.spec.train, self.backend.xp
         if t.clip_value is not None:
@@ -324,17 +346,37 @@ class Trainer:
                 f"gradients (train.clip_norm), check the data, or set train.on_nonfinite: skip")
 
     def evaluate(self, split: str) -> dict:
+        """Loss and the config's metrics on a split, with the current weights; the confusion
+        matrix of a classifier is kept in `self.confusion`."""
         xs, ys = self.device_data[split]
         n = len(ys)
         if n == 0:
             return {}
         sums = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
-        size = self.spec.train.eval_batch_size
+        totals = (ClassificationTotals(self.splits.num_classes) if self.classification
+                  else RegressionTotals())
+        size, to_host = self.spec.train.eval_batch_size, self.backend.to_host
         for start in range(0, n, size):
             xb, yb = xs[start:start + size], ys[start:start + size]
             loss, out = self.eval_plan(len(yb))([xb, yb, *self.params, *self.states])
             sums.update(float(loss), out, yb)
-        return sums.result(split)
+            totals.update(to_host(out), to_host(yb))
+        self.confusion = getattr(totals, "confusion", None)
+        result = {f"{split}_loss": sums.result(split)[f"{split}_loss"]}
+        everything = {**sums.result(split), **totals.result(split)}
+        result.update({f"{split}_{m}": everything[f"{split}_{m}"] for m in self.spec.metrics})
+        return result
+
+    def forward(self, xb):
+        """The model's output for a batch of inputs (evaluation mode, no labels needed)."""
+        batch = len(xb)
+        key = ("forward", batch)
+        if key not in self._eval_plans:
+            x, _, out = self.builder.build_forward(batch, training=False)
+            feeds = [x, *self.builder.params.values(), *self.builder.states.values()]
+            self._eval_plans[key] = compile_graph([out], feeds, self.backend)
+        (out,) = self._eval_plans[key]([xb, *self.params, *self.states])
+        return out
 
     def weights(self) -> dict[str, np.ndarray]:
         names, arrays = self.param_names + self.state_names, self.params + self.states

@@ -41,9 +41,10 @@ def test_run_folder_contents(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     folder = run_folder(tmp_path)
     assert folder.name.startswith("spirals-")
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "best.json", "best.npz", "checkpoint.npz", "config.yaml", "metrics.csv",
-        "metrics.jsonl", "normalizer.json", "summary.json", "weights.npz"]
+    names = {p.name for p in folder.iterdir()}
+    assert names - {"plots"} == {  # plots/ only where matplotlib is installed
+        "best.json", "best.npz", "checkpoint.npz", "config.yaml", "confusion.json",
+        "metrics.csv", "metrics.jsonl", "normalizer.json", "summary.json", "weights.npz"}
     resolved = yaml.safe_load((folder / "config.yaml").read_text())
     assert resolved["train"]["epochs"] == 3 and resolved["seed"] == 5  # overrides recorded
     assert resolved["train"]["eval_batch_size"] == 512                 # defaults filled in
@@ -175,5 +176,5 @@ def test_csv_regression_with_default_metrics(cli, tmp_path):
     folder = run_folder(tmp_path / "runs")
     summary = json.loads((folder / "summary.json").read_text())
     assert {"test_loss", "test_mae", "test_rmse"} <= set(summary)   # mse's default metrics
-    assert yaml.safe_load((folder / "config.yaml").read_text())["metrics"] == ["mae", "rmse"]
+    assert yaml.safe_load((folder / "config.yaml").read_text())["metrics"] == ["mae", "rmse", "r2"]
     assert oct((folder / "weights.npz").stat().st_mode & 0o777) == "0o644"

@@ -161,3 +161,11 @@ def test_float32_gradients_without_passes_are_float32():
     plan = compile_graph([loss, *grad(loss, [w])], [x, w], CPU, passes=())
     out = plan([np.ones((4, 3), np.float32), np.ones((3, 2), np.float32)])
     assert [np.asarray(o).dtype for o in out] == [np.float32, np.float32]
+
+
+def test_scalar_constants_keep_their_shape_in_a_plan():
+    # a scalar loss scaled by a constant must stay 0-d (float() of it must work)
+    x = input_placeholder("x", (3,), "float32")
+    loss = (x * x).sum() * 0.5
+    (value,) = compile_graph([loss], [x], get_backend("cpu"))([np.ones(3, np.float32)])
+    assert np.shape(value) == () and float(value) == 1.5

@@ -1,0 +1,69 @@
+"""`nnctl evaluate RUN_DIR` and `nnctl predict RUN_DIR INPUT -o OUT`: use a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nnctl.cli.app import app, guarded
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
+    split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    weights: Annotated[str, typer.Option(help="final (weights.npz) or best (best.npz).")] = "final",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Metrics of a trained run on one split, and its confusion matrix for a classifier.
+
+    Example: [bold]nnctl evaluate runs/digits_mlp-20261127-101500 --split val[/]
+    """
+    def run():
+        from rich.console import Console
+        from rich.table import Table
+
+        from nnctl.backend import get_backend
+        from nnctl.train.inference import evaluate_run
+
+        metrics, confusion = evaluate_run(run_dir, get_backend(device), split, weights)
+        console = Console(highlight=False)
+        table = Table(title=f"{run_dir.name}: {split} split, {weights} weights")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in metrics.items():
+            table.add_row(key, f"{value:.4f}")
+        console.print(table)
+        if confusion is not None and len(confusion) <= 20:
+            cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
+            cm.add_column("")
+            for k in range(len(confusion)):
+                cm.add_column(str(k), justify="right")
+            for k, row in enumerate(confusion):
+                cm.add_row(str(k), *[f"[bold]{v}[/]" if i == k else str(v)
+                                     for i, v in enumerate(row)])
+            console.print(cm)
+    guarded(run)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
+    inputs: Annotated[Path, typer.Argument(help="Features: .npz (array x) or .csv.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.csv/.npz).")],
+    weights: Annotated[str, typer.Option(help="final or best.")] = "final",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Predictions of a trained run for new inputs: the class and the probabilities (or the
+    regression outputs), one row per input.
+
+    Example: [bold]nnctl predict runs/digits_mlp-20261127-101500 new.csv -o predictions.csv[/]
+    """
+    def run():
+        from nnctl.backend import get_backend
+        from nnctl.train.inference import predict_run
+        n = predict_run(run_dir, inputs, output, get_backend(device), weights)
+        print(f"wrote {n} predictions to {output}")
+    guarded(run)
