@@ -12,7 +12,7 @@ import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
-from nnctl.data import (Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
+from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
                         load_words,
                         make_adding, make_parity, make_spirals, split)
 from nnctl.errors import ConfigError, DataError
@@ -95,6 +95,10 @@ def load_splits(config: Config) -> Splits:
         dtype = spec.train.dtype
         train, val, test = (Dataset(norm.apply(s.x).astype(dtype), s.y, s.name)
                             for s in (train, val, test))
+    for part in (train, val, test):
+        if np.issubdtype(part.x.dtype, np.floating) and not np.isfinite(part.x).all():
+            raise DataError(f"the features hold NaN or Inf after normalisation ({d.normalize}); "
+                            "check the data's range")
     return Splits(train, val, test, norm, num_classes, vocab)
 
 
@@ -196,5 +200,37 @@ def prepare(config: Config):
         raise ConfigError(str(err),
                           file=config.source.file,
                           line=config.source.line_of(("data",)), key_path="data") from None
+    except (MemoryError, OverflowError, ValueError) as err:
+        raise _too_large(config, ("data",), err) from None
+    make_augmenter(config, splits)
     init = seed_streams(config.spec.seed)["init"]
-    return splits, StepBuilder(config, splits, np.random.default_rng(init))
+    try:
+        return splits, StepBuilder(config, splits, np.random.default_rng(init))
+    except (MemoryError, OverflowError, ValueError) as err:
+        raise _too_large(config, ("model",), err) from None
+
+
+def make_augmenter(config: Config, splits: Splits):
+    """The training-batch Augmenter the config asks for (None for none), checked against the
+    data's shape now, so `nnctl validate` reports a mismatch before any training."""
+    a = config.spec.train.augment
+    if not (a.shift or a.flip or a.noise):
+        return None
+    try:
+        augmenter = Augmenter(a.shift, a.flip, a.noise,
+                              tuple(a.image_shape) if a.image_shape else None)
+        augmenter(splits.train.x[:1], np.random.default_rng(0))
+    except ValueError as err:
+        raise config.error(("train", "augment"), str(err)) from None
+    return augmenter
+
+
+def _too_large(config: Config, where: tuple, err: Exception) -> Exception:
+    """Sizes so large that NumPy cannot allocate them are a config mistake, said in one line;
+    any other ValueError is a bug and keeps its traceback."""
+    text = str(err)
+    if isinstance(err, ValueError) and "too big" not in text and "dimension" not in text:
+        return err
+    return config.error(where, f"too large to allocate ({type(err).__name__}: "
+                               f"{text.splitlines()[0] if text else 'out of memory'}); "
+                               "check the sizes in this section")

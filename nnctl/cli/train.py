@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -40,6 +41,10 @@ def train(
         trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed, resume=resume)
         reporter = make_reporter(progress, cfg.spec.train.log_every)
         trainer.events = reporter
+        trainer.resume_command = " ".join(
+            ["nnctl train", str(config)] + [f"--set {shlex.quote(o)}" for o in overrides or ()]
+            + ([f"--seed {seed}"] if seed is not None else [])
+            + ([f"--epochs {epochs}"] if epochs is not None else []))
         try:
             summary = trainer.fit()
         finally:

@@ -36,6 +36,27 @@ class Config:
         return to_dict(self.spec)
 
 
+TRAIN_METRICS = ("accuracy", "bits_per_char", "mae", "rmse")  # also reported for train_
+
+
+def _resolve_monitor(spec: RunSpec, source: LoadedYaml, overridden: dict) -> RunSpec:
+    """train.monitor: default val_loss (train_loss without a validation split); it must name
+    a metric the run reports, which is known now, before anything trains."""
+    has_val = spec.data.split.val > 0
+    monitor = spec.train.monitor or ("val_loss" if has_val else "train_loss")
+    known = ["train_loss"] + [f"train_{m}" for m in spec.metrics if m in TRAIN_METRICS]
+    if has_val:
+        known += ["val_loss"] + [f"val_{m}" for m in spec.metrics]
+    if monitor not in known:
+        ctx = Context(source, overrides=overridden)
+        why = "" if has_val or not monitor.startswith("val_") else \
+            " (data.split.val is 0: there is no validation split)"
+        ctx.error(("train", "monitor"), f"'{monitor}' is not a reported metric{why}; "
+                                        f"expected one of: {', '.join(known)}")
+        raise ctx.errors[0]
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, monitor=monitor))
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> Config:
     """Read and validate a run config, with `--set key.path=value` overrides applied.
     Raises ConfigError listing every mistake."""
@@ -63,6 +84,8 @@ def apply_overrides(source: LoadedYaml, overrides) -> tuple[LoadedYaml, dict]:
                 raise ConfigError(f"{format_path(path[:depth + 1])}: no such list item (the "
                                   f"list has {len(node)})", file=f"--set {text}")
             child = node[part] if _has(node, part) else None
+            if isinstance(child, str) and depth == 0 and part in TAGS:
+                child = node[part] = {TAGS[part]: child}  # `optimizer: adam` -> {name: adam}
             if not isinstance(child, (dict, list)):
                 if not isinstance(node, dict):
                     raise ConfigError(f"{format_path(path[:depth + 1])} is not a mapping or "
@@ -75,6 +98,9 @@ def apply_overrides(source: LoadedYaml, overrides) -> tuple[LoadedYaml, dict]:
         node[path[-1]] = value
         done[path] = text
     return LoadedYaml(data, source.marks, source.file), done
+
+
+TAGS = {"data": "dataset", "optimizer": "name", "loss": "name"}  # sections a string can name
 
 
 def _has(node, key) -> bool:
@@ -94,6 +120,7 @@ def config_from(source: LoadedYaml, path: Path, overrides=()) -> Config:
         raise first
     if spec.metrics is None:
         spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss.name]))
+    spec = _resolve_monitor(spec, source, overridden)
     files = {key: str((base / value).resolve()) for key in ("path", "images", "labels")
              if (value := getattr(spec.data, key, None)) is not None}
     if files:  # relative data paths are relative to the config file

@@ -124,7 +124,12 @@ def _kind(value) -> str:
 def format_path(path: tuple) -> str | None:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not re.fullmatch(r"[A-Za-z_][\w-]*", str(part)):
+            out += f"[{str(part)!r}]"  # a key with spaces or a line break stays on one line
+        else:
+            out += f".{part}" if out else part
     return out or None
 
 
@@ -142,7 +147,7 @@ def _convert(loader: _Loader, node, path: tuple, marks: dict):
             fail(f"unsupported YAML tag '{_short(node.tag)}'")
         try:
             return loader.construct_object(node)  # SafeConstructor: ints, floats, bools, null
-        except (ValueError, KeyError):            # e.g. `!!int abc`, `!!bool maybe`
+        except Exception:  # e.g. `!!int abc`, `!!bool maybe`; `!!int ""` fails with IndexError
             fail(f"invalid {node.tag.rsplit(':', 1)[-1]} value {node.value!r}")
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _T + "seq":

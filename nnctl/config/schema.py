@@ -284,8 +284,10 @@ class TrainSpec:
                                      "clip each gradient element to [-v, v]")
     on_nonfinite: str = field(choice("stop", "skip"), "stop",
                               "a NaN/Inf loss or gradient: stop, or skip that batch")
-    monitor: str = field(string, "val_loss", "the metric that picks the best checkpoint and "
-                                             "drives early stopping")
+    monitor: str | None = field(optional(string), None,
+                                "the metric that picks the best checkpoint and drives early "
+                                "stopping (default: val_loss, or train_loss without a "
+                                "validation split)")
     patience: int | None = field(optional(positive), None,
                                  "stop after this many epochs without improvement")
     augment: AugmentSpec = field(nested(AugmentSpec), AugmentSpec(), "training-batch "

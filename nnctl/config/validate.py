@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,13 +81,20 @@ def suggest(word: str, options) -> str:
 
 # ---- scalar checks -------------------------------------------------------------------------
 
-def integer(min: int | None = None, what: str | None = None) -> Check:
+# NOTE: sizes are capped so that a typo such as `units: 1000000000000` is a config error
+# rather than a MemoryError deep inside NumPy
+MAX_INT = 10**9
+
+
+def integer(min: int | None = None, what: str | None = None, max: int = MAX_INT) -> Check:
     what = what or ("a positive integer" if min == 1 else
                     "a non-negative integer" if min == 0 else "an integer")
 
     def check(v, path, ctx):
         if isinstance(v, bool) or not isinstance(v, int) or (min is not None and v < min):
             raise Invalid(f"expected {what}, got {got(v)}")
+        if abs(v) > max:
+            raise Invalid(f"expected {what} of at most {max:,}, got {v:,}")
         return v
     return check
 
@@ -104,7 +112,7 @@ def number(low: float | None = None, high: float | None = None, low_open: bool =
             raise Invalid(f"expected {what}, got {got(v)}")
         bad = (low is not None and (v <= low if low_open else v < low)) or \
               (high is not None and (v >= high if high_open else v > high))
-        if bad or v != v:
+        if bad or not math.isfinite(v):
             raise Invalid(f"expected {what}, got {got(v)}")
         return float(v)
     return check

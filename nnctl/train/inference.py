@@ -132,7 +132,7 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
     x = read_inputs(inputs, splits.feature_shape, integer)
     if not integer:
         norm = Normalizer.from_dict(json.loads((run_dir / "normalizer.json").read_text()))
-        x = norm.apply(x.reshape(len(x), -1)).reshape(x.shape).astype(trainer.spec.train.dtype)
+        x = norm.apply(x).astype(trainer.spec.train.dtype)  # as in training: per feature
     outputs = []
     size = trainer.spec.train.eval_batch_size
     for start in range(0, len(x), size):

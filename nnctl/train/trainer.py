@@ -22,19 +22,19 @@ import numpy as np
 from nnctl.backend import Backend
 from nnctl.compile import compile_graph
 from nnctl.config import Config
-from nnctl.data import Augmenter, batch_indices
+from nnctl.data import batch_indices
 from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
-from nnctl.step import prepare, seed_streams, vocabulary
+from nnctl.step import make_augmenter, prepare, seed_streams, vocabulary
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.events import TrainerEvents
 from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums
 from nnctl.train.run_dir import RunDir
 
-MAXIMISED = ("accuracy", "f1", "precision", "recall", "r2")
+MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2"}
 
 
 class Interrupted(NnctlError):
@@ -65,6 +65,7 @@ class Trainer:
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
         self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
+        self._host_rng = isinstance(self.dropout_rng, np.random.Generator)
         initial = self.builder.model.initial
         self.param_names = list(self.builder.params)
         self.params = [backend.asarray(initial[n]) for n in self.param_names]
@@ -75,7 +76,7 @@ class Trainer:
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
                             for name, s in (("train", self.splits.train), ("val", self.splits.val),
                                             ("test", self.splits.test))}
-        self.augmenter = self._augmenter()
+        self.augmenter = make_augmenter(config, self.splits)
         t = self.spec.train
         self.steps_per_epoch = math.ceil(len(self.splits.train) / t.batch_size)
         self.schedule = self._schedule()
@@ -84,7 +85,8 @@ class Trainer:
         self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
         self.partial: MetricSums | None = None
         self.best, self.bad_epochs, self.skipped = None, 0, 0
-        self._stop_requested = False
+        self._stop_requested = self._clean_stop = False
+        self.resume_command = None  # how to resume, as the CLI was called (for the message)
         self.confusion = None
         self._train_plans: dict = {}
         self._eval_plans: dict = {}
@@ -94,18 +96,6 @@ class Trainer:
             self._restore(resume)
 
     # ---- set-up helpers ---------------------------------------------------------------------
-    def _augmenter(self) -> Augmenter | None:
-        a = self.spec.train.augment
-        if not (a.shift or a.flip or a.noise):
-            return None
-        shape = tuple(a.image_shape) if a.image_shape else None
-        try:
-            augmenter = Augmenter(a.shift, a.flip, a.noise, shape)
-            augmenter(self.splits.train.x[:1], np.random.default_rng(0))  # shape check now
-        except ValueError as err:
-            raise self.config.error(("train", "augment"), str(err)) from None
-        return augmenter
-
     def _schedule(self):
         s, t = self.spec.train.schedule, self.spec.train
         params = {k: v for k, v in dataclasses.asdict(s).items()
@@ -141,8 +131,9 @@ class Trainer:
     def fit(self) -> dict:
         run = self.run or (RunDir.create(self.out, self.config.name) if self.out else None)
         self.run = run
+        if run:
+            run.write_config(self.config.resolved())  # on resume: train.epochs may have grown
         if run and self.resume_dir is None:
-            run.write_config(self.config.resolved())
             run.write_json("normalizer.json", self.splits.normalizer.to_dict())
             vocab = vocabulary(self.config)
             if vocab is not None:  # text models need it to encode prompts and decode samples
@@ -167,7 +158,7 @@ class Trainer:
                 status = self._epochs()
         except KeyboardInterrupt:
             status = "interrupted"
-            if run:
+            if run and self._clean_stop:  # a second signal may have cut a step in half
                 self.save_checkpoint()
         except TrainingError as err:
             status, error = "failed", str(err)
@@ -196,9 +187,12 @@ class Trainer:
                 summary["plots"] = self._plots(run)
         self.events.on_train_end(summary)
         if status == "interrupted":
+            if not self._clean_stop:
+                raise Interrupted("stopped at once (second signal); the last checkpoint is from "
+                                  "the end of the last finished epoch" if run else "stopped")
             where = f"epoch {self.epoch}, step {self.step_in_epoch}"
-            hint = (f"; resume with: nnctl train {self.config.path} --resume {run.path}"
-                    if run else "")
+            command = self.resume_command or f"nnctl train {self.config.path}"
+            hint = f"; resume with: {command} --resume {run.path}" if run else ""
             raise Interrupted(f"interrupted after {where}{hint}")
         if status == "failed":
             raise TrainingError(error)
@@ -250,7 +244,7 @@ class Trainer:
         return "completed"
 
     def _track_best(self, value: float) -> bool:
-        maximise = self.spec.train.monitor.endswith(MAXIMISED)
+        maximise = self.spec.train.monitor.partition("_")[2] in MAXIMISED
         if self.best is None or (value > self.best if maximise else value < self.best):
             self.best, self.bad_epochs = value, 0
             return True
@@ -279,8 +273,7 @@ class Trainer:
                 xb = xs[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
             yb = ys[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
             plan = self.train_plan(len(idx))
-            rng_state = self.dropout_rng.bit_generator.state \
-                if hasattr(self.dropout_rng, "bit_generator") else None
+            rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
             feeds = [xb, yb, *self.params, *self.states]
             outs = plan(feeds)
             loss, grads = float(outs[0]), outs[2:2 + n_params]
@@ -301,6 +294,7 @@ class Trainer:
             self.events.on_step(self.epoch, step, len(order), sums.loss / sums.n, sums.headline,
                                 sums.n / max(elapsed, 1e-9))
             if self._stop_requested:
+                self._clean_stop = True
                 raise KeyboardInterrupt
         if sums.n == 0:
             raise TrainingError(f"every batch of epoch {self.epoch} had a non-finite loss or "
@@ -348,6 +342,7 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Loss and the config's metrics on a split, with the current weights; the confusion
         matrix of a classifier is kept in `self.confusion`."""
+        self.confusion = None
         xs, ys = self.device_data[split]
         n = len(ys)
         if n == 0:
@@ -396,8 +391,8 @@ class Trainer:
             "global_step": self.global_step,
             "shuffle_state": self.epoch_start_shuffle_state,
             "augment_state": self.augment_rng.bit_generator.state,
-            "dropout_state": getattr(getattr(self.dropout_rng, "bit_generator", None),
-                                     "state", None),
+            # NOTE: a CuPy generator's state is not saved: a GPU resume is not bit-identical
+            "dropout_state": self.dropout_rng.bit_generator.state if self._host_rng else None,
             "partial": vars(partial) | {"xp": None} if partial is not None else None,
             "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
         }
@@ -426,7 +421,7 @@ class Trainer:
         self.global_step = meta["global_step"]
         self.epoch_start_shuffle_state = meta["shuffle_state"]
         self.augment_rng.bit_generator.state = meta["augment_state"]
-        if meta.get("dropout_state") and hasattr(self.dropout_rng, "bit_generator"):
+        if meta.get("dropout_state") and self._host_rng:
             self.dropout_rng.bit_generator.state = meta["dropout_state"]
         if meta.get("partial"):
             self.partial = MetricSums(self.backend.xp, self.spec.metrics, self.classification)

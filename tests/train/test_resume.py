@@ -117,7 +117,8 @@ def test_a_signal_mid_epoch_checkpoints_exits_130_and_resume_matches(tmp_path, s
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     run = only(tmp_path / "cut")
-    assert f"resume with: nnctl train {MLP} --resume {run}" in err
+    assert (f"resume with: nnctl train {MLP} --set train.batch_size=4 --epochs 3 "
+            f"--resume {run}") in err  # the command repeats the options that shaped the run
     from nnctl.train.checkpoint import load_checkpoint
     _, meta = load_checkpoint(run / "checkpoint.npz")
     assert meta["epoch"] >= 2
