@@ -54,13 +54,18 @@ class ExecutionPlan:
                                tuple(release_at.get(i, ()))))
         self.peak_bytes = peak_bytes(graph, set(graph.outputs))
 
-    def __call__(self, feeds: Sequence) -> list:
+    def _slots(self, feeds: Sequence) -> list:
+        """The slot list of one run: constants, the fed arrays, fresh random draws."""
         slots = self.template.copy()
         for s, array in zip(self.feed_slots, feeds):
             if s is not None:
                 slots[s] = array
         for s, shape, p, dtype in self.random:
             slots[s] = self.backend.bernoulli(self.rng, shape, p, dtype)
+        return slots
+
+    def __call__(self, feeds: Sequence) -> list:
+        slots = self._slots(feeds)
         for kernel, ins, out, release in self.steps:
             slots[out] = kernel(*[slots[i] for i in ins])
             for r in release:
@@ -74,12 +79,7 @@ class ExecutionPlan:
         """Run once more, checking every op's result; the first node (in execution order)
         whose value holds a NaN or Inf, or None. Slow: only for reporting a failure."""
         xp = self.backend.xp
-        slots = self.template.copy()
-        for s, array in zip(self.feed_slots, feeds):
-            if s is not None:
-                slots[s] = array
-        for s, shape, p, dtype in self.random:
-            slots[s] = self.backend.bernoulli(self.rng, shape, p, dtype)
+        slots = self._slots(feeds)
         ops = [n for n in self.graph.nodes if not n.is_leaf]
         for node, (kernel, ins, out, _) in zip(ops, self.steps):
             value = kernel(*[slots[i] for i in ins])

@@ -17,21 +17,12 @@ import math
 
 from nnctl.errors import ShapeError
 from nnctl.graph import Tensor
-from nnctl.layers.base import Layer, register_layer
+from nnctl.layers.base import Layer, register_layer, require_sequence
 from nnctl.layers.dense import Dense
 from nnctl.layers.dropout import Dropout
 from nnctl.layers.norm import LayerNorm
 
 MASKED = -1e9  # added to a masked score; exp underflows to exactly 0 in float32 and float64
-
-
-def _check_sequence(layer: Layer, x: Tensor) -> None:
-    if x.ndim != 3:
-        raise ShapeError(f"{layer.kind} needs input [batch, time, features], got "
-                         f"{list(x.shape)}", scope=layer.name)
-    if x.dtype not in ("float32", "float64"):
-        raise ShapeError(f"{layer.kind} needs float input, got {x.dtype} (token ids need an "
-                         "embedding layer first)", scope=layer.name)
 
 
 def causal_mask(length: int, dtype: str) -> Tensor:
@@ -62,7 +53,7 @@ class MultiHeadAttention(Layer):
         return cls(name, spec.heads, spec.dim, spec.causal, spec.dropout)
 
     def build(self, x: Tensor, rng) -> None:
-        _check_sequence(self, x)
+        require_sequence(self, x)
         features = x.shape[-1]
         d = self.dim = self.dim or features
         if d % self.heads:
@@ -116,7 +107,7 @@ class TransformerEncoder(Layer):
         return cls(name, spec.heads, spec.ff_units, spec.dropout, spec.causal)
 
     def build(self, x: Tensor, rng) -> None:
-        _check_sequence(self, x)
+        require_sequence(self, x)
         n = self.name
         self.attn = MultiHeadAttention(f"{n}.attn", self.heads, None, self.causal, self.rate)
         self.norm1, self.norm2 = LayerNorm(f"{n}.norm1"), LayerNorm(f"{n}.norm2")

@@ -8,11 +8,26 @@ parameters, whose new values a training-mode call leaves in `updates`.
 
 from __future__ import annotations
 
+from nnctl.errors import ShapeError
 from nnctl.graph import Node, Tensor, name_scope, parameter
 from nnctl.layers.init import INITIALIZERS, fans
 from nnctl.ops.registry import Aval
 
 LAYER_TYPES: dict[str, type] = {}
+
+
+def require_float_input(layer: "Layer", x: Tensor) -> None:
+    if x.dtype not in ("float32", "float64"):
+        raise ShapeError(f"{layer.kind} needs float input, got {x.dtype} (token ids need an "
+                         "embedding layer first)", scope=layer.name)
+
+
+def require_sequence(layer: "Layer", x: Tensor) -> None:
+    """Recurrent and attention layers read float [batch, time, features]."""
+    if x.ndim != 3:
+        raise ShapeError(f"{layer.kind} needs input [batch, time, features], got "
+                         f"{list(x.shape)}", scope=layer.name)
+    require_float_input(layer, x)
 
 
 def register_layer(cls):

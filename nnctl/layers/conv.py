@@ -5,8 +5,8 @@ from __future__ import annotations
 from nnctl.errors import ShapeError
 from nnctl.graph import Tensor, apply
 from nnctl.layers.activation import ACTIVATIONS
-from nnctl.layers.base import Layer, register_layer
-from nnctl.layers.dense import require_float_input, resolve_init
+from nnctl.layers.base import Layer, register_layer, require_float_input
+from nnctl.layers.dense import resolve_init
 
 
 def _need_image(layer: Layer, x: Tensor) -> None:

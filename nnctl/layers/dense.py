@@ -5,13 +5,7 @@ from __future__ import annotations
 from nnctl.errors import ShapeError
 from nnctl.graph import Tensor
 from nnctl.layers.activation import ACTIVATIONS
-from nnctl.layers.base import Layer, register_layer
-
-
-def require_float_input(layer, x: Tensor) -> None:
-    if x.dtype not in ("float32", "float64"):
-        raise ShapeError(f"{layer.kind} needs float input, got {x.dtype} (token ids need an "
-                         "embedding layer first)", scope=layer.name)
+from nnctl.layers.base import Layer, register_layer, require_float_input
 
 
 def resolve_init(init: str, activation: str) -> str:

@@ -23,10 +23,9 @@ r * (h W_hn + b_hn) needs b_hn on its own.
 
 from __future__ import annotations
 
-from nnctl.errors import ShapeError
 from nnctl.graph import Tensor
 from nnctl.graph.tensor import stack
-from nnctl.layers.base import Layer, register_layer
+from nnctl.layers.base import Layer, register_layer, require_sequence
 
 
 class Recurrent(Layer):
@@ -49,12 +48,7 @@ class Recurrent(Layer):
         return cls(name, spec.units, spec.return_sequences, spec.layers, spec.bias)
 
     def build(self, x: Tensor, rng) -> None:
-        if x.ndim != 3:
-            raise ShapeError(f"{self.kind} needs input [batch, time, features], got "
-                             f"{list(x.shape)}", scope=self.name)
-        if x.dtype not in ("float32", "float64"):
-            raise ShapeError(f"{self.kind} needs float input, got {x.dtype} (token ids need an "
-                             "embedding layer first)", scope=self.name)
+        require_sequence(self, x)
         # NOTE: PyTorch draws every weight and bias from U(-1/sqrt(units), 1/sqrt(units)).
         # Glorot's limit is sqrt(6 / (fan_in + fan_out)), so fans of (3 units, 3 units) give
         # exactly that limit.
