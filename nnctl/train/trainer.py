@@ -10,6 +10,7 @@ random-generator states, and the position inside the epoch. Progress goes out as
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import dataclasses
 import math
 import signal
@@ -308,9 +309,7 @@ class Trainer:
     @staticmethod
     def _plots(run: RunDir) -> list[str]:
         """Curves (and the confusion matrix) as PNG, where matplotlib is installed."""
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("matplotlib") is None:
             return []
         from nnctl.plot import plot_run
         try:
