@@ -152,7 +152,7 @@ def test_float32_parameters_and_state_stay_float32(make):
     np.testing.assert_allclose(p, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("make,base_lr", zip(OPTIMIZERS, [0.05, 0.01, 0.05, 1.0]))
+@pytest.mark.parametrize("make,base_lr", list(zip(OPTIMIZERS, [0.05, 0.01, 0.05, 1.0])))
 def test_converges_on_a_quadratic_with_a_cosine_schedule(make, base_lr):
     # f(p) = 1/2 sum a (p - c)^2; RMSprop and AdamW hover about lr around the minimum at a
     # constant lr, so the lr anneals to zero, as a trainer with a schedule would set it
