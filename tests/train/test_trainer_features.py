@@ -149,3 +149,14 @@ def test_evaluate_and_predict_a_run(tmp_path):
     assert not (tmp_path / "p2.csv").exists()
     missing = cli("evaluate", tmp_path / "nowhere")
     assert missing.exit_code == 2 and "not a run folder" in missing.stderr
+
+
+def test_predict_on_sequences_normalises_like_training(tmp_path):
+    from nnctl.data import make_adding
+    assert cli("train", CONFIGS / "seq_lstm.yaml", "--epochs", "1", "--out", tmp_path
+               ).exit_code == 0
+    data = make_adding(5, 20, seed=3)
+    np.savez(tmp_path / "seqs.npz", x=data.x)
+    result = cli("predict", only(tmp_path), tmp_path / "seqs.npz", "-o", tmp_path / "p.npz")
+    assert result.exit_code == 0, result.stderr
+    assert np.load(tmp_path / "p.npz")["prediction"].shape == (5, 1)
