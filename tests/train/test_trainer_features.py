@@ -153,10 +153,11 @@ def test_evaluate_and_predict_a_run(tmp_path):
 
 def test_predict_on_sequences_normalises_like_training(tmp_path):
     from nnctl.data import make_adding
-    assert cli("train", CONFIGS / "seq_lstm.yaml", "--epochs", "1", "--out", tmp_path
+    assert cli("train", CONFIGS / "seq_lstm.yaml", "--epochs", "1", "--out", tmp_path / "runs"
                ).exit_code == 0
     data = make_adding(5, 20, seed=3)
     np.savez(tmp_path / "seqs.npz", x=data.x)
-    result = cli("predict", only(tmp_path), tmp_path / "seqs.npz", "-o", tmp_path / "p.npz")
+    result = cli("predict", only(tmp_path / "runs"), tmp_path / "seqs.npz", "-o",
+                 tmp_path / "p.npz")
     assert result.exit_code == 0, result.stderr
     assert np.load(tmp_path / "p.npz")["prediction"].shape == (5, 1)
