@@ -87,7 +87,7 @@ class Case:
         self.opt_spec = spec.optimizer
         if spec.optimizer.name != "adam" or spec.optimizer.weight_decay:
             raise SystemExit(f"{name}: the benchmark compares Adam without weight decay")
-        if spec.loss != "cross_entropy":
+        if spec.loss.name != "cross_entropy":
             raise SystemExit(f"{name}: the benchmark compares cross_entropy models")
         self.layers = describe_layers(self.builder)
         # Fixed, contiguous batches cycled over (data loading is not part of the step).
