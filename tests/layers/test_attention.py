@@ -10,9 +10,6 @@ import pytest
 from nnctl.autodiff import grad
 from nnctl.backend import get_backend
 from nnctl.compile import compile_graph
-from nnctl.config.layer_specs import ModelSpec
-from nnctl.config.loader import load_yaml_text
-from nnctl.config.validate import Context, parse
 from nnctl.errors import ShapeError
 from nnctl.graph import Graph
 from nnctl.graph.tensor import Tensor, input_placeholder
@@ -216,17 +213,8 @@ def test_gradients_exist_and_match_finite_differences(make):
                                    err_msg=name)
 
 
-def _model_spec(text: str, errors: list | None = None):
-    source = load_yaml_text(text, "m.yaml")
-    ctx = Context(source)
-    spec = parse(ModelSpec, source.data, (), ctx)
-    if errors is not None:
-        errors.extend(str(e) for e in ctx.errors)
-    return spec
-
-
-def test_config_keys_and_defaults_build_a_model():
-    spec = _model_spec("layers:\n"
+def test_config_keys_and_defaults_build_a_model(model_spec):
+    spec = model_spec("layers:\n"
                        "  - multi_head_attention: {heads: 2}\n"
                        "  - transformer_encoder: {heads: 2, ff_units: 16, causal: true}\n"
                        "  - multi_head_attention: {heads: 3, dim: 6, dropout: 0.2}\n")
@@ -240,9 +228,9 @@ def test_config_keys_and_defaults_build_a_model():
     assert model.params["transformer_encoder_1.ff1.weight"].dtype == "float32"
 
 
-def test_config_errors_name_the_key():
+def test_config_errors_name_the_key(model_spec):
     errors: list = []
-    _model_spec("layers:\n"
+    model_spec("layers:\n"
                 "  - multi_head_attention: {heads: 4, dim: 6}\n"
                 "  - transformer_encoder: {heads: 2, dropout: 1.0}\n", errors)
     assert errors == [

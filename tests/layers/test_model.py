@@ -9,7 +9,7 @@ from nnctl.backend import get_backend
 from nnctl.compile import compile_graph
 from nnctl.config.schema import DenseSpec, DropoutSpec, ModelSpec, ReshapeSpec
 from nnctl.graph.tensor import input_placeholder
-from nnctl.layers import Dense, Dropout, LayerError, Reshape, build_model
+from nnctl.layers import Dense, Dropout, LayerError, build_model
 
 
 def test_build_model_names_layers_and_runs_the_stack():

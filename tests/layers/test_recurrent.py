@@ -11,9 +11,6 @@ import pytest
 from nnctl.autodiff import grad
 from nnctl.backend import get_backend
 from nnctl.compile import compile_graph
-from nnctl.config.layer_specs import ModelSpec
-from nnctl.config.loader import load_yaml_text
-from nnctl.config.validate import Context, parse
 from nnctl.errors import ShapeError
 from nnctl.graph.tensor import Tensor, input_placeholder
 from nnctl.layers import build_model
@@ -184,17 +181,8 @@ def test_input_must_be_a_float_sequence():
         LSTM("l", 2)(input_placeholder("x", (4, 3, 1), "int64"), False, np.random.default_rng(0))
 
 
-def _model_spec(text: str, errors: list | None = None):
-    source = load_yaml_text(text, "m.yaml")
-    ctx = Context(source)
-    spec = parse(ModelSpec, source.data, (), ctx)
-    if errors is not None:
-        errors.extend(str(e) for e in ctx.errors)
-    return spec
-
-
-def test_config_keys_and_defaults_build_a_model():
-    spec = _model_spec("layers:\n"
+def test_config_keys_and_defaults_build_a_model(model_spec):
+    spec = model_spec("layers:\n"
                        "  - lstm: {units: 6, return_sequences: true, layers: 2}\n"
                        "  - gru: {units: 5, return_sequences: true, bias: false}\n"
                        "  - rnn: {units: 4}\n"
@@ -208,9 +196,9 @@ def test_config_keys_and_defaults_build_a_model():
     assert "gru_1.l0.bias_h" not in model.params and "rnn_2.l0.bias" in model.params
 
 
-def test_config_errors_name_the_key():
+def test_config_errors_name_the_key(model_spec):
     errors: list = []
-    _model_spec("layers:\n  - lstm: {return_sequences: 1}\n  - gru: {units: 3, layers: 0}\n",
+    model_spec("layers:\n  - lstm: {return_sequences: 1}\n  - gru: {units: 3, layers: 0}\n",
                 errors)
     assert errors == [
         "m.yaml:2: layers[0].lstm: missing required key 'units'",
