@@ -15,7 +15,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"compile"},
     {"layers", "data", "optim", "metrics", "plot"},
     {"step"},
-    {"train", "gradcheck", "export", "sample", "summary", "catalog"},
+    {"train", "gradcheck", "export", "summary", "catalog"},
     {"cli"},
 ]
 RANK = {name: i for i, row in enumerate(LAYERS) for name in row}

@@ -24,6 +24,6 @@ def sample(
     Example: [bold]nnctl sample runs/chars_lstm-20261127-101500 --length 300 --prompt "th"[/]
     """
     def run():
-        from nnctl.sample import sample_text
+        from nnctl.train.sample import sample_text
         print(sample_text(run_dir, length, prompt, temperature, seed))
     guarded(run)

@@ -15,7 +15,7 @@ from nnctl.backend import Backend
 from nnctl.config import load_config
 from nnctl.data import Normalizer
 from nnctl.errors import DataError, UsageError
-from nnctl.train.run_dir import atomic_write
+from nnctl.train.run_dir import atomic_write, load_weights
 from nnctl.train.trainer import Trainer
 
 WEIGHTS = {"final": "weights.npz", "best": "best.npz"}
@@ -30,14 +30,7 @@ def load_run(run_dir: Path, backend: Backend, weights: str = "final") -> Trainer
         raise UsageError(f"--weights: expected final or best, got {weights!r}")
     trainer = Trainer(load_config(run_dir / "config.yaml"), backend, out=None)
     path = run_dir / WEIGHTS[weights]
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError("no such file; the run has no such weights", path=str(path)) from None
-    except Exception as err:
-        raise DataError(f"unreadable weights ({type(err).__name__}: {err})",
-                        path=str(path)) from None
+    arrays = load_weights(path)
     for names, target in ((trainer.param_names, trainer.params),
                           (trainer.state_names, trainer.states)):
         for i, name in enumerate(names):

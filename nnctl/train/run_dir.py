@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nnctl.errors import DataError
+
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -109,6 +111,13 @@ class RunDir:
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """Weights from a run's weights.npz; never unpickles (allow_pickle=False)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    """Arrays of a run's weights.npz or best.npz; never unpickles (allow_pickle=False), and
+    anything unreadable is a one-line DataError."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DataError("no such file; the run has no such weights", path=str(path)) from None
+    except Exception as err:  # zipfile, ValueError (pickled object arrays), OSError, ...
+        raise DataError(f"unreadable weights ({type(err).__name__}: {err})",
+                        path=str(path)) from None
