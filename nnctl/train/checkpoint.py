@@ -18,7 +18,7 @@ import numpy as np
 
 from nnctl import __version__
 from nnctl.errors import DataError
-from nnctl.train.run_dir import atomic_write
+from nnctl.train.run_dir import atomic_write, read_npz
 
 FORMAT_VERSION = 1
 META = "__meta__"
@@ -58,14 +58,7 @@ def save_checkpoint(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> No
 
 def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, meta) of a checkpoint; DataError (one line) for anything unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError("no such checkpoint", path=str(path)) from None
-    except Exception as err:  # zipfile, ValueError (pickled object arrays), OSError, ...
-        raise DataError(f"unreadable checkpoint ({type(err).__name__}: {err})",
-                        path=str(path)) from None
+    arrays = read_npz(path, "checkpoint")
     blob = arrays.pop(META, None)
     if blob is None or blob.dtype != np.uint8:
         raise DataError("not an nnctl checkpoint (no metadata)", path=str(path))

@@ -110,14 +110,19 @@ class RunDir:
         write_json(self.path / name, data)
 
 
-def load_weights(path: Path) -> dict[str, np.ndarray]:
-    """Arrays of a run's weights.npz or best.npz; never unpickles (allow_pickle=False), and
-    anything unreadable is a one-line DataError."""
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an NPZ file; never unpickles (allow_pickle=False), and anything
+    unreadable is a one-line DataError naming `what` the file should have been."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
-        raise DataError("no such file; the run has no such weights", path=str(path)) from None
+        raise DataError(f"no such {what}", path=str(path)) from None
     except Exception as err:  # zipfile, ValueError (pickled object arrays), OSError, ...
-        raise DataError(f"unreadable weights ({type(err).__name__}: {err})",
+        raise DataError(f"unreadable {what} ({type(err).__name__}: {err})",
                         path=str(path)) from None
+
+
+def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of a run's weights.npz or best.npz."""
+    return read_npz(path, "weights")
