@@ -268,11 +268,12 @@ class Trainer:
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
+            device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
             if self.augmenter is not None:
                 xb = self.backend.asarray(self.augmenter(host_x[idx], self.augment_rng))
             else:
-                xb = xs[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
-            yb = ys[idx if self.backend.name == "cpu" else self.backend.asarray(idx)]
+                xb = xs[device_idx]
+            yb = ys[device_idx]
             plan = self.train_plan(len(idx))
             rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
             feeds = [xb, yb, *self.params, *self.states]
