@@ -7,8 +7,9 @@ getitem, so no split op is needed (Tensor.split is getitem too).
 from __future__ import annotations
 
 from nnctl.ops.elementwise import _BROADCAST_SHAPES, Binary, Unary
-from nnctl.ops.registry import (FLOAT_DTYPES, INT_DTYPES, Aval, Op, Sample, broadcast_shapes,
-                                fail, register, require_float, same_dtype)
+from nnctl.ops.registry import (ELEMENTWISE, FLOAT_DTYPES, INT_DTYPES, MOVEMENT, Aval, Op,
+                                Sample, broadcast_shapes, fail, register, require_float,
+                                same_dtype)
 
 
 def _shapes(xs) -> str:
@@ -24,6 +25,7 @@ def _check_axis(axis, ndim: int, what: str) -> None:
 class Concat(Op):
     """y = [x1, x2, ...] joined along an existing axis;  dxi = g sliced at xi's place"""
     name = "concat"
+    kind = MOVEMENT
     arity = None
 
     def infer(self, *xs: Aval, axis: int = 0) -> Aval:
@@ -66,6 +68,7 @@ class Concat(Op):
 class Stack(Op):
     """y = [x1, x2, ...] stacked along a new axis;  dxi = g[..., i, ...] at that axis"""
     name = "stack"
+    kind = MOVEMENT
     arity = None
 
     def infer(self, *xs: Aval, axis: int = 0) -> Aval:
@@ -99,6 +102,7 @@ class Where(Op):
     """y = a where cond else b (cond: bool, or nonzero numbers);  da = g where cond, db = the
     rest of g; cond has no gradient"""
     name = "where"
+    kind = ELEMENTWISE
     arity = 3
     nondifferentiable = (0,)
 
@@ -164,6 +168,7 @@ class Minimum(_Extremum):
 class Clip(Unary):
     """y = min(max(x, low), high), either bound may be None;  dx = g [low <= x <= high]"""
     name = "clip"
+    kind = ELEMENTWISE
 
     def infer(self, x: Aval, low=None, high=None) -> Aval:
         for bound in (low, high):

@@ -5,8 +5,8 @@ Binary ops undo broadcasting in their vjp with `sum_to`, the single unbroadcast 
 
 from __future__ import annotations
 
-from nnctl.ops.registry import (Aval, Op, Sample, broadcast_shapes, fail, register,
-                                require_float, same_dtype)
+from nnctl.ops.registry import (ELEMENTWISE, Aval, Op, Sample, broadcast_shapes, fail,
+                                register, require_float, same_dtype)
 
 _BROADCAST_SHAPES = (((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4)), ((), (2, 3)),
                      ((2, 1, 3), (4, 1)))
@@ -20,6 +20,7 @@ def _as_float(xp, mask, *like):
 
 class Unary(Op):
     arity = 1
+    kind = ELEMENTWISE
 
     def infer(self, x: Aval, **attrs) -> Aval:
         require_float(x)
@@ -28,6 +29,7 @@ class Unary(Op):
 
 class Binary(Op):
     arity = 2
+    kind = ELEMENTWISE
 
     def infer(self, a: Aval, b: Aval, **attrs) -> Aval:
         dtype = same_dtype(a, b)

@@ -6,8 +6,8 @@ they shift by the max first and their vjps are the short closed forms.
 
 from __future__ import annotations
 
-from nnctl.ops.registry import (INT_DTYPES, Aval, Op, Sample, fail, register, require_float,
-                                same_dtype)
+from nnctl.ops.registry import (INT_DTYPES, REDUCTION, Aval, Op, Sample, fail, register,
+                                require_float, same_dtype)
 
 
 def _last_axis(x: Aval, axis: int) -> None:
@@ -20,6 +20,7 @@ def _last_axis(x: Aval, axis: int) -> None:
 class Softmax(Op):
     """y = e^(x - max) / sum e^(x - max) along axis;  dx = y (g - sum(g y))"""
     name = "softmax"
+    kind = REDUCTION
 
     def infer(self, x: Aval, axis=-1) -> Aval:
         _last_axis(x, axis)
@@ -41,6 +42,7 @@ class Softmax(Op):
 class LogSoftmax(Op):
     """y = x - max - log sum e^(x - max) along axis;  dx = g - e^y sum(g)"""
     name = "log_softmax"
+    kind = REDUCTION
 
     def infer(self, x: Aval, axis=-1) -> Aval:
         _last_axis(x, axis)

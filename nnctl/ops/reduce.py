@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from nnctl.ops.registry import Aval, Op, Sample, register, require_float
+from nnctl.ops.registry import REDUCTION, Aval, Op, Sample, register, require_float
 
 _AXES = ((None, False), ((1,), False), ((0,), True), ((0, 2), False), ((1, 2), True))
 
@@ -36,6 +36,7 @@ def _count(x, axis) -> int:
 
 
 class Reduce(Op):
+    kind = REDUCTION
     def infer(self, x: Aval, axis=None, keepdims=False) -> Aval:
         require_float(x)
         return _reduced(x, axis, keepdims)

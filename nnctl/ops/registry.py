@@ -17,6 +17,15 @@ from typing import Any, Iterable
 from nnctl.errors import ShapeError
 
 FLOAT_DTYPES = ("float32", "float64")
+
+# What an op is to the compiler (Op.kind):
+ELEMENTWISE = "elementwise"  # each output element from the same-position input elements (after
+#                               broadcasting): fusable into one generated loop
+REDUCTION = "reduction"      # combines elements along axes (sum, max, softmax's normaliser, ...)
+MOVEMENT = "movement"        # moves or repeats elements without computing: reshape, transpose,
+#                               slicing, broadcast; a view of its input where the layout allows
+OPAQUE = "opaque"            # a library kernel (matmul, conv): scheduled as a unit
+KINDS = (ELEMENTWISE, REDUCTION, MOVEMENT, OPAQUE)
 INT_DTYPES = ("int32", "int64")
 
 
@@ -75,6 +84,7 @@ class Op:
     """
 
     name: str = ""
+    kind: str = OPAQUE
     nondifferentiable: tuple[int, ...] = ()
     twice_differentiable: bool = True
     arity: int = 1
@@ -84,6 +94,15 @@ class Op:
 
     def forward(self, xp, *arrays, **attrs):
         raise NotImplementedError
+
+    def forward_into(self, xp, out, *arrays, **attrs):
+        """Write the result into `out`, a preallocated array of the node's shape and dtype, and
+        return it. The default computes, then copies; ops override it to write in place (a
+        ufunc's `out=`, `matmul(out=)`), so a compiled plan allocates nothing per step.
+        `out` never aliases an input unless the memory plan proved that safe."""
+        result = self.forward(xp, *arrays, **attrs)
+        xp.copyto(out, result, casting="unsafe")
+        return out
 
     def vjp(self, g, out, *inputs, **attrs) -> tuple:
         raise NotImplementedError
@@ -102,6 +121,8 @@ def register(cls: type[Op]) -> type[Op]:
     """Add an op to the registry. Refuses, at import time, an op that lacks a rule."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no name")
+    if cls.kind not in KINDS:
+        raise TypeError(f"op {cls.name!r} has kind {cls.kind!r}; expected one of {KINDS}")
     if cls.name in REGISTRY:
         raise TypeError(f"op {cls.name!r} is registered twice")
     for method in ("infer", "forward", "vjp", "samples"):

@@ -7,14 +7,15 @@ Indices are stored as plain tuples so they export to JSON: an int, None (new axi
 
 from __future__ import annotations
 
-from nnctl.ops.registry import (INT_DTYPES, Aval, Op, Sample, broadcast_shapes, fail, register,
-                                require_float)
+from nnctl.ops.registry import (INT_DTYPES, MOVEMENT, Aval, Op, Sample, broadcast_shapes, fail,
+                                register, require_float)
 
 
 @register
 class Reshape(Op):
     """y = x viewed with a new shape;  dx = g reshaped back"""
     name = "reshape"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, shape) -> Aval:
         if any(not isinstance(d, int) or d < 0 for d in shape):
@@ -41,6 +42,7 @@ class Reshape(Op):
 class Transpose(Op):
     """y = x with axes permuted;  dx = g with the inverse permutation"""
     name = "transpose"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, axes) -> Aval:
         if sorted(axes) != list(range(x.ndim)):
@@ -65,6 +67,7 @@ class Transpose(Op):
 class BroadcastTo(Op):
     """y = x broadcast to a shape;  dx = g summed back to x's shape"""
     name = "broadcast_to"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, shape) -> Aval:
         if broadcast_shapes(x.shape, tuple(shape)) != tuple(shape):
@@ -119,6 +122,7 @@ def index_shape(shape: tuple[int, ...], index) -> tuple[int, ...]:
 class GetItem(Op):
     """y = x[index] (ints and slices);  dx = g placed back into zeros of x's shape"""
     name = "getitem"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, index) -> Aval:
         return Aval(index_shape(x.shape, tuple(index)), x.dtype)
@@ -140,6 +144,7 @@ class GetItem(Op):
 class ScatterIndex(Op):
     """y = zeros(shape) with y[index] = x;  dx = g[index] (the vjp of getitem)"""
     name = "scatter_index"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, index, shape) -> Aval:
         expected = index_shape(tuple(shape), tuple(index))
@@ -164,6 +169,7 @@ class ScatterIndex(Op):
 class Pad(Op):
     """y = x with zeros added before and after each axis;  dx = g sliced back to x's place"""
     name = "pad"
+    kind = MOVEMENT
 
     def infer(self, x: Aval, pad_width) -> Aval:
         pad_width = tuple(pad_width)
@@ -198,6 +204,7 @@ class Take(Op):
     """y = table[indices] (rows of axis 0; y.shape = indices.shape + table.shape[1:]);
     dtable = scatter_add(g, indices): rows picked twice get both gradients"""
     name = "take"
+    kind = MOVEMENT
     arity = 2
     nondifferentiable = (1,)
 

@@ -198,6 +198,36 @@ def test_non_contiguous_inputs_give_the_same_result(name, k):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name,k", CASES)
+def test_forward_into_writes_the_forward_result_into_the_given_buffer(name, k):
+    for dtype in (np.float64, np.float32):
+        op, sample, arrays = _inputs(name, k, dtype)
+        aval = op.infer(*[_aval(a) for a in arrays], **sample.attrs)
+        out = np.full(aval.shape, np.nan if "float" in aval.dtype else 7, dtype=aval.dtype)
+        returned = op.forward_into(np, out, *arrays, **sample.attrs)
+        assert returned is out  # written in place, not a new array
+        np.testing.assert_array_equal(out, np.asarray(op.forward(np, *arrays, **sample.attrs)))
+
+
+def test_every_op_declares_a_kind_the_compiler_knows():
+    from nnctl.ops.registry import ELEMENTWISE, KINDS
+    assert {op.kind for op in REGISTRY.values()} <= set(KINDS)
+    # the arithmetic and pointwise functions are what fusion works on
+    for name in ("add", "sub", "mul", "div", "exp", "log", "tanh", "sigmoid", "relu", "where"):
+        assert REGISTRY[name].kind == ELEMENTWISE, name
+    assert REGISTRY["reshape"].kind == "movement" and REGISTRY["matmul"].kind == "opaque"
+    assert REGISTRY["sum"].kind == "reduction"
+
+
+def test_registry_refuses_an_unknown_kind():
+    class Odd(Op):
+        name, kind = "odd_kind", "magic"
+        infer = forward = vjp = samples = lambda *a, **k: None
+    with pytest.raises(TypeError, match="kind 'magic'"):
+        register(Odd)
+    assert "odd_kind" not in REGISTRY
+
+
 def _failures(rows):
     return "\n".join(f"{r.name} [{r.case}] order {r.order}: max_abs {r.max_abs:.3g} "
                      f"max_rel {r.max_rel:.3g} {r.detail}" for r in rows if not r.passed)
