@@ -1,0 +1,54 @@
+"""The CPU JIT switch: numba, imported only when a plan or an optimizer first needs a kernel.
+
+Generated kernels are cached on disk (numba's `cache=True` on source files written under
+`cache_dir()`), so a second run of the same model pays no compile. The pure-NumPy path stays:
+it is used where numba is not installed, or when the JIT is switched off with the
+environment variable `NNCTL_JIT=0` or `set_enabled(False)` (tests compare both paths).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+_state: dict = {"enabled": None}
+
+
+def available() -> bool:
+    """numba is installed (checked without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def enabled() -> bool:
+    """Kernels are generated with numba: installed, and not switched off."""
+    if _state["enabled"] is None:
+        _state["enabled"] = os.environ.get("NNCTL_JIT", "1").strip().lower() not in (
+            "0", "false", "no", "off") and available()
+    return _state["enabled"]
+
+
+def set_enabled(on: bool | None) -> None:
+    """Switch the JIT on or off for plans compiled from now on (None: back to the default)."""
+    _state["enabled"] = None if on is None else bool(on) and available()
+
+
+def numba():
+    """The numba module (imported on first use), or None when the JIT is off."""
+    if not enabled():
+        return None
+    import numba as nb
+    return nb
+
+
+def cache_dir() -> Path:
+    """Where generated kernel sources (and numba's cache beside them) live:
+    $NNCTL_CACHE_DIR, else $XDG_CACHE_HOME/nnctl/kernels, else ~/.cache/nnctl/kernels."""
+    root = os.environ.get("NNCTL_CACHE_DIR")
+    if root:
+        path = Path(root)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "nnctl" / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
