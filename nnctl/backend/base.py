@@ -33,5 +33,21 @@ class Backend:
         """A 0/1 array of `shape`, 1 with probability p, drawn from `rng`."""
         return (rng.random(shape, dtype="float32") < p).astype(dtype)
 
+    def bernoulli_into(self, rng, out, p: float):
+        """`bernoulli` written into `out` (no new array in steady state): the same draws from
+        the same generator state, so masks match `bernoulli`'s bit for bit."""
+        xp = self.xp
+        if str(out.dtype) == "float32" and out.flags.c_contiguous:
+            rng.random(dtype="float32", out=out)
+            xp.less(out, p, out=out)
+            return out
+        scratch = self._scratch.get(out.shape) if hasattr(self, "_scratch") else None
+        if scratch is None:
+            self._scratch = getattr(self, "_scratch", {})
+            scratch = self._scratch[out.shape] = xp.empty(out.shape, dtype="float32")
+        rng.random(dtype="float32", out=scratch)
+        xp.less(scratch, p, out=out, casting="unsafe")
+        return out
+
     def __repr__(self) -> str:
         return f"<{self.name} backend>"

@@ -1,7 +1,19 @@
-"""ExecutionPlan: the compiled graph as a flat list of steps over integer slots.
+"""ExecutionPlan: the compiled graph as a flat list of kernels over integer slots and one arena.
 
-Running a step is one tight loop: no graph walking, no dictionary lookups, and each
-intermediate value dropped right after its last reader (from the liveness analysis).
+Compiling does the work once: the passes, the fused kernels, the memory plan (every buffer
+at its offset in one arena, allocated before the first step). Running a step is one tight
+loop in which each kernel writes into its planned buffer; views (reshape, transpose,
+broadcast, slices) are made afresh, results are never allocated.
+
+One plan serves every batch size: the graph's shapes may hold the symbolic batch `B`
+(nnctl.ops.registry.Dim). Each call reads B off the feeds, checks every feed's shape and
+dtype against the graph's inputs, and runs the kernels bound for that B (attributes that
+mention B resolved, buffers viewed at that size); bindings are cached per batch size, and a
+batch larger than the arena's capacity grows the arena once.
+
+`plan.run(feeds)` returns views into the arena, valid until the next run of the same plan:
+the trainer's hot loop consumes them at once (gradients) or copies them (new layer state).
+`plan(feeds)` returns copies, safe to keep.
 """
 
 from __future__ import annotations
@@ -10,91 +22,225 @@ import functools
 from typing import Sequence
 
 from nnctl.backend.base import Backend
-from nnctl.compile.memory import last_uses, peak_bytes
+from nnctl.compile.memory import MemoryPlan, nbytes_at, peak_bytes, plan_memory
 from nnctl.compile.passes import PASSES, run_passes
+from nnctl.errors import ShapeError
 from nnctl.graph.ir import Graph, Node
 from nnctl.graph.tensor import Tensor
-from nnctl.ops.registry import REGISTRY
+from nnctl.ops.registry import REGISTRY, Dim, contains_dim, resolve
+
+
+def _view(forward, xp, attrs, out, *inputs):
+    return forward(xp, *inputs, **attrs)
+
+
+def _describe(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class _Binding:
+    """The plan's kernels and slot template for one set of symbolic sizes."""
+
+    __slots__ = ("template", "steps", "sizes")
+
+    def __init__(self, template, steps, sizes):
+        self.template, self.steps, self.sizes = template, steps, sizes
 
 
 class ExecutionPlan:
     """Run with `plan(feed_arrays)`: one array per feed, in the order given to compile_graph."""
 
     def __init__(self, graph: Graph, feeds: Sequence[Node], backend: Backend, rng=None,
-                 pass_stats=()):
+                 pass_stats=(), capacity: dict | None = None):
         self.graph, self.backend, self.pass_stats = graph, backend, list(pass_stats)
         self.rng = rng if rng is not None else backend.rng(0)
+        self.feeds = list(feeds)
         slot = {node: i for i, node in enumerate(graph.nodes)}
+        self.slot = slot
         self.n_slots = len(graph.nodes)
         # A feed the outputs do not depend on (an unused parameter) has no slot: it is skipped.
         self.feed_slots = [slot.get(f) for f in feeds]
         self.output_slots = [slot[o] for o in graph.outputs]
-        self.template = [None] * self.n_slots
-        self.random = []
+        for node in graph.nodes:
+            if node.op in ("input", "parameter") and node not in feeds:
+                raise ValueError(f"{node!r} is needed by the outputs but is not fed")
+        self.symbols = sorted({d.name for f in feeds for d in f.aval.shape if isinstance(d, Dim)})
+        self._feed_checks = [(f, f.aval.shape, f.aval.dtype, f.aval.symbolic) for f in feeds]
+        self.constants = {}
         for node in graph.nodes:
             if node.op == "constant":
                 # NOTE: a Python float is a weak scalar to NumPy, but reshaping or broadcasting
                 # it makes float64; as an array of the node's dtype it stays what it declares
-                self.template[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
-            elif node.op == "random":
-                self.random.append((slot[node], node.aval.shape, node.attrs["p"], node.aval.dtype))
-            elif node.op in ("input", "parameter"):
-                if node not in feeds:
-                    raise ValueError(f"{node!r} is needed by the outputs but is not fed")
-        release_at: dict[int, list[int]] = {}
-        for node, i in last_uses(graph, set(graph.outputs)).items():
-            release_at.setdefault(i, []).append(slot[node])
-        xp = backend.xp
-        self.steps = []
-        for i, node in enumerate(graph.nodes):
-            if node.is_leaf:
-                continue
-            kernel = functools.partial(REGISTRY[node.op].forward, xp, **node.attrs)
-            self.steps.append((kernel, tuple(slot[n] for n in node.inputs), slot[node],
-                               tuple(release_at.get(i, ()))))
-        self.peak_bytes = peak_bytes(graph, set(graph.outputs))
+                self.constants[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
+        self._kernels = {}
+        for node in graph.nodes:
+            if not node.is_leaf:
+                self._kernels[node] = self._kernel_maker(node)
+        default = {name: 1 for name in self.symbols}
+        self.memory: MemoryPlan = plan_memory(graph, capacity or default)
+        self._arena = None
+        self._bindings: dict = {}
 
-    def _slots(self, feeds: Sequence) -> list:
-        """The slot list of one run: constants, the fed arrays, fresh random draws."""
-        slots = self.template.copy()
+    # ---- what the plan costs -------------------------------------------------------------------
+    @property
+    def planned_bytes(self) -> int:
+        """The arena's size: every intermediate buffer of a step, at the capacity."""
+        return self.memory.arena_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.memory.arena_bytes
+
+    def unplanned_peak_bytes(self, sizes: dict | None = None) -> int:
+        """What an interpreter allocating every result would hold at its worst moment."""
+        return peak_bytes(self.graph, set(self.graph.outputs), sizes or self.memory.capacity)
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    # ---- binding kernels to buffers for one batch size --------------------------------------
+    def _kernel_maker(self, node: Node):
+        """make(sizes, as_view) -> the kernel `fn(out, *inputs) -> result` for those sizes."""
+        xp = self.backend.xp
+        if node.op == "fused":
+            from nnctl.compile.fusion import fused_kernel
+            kernel = fused_kernel(node, xp)
+            return lambda sizes, as_view=False: kernel
+        op = REGISTRY[node.op]
+        attrs = dict(node.attrs)
+        symbolic = contains_dim(attrs)
+
+        def make(sizes, as_view=False):
+            a = resolve(attrs, sizes) if symbolic else attrs
+            if as_view:
+                return functools.partial(_view, op.forward, xp, a)
+            return functools.partial(op.forward_into, xp, **a)
+        return make
+
+    def _ensure_arena(self, sizes: dict) -> None:
+        grow = any(sizes[k] > self.memory.capacity.get(k, 0) for k in sizes)
+        if self._arena is None or grow:
+            if grow:
+                capacity = {k: max(v, self.memory.capacity.get(k, 0)) for k, v in sizes.items()}
+                self.memory = plan_memory(self.graph, capacity)
+                self._bindings.clear()
+            self._arena = self.backend.xp.empty(max(self.memory.arena_bytes, 1), dtype="uint8")
+
+    def _bind(self, sizes: dict) -> _Binding:
+        self._ensure_arena(sizes)
+        memory, arena, xp = self.memory, self._arena, self.backend.xp
+        template = [None] * self.n_slots
+        for s, value in self.constants.items():
+            template[s] = value
+        steps = []
+        for node in self.graph.nodes:
+            s = self.slot[node]
+            if node in memory.offsets:
+                off, n = memory.offsets[node], nbytes_at(node, sizes)
+                shape = resolve(node.aval.shape, sizes)
+                template[s] = arena[off:off + n].view(node.aval.dtype).reshape(shape)
+            if node.op == "random":
+                steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
+            elif not node.is_leaf:
+                fn = self._kernels[node](sizes, node in memory.views)
+                steps.append((fn, tuple(self.slot[i] for i in node.inputs), s))
+        return _Binding(template, steps, dict(sizes))
+
+    # ---- running -------------------------------------------------------------------------------
+    def _draw(self, p: float, out):
+        return self.backend.bernoulli_into(self.rng, out, p)  # self.rng may be replaced
+
+    def check_feeds(self, feeds: Sequence) -> tuple:
+        """The symbolic sizes the feeds imply, e.g. (("B", 5),); a ShapeError naming the feed,
+        what it got and what the graph expects when any feed does not fit."""
+        if len(feeds) != len(self._feed_checks):
+            raise ShapeError(f"the plan takes {len(self._feed_checks)} feeds, got {len(feeds)}")
+        sizes: dict = {}
+        for (node, shape, dtype, symbolic), array in zip(self._feed_checks, feeds):
+            got_dtype = str(getattr(array, "dtype", type(array).__name__))
+            got = tuple(getattr(array, "shape", ()))
+            if got_dtype != dtype or len(got) != len(shape):
+                self._feed_error(node, got, got_dtype, sizes)
+            if not symbolic:
+                if got != shape:
+                    self._feed_error(node, got, got_dtype, sizes)
+                continue
+            for want, have in zip(shape, got):
+                if isinstance(want, Dim):
+                    value, rest = divmod(have, want.coef)
+                    if rest or value < 1 or sizes.setdefault(want.name, value) != value:
+                        self._feed_error(node, got, got_dtype, sizes)
+                elif want != have:
+                    self._feed_error(node, got, got_dtype, sizes)
+        return tuple(sorted(sizes.items()))
+
+    def _feed_error(self, node: Node, got, got_dtype, sizes):
+        name = node.name or node.op
+        expected = f"{node.aval.dtype}{_describe(node.aval.shape)}"
+        known = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ShapeError(f"feed '{name}' is {got_dtype}{_describe(got)}, but the graph expects "
+                         f"{expected}" + (f" (with {known} from the feeds before it)"
+                                          if known else ""))
+
+    def binding(self, feeds: Sequence) -> _Binding:
+        key = self.check_feeds(feeds)
+        bound = self._bindings.get(key)
+        if bound is None:
+            bound = self._bindings[key] = self._bind(dict(key))
+        return bound
+
+    def __call__(self, feeds: Sequence) -> list:
+        """The outputs for `feeds`, as arrays of their own (copies of the arena's)."""
+        outs = self.run(feeds)
+        arena = self._arena
+        return [out.copy() if _shares(out, arena) else out for out in outs]
+
+    def run(self, feeds: Sequence) -> list:
+        """The outputs for `feeds` as views into the arena: valid until the next run."""
+        bound = self.binding(feeds)
+        slots = bound.template.copy()
         for s, array in zip(self.feed_slots, feeds):
             if s is not None:
                 slots[s] = array
-        for s, shape, p, dtype in self.random:
-            slots[s] = self.backend.bernoulli(self.rng, shape, p, dtype)
-        return slots
-
-    def __call__(self, feeds: Sequence) -> list:
-        slots = self._slots(feeds)
-        for kernel, ins, out, release in self.steps:
-            slots[out] = kernel(*[slots[i] for i in ins])
-            for r in release:
-                slots[r] = None
+        for fn, ins, out in bound.steps:
+            slots[out] = fn(slots[out], *[slots[i] for i in ins])
         return [slots[i] for i in self.output_slots]
-
-    def __len__(self) -> int:
-        return len(self.steps)
 
     def first_nonfinite(self, feeds: Sequence):
         """Run once more, checking every op's result; the first node (in execution order)
         whose value holds a NaN or Inf, or None. Slow: only for reporting a failure."""
         xp = self.backend.xp
-        slots = self._slots(feeds)
-        ops = [n for n in self.graph.nodes if not n.is_leaf]
-        for node, (kernel, ins, out, _) in zip(ops, self.steps):
-            value = kernel(*[slots[i] for i in ins])
-            slots[out] = value
+        bound = self.binding(feeds)
+        slots = bound.template.copy()
+        for s, array in zip(self.feed_slots, feeds):
+            if s is not None:
+                slots[s] = array
+        nodes = {self.slot[n]: n for n in self.graph.nodes}
+        for fn, ins, out in bound.steps:
+            value = slots[out] = fn(slots[out], *[slots[i] for i in ins])
+            node = nodes[out]
+            if node.is_leaf:
+                continue
             if xp.issubdtype(getattr(value, "dtype", xp.float64), xp.floating) and \
                     not bool(xp.isfinite(value).all()):
                 return node
         return None
 
 
+def _shares(array, arena) -> bool:
+    base = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    return base is arena
+
+
 def compile_graph(outputs: Sequence[Tensor], feeds: Sequence[Tensor], backend: Backend,
-                  rng=None, passes=PASSES) -> ExecutionPlan:
+                  rng=None, passes=PASSES, capacity: dict | None = None) -> ExecutionPlan:
     """Optimise the graph that computes `outputs` and lay it out as an ExecutionPlan.
 
     `feeds` are the input and parameter tensors whose arrays are passed on every run.
+    `capacity` gives the symbolic sizes the arena is first laid out for (e.g. {"B": 64},
+    the largest batch expected); a larger batch grows it.
     """
     graph, stats = run_passes(Graph([t.node for t in outputs]), passes)
-    return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats)
+    return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats, capacity)

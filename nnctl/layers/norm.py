@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nnctl.errors import ShapeError
-from nnctl.graph import Tensor
+from nnctl.graph import Tensor, maximum
 from nnctl.layers.base import Layer, register_layer
 
 
@@ -37,17 +37,25 @@ class BatchNorm(Layer):
             self.gamma = self.add_param("gamma", (c,), "ones", rng, x.dtype)
             self.beta = self.add_param("beta", (c,), "zeros", rng, x.dtype)
 
+    def _unbiased(self, x: Tensor, m: float):
+        """m n / (n - 1), n the values per channel (Bessel's correction of the running
+        variance, as PyTorch): a number for a static batch, a 0-d Tensor for a symbolic one."""
+        n = x.size // x.shape[1]
+        if isinstance(n, int):
+            return m * n / max(n - 1, 1)
+        count = x.apply("numel", axis=self.axes)
+        return count * m / maximum(count - 1.0, 1.0)
+
     def forward(self, x: Tensor, training: bool) -> Tensor:
         if training:
             mean = x.mean(self.axes, keepdims=True)
             centred = x - mean
             var = (centred * centred).mean(self.axes, keepdims=True)
-            n = x.size // x.shape[1]
             m = self.momentum
             self.update_state(self.running_mean,
                               self.running_mean * (1 - m) + mean.reshape(-1) * m)
             self.update_state(self.running_var, self.running_var * (1 - m)
-                              + var.reshape(-1) * (m * n / max(n - 1, 1)))
+                              + var.reshape(-1) * self._unbiased(x, m))
         else:
             centred = x - self.running_mean.reshape(self.shape)
             var = self.running_var.reshape(self.shape)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from nnctl.ops.registry import (INT_DTYPES, REDUCTION, Aval, Op, Sample, fail, register,
                                 require_float, same_dtype)
+from nnctl.ops.reduce import logsumexp, max_shifted
+from nnctl.ops.shape import per_element
 
 
 def _last_axis(x: Aval, axis: int) -> None:
@@ -27,8 +29,16 @@ class Softmax(Op):
         return x
 
     def forward(self, xp, x, axis=-1):
-        e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+        e = xp.exp(max_shifted(xp, x, axis)[0])
         return e / xp.sum(e, axis=axis, keepdims=True)
+
+    def forward_into(self, xp, out, x, axis=-1):
+        m = xp.max(x, axis=axis, keepdims=True)
+        m[~xp.isfinite(m)] = 0
+        xp.subtract(x, m, out=out)
+        xp.exp(out, out=out)
+        xp.divide(out, xp.sum(out, axis=axis, keepdims=True, out=m), out=out)
+        return out
 
     def vjp(self, g, out, x, axis=-1):
         return (out * (g - (g * out).sum(axis, keepdims=True)),)
@@ -49,7 +59,7 @@ class LogSoftmax(Op):
         return x
 
     def forward(self, xp, x, axis=-1):
-        z = x - xp.max(x, axis=axis, keepdims=True)
+        z = max_shifted(xp, x, axis)[0]
         return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
     def vjp(self, g, out, x, axis=-1):
@@ -73,6 +83,13 @@ class OneHot(Op):
 
     def forward(self, xp, labels, depth, dtype="float32"):
         return (labels[..., None] == xp.arange(depth)).astype(dtype)
+
+    def forward_into(self, xp, out, labels, depth, dtype="float32"):
+        out.fill(0)
+        # NOTE: labels outside [0, depth) leave their row zero, as the comparison does
+        xp.put_along_axis(out, xp.clip(labels, 0, depth - 1)[..., None].astype("int64"),
+                          ((labels >= 0) & (labels < depth))[..., None], axis=-1)
+        return out
 
     def vjp(self, g, out, labels, depth, dtype="float32"):
         return (None,)
@@ -101,8 +118,7 @@ class CrossEntropy(Op):
         return Aval((), logits.dtype)
 
     def forward(self, xp, logits, labels):
-        m = xp.max(logits, axis=-1, keepdims=True)
-        lse = xp.log(xp.sum(xp.exp(logits - m), axis=-1)) + m[..., 0]
+        lse = logsumexp(xp, logits, -1)
         # NOTE: picking through a one-hot mask (not take_along_axis, which wraps -1 to the
         # last class) keeps forward and vjp in agreement for every label value
         target = labels[..., None] == xp.arange(logits.shape[-1])
@@ -110,9 +126,9 @@ class CrossEntropy(Op):
         return xp.mean(lse - picked)
 
     def vjp(self, g, out, logits, labels):
-        n = max(labels.size, 1)
         target = labels.one_hot(logits.shape[-1], logits.dtype)
-        return (logits.softmax(-1) - target) * (g * (1.0 / n)), None
+        return (logits.softmax(-1) - target) * (g * per_element(logits, range(logits.ndim - 1))), \
+            None
 
     def samples(self):
         yield Sample(shapes=((4, 3), (4,)), int_inputs={1: 3})
@@ -138,7 +154,7 @@ class MeanSquaredError(Op):
         return xp.mean(d * d)
 
     def vjp(self, g, out, pred, target):
-        gp = (pred - target) * (g * (2.0 / pred.size))
+        gp = (pred - target) * (g * per_element(pred, None, 2.0))
         return gp, -gp
 
     def samples(self):

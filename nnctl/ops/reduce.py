@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from nnctl.ops.registry import REDUCTION, Aval, Op, Sample, register, require_float
+from nnctl.ops.shape import per_element
 
 _AXES = ((None, False), ((1,), False), ((0,), True), ((0, 2), False), ((1, 2), True))
 
@@ -27,12 +28,18 @@ def _keep(g, x, axis, keepdims):
     return g.reshape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
 
 
-def _count(x, axis) -> int:
-    """How many elements each output reduces over (at least 1: empty inputs get 0 gradients)."""
-    n = 1
-    for a in range(x.ndim) if axis is None else axis:
-        n *= x.shape[a]
-    return max(n, 1)
+def max_shifted(xp, x, axis=None):
+    """(x - m, m) with m = max of x over axes (keepdims), the shift that keeps e^x from
+    overflowing: the one place it is written (softmax, log_softmax, logsumexp, cross_entropy)."""
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # NOTE: all -inf (or an inf) would give inf - inf
+    return x - m, m
+
+
+def logsumexp(xp, x, axis=None, keepdims=False):
+    z, m = max_shifted(xp, x, axis)
+    s = xp.sum(xp.exp(z), axis=axis, keepdims=keepdims)
+    return xp.log(s) + (m if keepdims else xp.squeeze(m, axis=axis))
 
 
 class Reduce(Op):
@@ -55,6 +62,9 @@ class Sum(Reduce):
     def forward(self, xp, x, axis=None, keepdims=False):
         return xp.sum(x, axis=axis, keepdims=keepdims)
 
+    def forward_into(self, xp, out, x, axis=None, keepdims=False):
+        return xp.sum(x, axis=axis, keepdims=keepdims, out=out)
+
     def vjp(self, g, out, x, axis=None, keepdims=False):
         return (_keep(g, x, axis, keepdims).broadcast_to(x.shape),)
 
@@ -67,8 +77,11 @@ class Mean(Reduce):
     def forward(self, xp, x, axis=None, keepdims=False):
         return xp.mean(x, axis=axis, keepdims=keepdims)
 
+    def forward_into(self, xp, out, x, axis=None, keepdims=False):
+        return xp.mean(x, axis=axis, keepdims=keepdims, out=out)
+
     def vjp(self, g, out, x, axis=None, keepdims=False):
-        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * (1.0 / _count(x, axis)),)
+        return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * per_element(x, axis),)
 
 
 @register
@@ -78,6 +91,9 @@ class Max(Reduce):
 
     def forward(self, xp, x, axis=None, keepdims=False):
         return xp.max(x, axis=axis, keepdims=keepdims)
+
+    def forward_into(self, xp, out, x, axis=None, keepdims=False):
+        return xp.max(x, axis=axis, keepdims=keepdims, out=out)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         mask = x.equal(_keep(out, x, axis, keepdims))
@@ -91,10 +107,7 @@ class LogSumExp(Reduce):
     name = "logsumexp"
 
     def forward(self, xp, x, axis=None, keepdims=False):
-        m = xp.max(x, axis=axis, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)  # NOTE: all -inf (or an inf) would give inf - inf
-        s = xp.sum(xp.exp(x - m), axis=axis, keepdims=keepdims)
-        return xp.log(s) + (m if keepdims else xp.squeeze(m, axis=axis))
+        return logsumexp(xp, x, axis, keepdims)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         return (_keep(g, x, axis, keepdims) * (x - _keep(out, x, axis, keepdims)).exp(),)
@@ -115,4 +128,4 @@ class Variance(Reduce):
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         centred = x - x.mean(axis, keepdims=True)
-        return (_keep(g, x, axis, keepdims) * centred * (2.0 / _count(x, axis)),)
+        return (_keep(g, x, axis, keepdims) * centred * per_element(x, axis, 2.0),)

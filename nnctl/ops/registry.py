@@ -29,11 +29,99 @@ KINDS = (ELEMENTWISE, REDUCTION, MOVEMENT, OPAQUE)
 INT_DTYPES = ("int32", "int64")
 
 
+class Dim:
+    """A symbolic size: `coef` times the named size (the batch dimension `B`, or a multiple of
+    it once a reshape folds other axes into it, e.g. `32*B` for [B, 32, H] -> [B*32, H]).
+
+    A graph built on inputs of shape [B, ...] is shape-polymorphic in B: one compiled plan
+    serves every batch size. Dims multiply and floor-divide by ints (and by each other when
+    the result is an int), compare equal to the same multiple of the same name, and are never
+    equal to an int; `resolve({"B": 64})` gives the concrete size.
+    """
+
+    __slots__ = ("name", "coef")
+
+    def __init__(self, name: str = "B", coef: int = 1):
+        if not isinstance(coef, int) or coef < 1:
+            raise ValueError(f"a symbolic dim needs a positive int coefficient, got {coef!r}")
+        self.name, self.coef = name, coef
+
+    def resolve(self, sizes: dict) -> int:
+        return self.coef * sizes[self.name]
+
+    def __mul__(self, other):
+        if isinstance(other, int) and not isinstance(other, bool):
+            return Dim(self.name, self.coef * other) if other > 0 else 0
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, other):
+        if isinstance(other, Dim) and other.name == self.name and self.coef % other.coef == 0:
+            return self.coef // other.coef
+        if isinstance(other, int) and other > 0 and self.coef % other == 0:
+            return Dim(self.name, self.coef // other)
+        raise ShapeError(f"{self} is not divisible by {other}")
+
+    def __add__(self, other):
+        if other == 0:
+            return self
+        raise ShapeError(f"cannot add {other} to the symbolic size {self}")
+
+    __radd__ = __add__
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Dim) and other.name == self.name and other.coef == self.coef
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.coef))
+
+    def __bool__(self) -> bool:
+        return True  # a batch is never empty
+
+    def __repr__(self) -> str:
+        return self.name if self.coef == 1 else f"{self.coef}*{self.name}"
+
+
+def is_symbolic(shape) -> bool:
+    return any(isinstance(d, Dim) for d in shape)
+
+
+def resolve(value, sizes: dict):
+    """`value` (a shape, an attribute: nested tuples, lists, dicts) with every Dim replaced by
+    its size in `sizes`."""
+    if isinstance(value, Dim):
+        return value.resolve(sizes)
+    if isinstance(value, tuple):
+        return tuple(resolve(v, sizes) for v in value)
+    if isinstance(value, list):
+        return [resolve(v, sizes) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, sizes) for k, v in value.items()}
+    return value
+
+
+def contains_dim(value) -> bool:
+    if isinstance(value, Dim):
+        return True
+    if isinstance(value, (tuple, list)):
+        return any(contains_dim(v) for v in value)
+    if isinstance(value, dict):
+        return any(contains_dim(v) for v in value.values())
+    return False
+
+
+def is_size(d) -> bool:
+    """A static non-negative int or a symbolic Dim."""
+    return isinstance(d, Dim) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+
+
 @dataclass(frozen=True)
 class Aval:
-    """The abstract value of a graph node: static shape and dtype name."""
+    """The abstract value of a graph node: shape (ints, or a symbolic Dim for the batch) and
+    dtype name."""
 
-    shape: tuple[int, ...]
+    shape: tuple
     dtype: str
 
     @property
@@ -48,9 +136,21 @@ class Aval:
         return n
 
     @property
-    def nbytes(self) -> int:
-        return self.size * (4 if self.dtype in ("float32", "int32") else
-                            1 if self.dtype == "bool" else 8)
+    def itemsize(self) -> int:
+        return 4 if self.dtype in ("float32", "int32") else 1 if self.dtype == "bool" else 8
+
+    @property
+    def nbytes(self):
+        """Bytes of the value: an int, or a Dim (bytes per unit of the batch) when symbolic."""
+        return self.size * self.itemsize
+
+    @property
+    def symbolic(self) -> bool:
+        return is_symbolic(self.shape)
+
+    def at(self, sizes: dict) -> "Aval":
+        """This aval with its symbolic dims resolved."""
+        return Aval(resolve(self.shape, sizes), self.dtype) if self.symbolic else self
 
     def __str__(self) -> str:
         return f"{self.dtype}{list(self.shape)}"

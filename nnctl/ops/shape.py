@@ -7,8 +7,8 @@ Indices are stored as plain tuples so they export to JSON: an int, None (new axi
 
 from __future__ import annotations
 
-from nnctl.ops.registry import (INT_DTYPES, MOVEMENT, Aval, Op, Sample, broadcast_shapes, fail,
-                                register, require_float)
+from nnctl.ops.registry import (INT_DTYPES, MOVEMENT, OPAQUE, Aval, Dim, Op, Sample,
+                                broadcast_shapes, fail, is_size, register, require_float)
 
 
 @register
@@ -18,7 +18,7 @@ class Reshape(Op):
     kind = MOVEMENT
 
     def infer(self, x: Aval, shape) -> Aval:
-        if any(not isinstance(d, int) or d < 0 for d in shape):
+        if not all(is_size(d) for d in shape):
             fail(f"cannot reshape to {list(shape)}: sizes must be non-negative integers")
         size = 1
         for d in shape:
@@ -29,6 +29,10 @@ class Reshape(Op):
 
     def forward(self, xp, x, shape):
         return xp.reshape(x, shape)
+
+    def forward_into(self, xp, out, x, shape):
+        xp.copyto(out.reshape(x.shape), x)  # a copy of strided data, without a temporary
+        return out
 
     def vjp(self, g, out, x, shape):
         return (g.reshape(x.shape),)
@@ -110,7 +114,12 @@ def index_shape(shape: tuple[int, ...], index) -> tuple[int, ...]:
             out.append(1)
             continue
         dim = shape[axis]
-        if isinstance(i, tuple):
+        if isinstance(dim, Dim):  # the symbolic batch axis: taken whole, or not at all
+            if not (isinstance(i, tuple) and i[1:] in ((None, None, None), (None, None, 1),
+                                                       (0, None, None), (0, None, 1))):
+                fail(f"cannot index the batch axis {dim} with {i!r}: it has no fixed size")
+            out.append(dim)
+        elif isinstance(i, tuple):
             out.append(len(range(*slice(*i[1:]).indices(dim))))
         elif not -dim <= i < dim:
             fail(f"index {i} is out of bounds for axis {axis} with size {dim}")
@@ -153,9 +162,12 @@ class ScatterIndex(Op):
         return Aval(tuple(shape), x.dtype)
 
     def forward(self, xp, x, index, shape):
-        y = xp.zeros(shape, dtype=x.dtype)
-        y[_as_index(index)] = x
-        return y
+        return self.forward_into(xp, xp.empty(shape, dtype=x.dtype), x, index, shape)
+
+    def forward_into(self, xp, out, x, index, shape):
+        out.fill(0)
+        out[_as_index(index)] = x
+        return out
 
     def vjp(self, g, out, x, index, shape):
         return (g[_as_index(index)],)
@@ -184,6 +196,11 @@ class Pad(Op):
     def forward(self, xp, x, pad_width):
         return xp.pad(x, pad_width)
 
+    def forward_into(self, xp, out, x, pad_width):
+        out.fill(0)
+        out[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, pad_width))] = x
+        return out
+
     def vjp(self, g, out, x, pad_width):
         return (g[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, pad_width))],)
 
@@ -192,6 +209,51 @@ class Pad(Op):
         yield Sample(shapes=((2, 3, 4),), attrs={"pad_width": ((0, 0), (2, 1), (1, 0))})
         yield Sample(shapes=((5,),), attrs={"pad_width": ((0, 0),)})  # no padding at all
         yield Sample(shapes=((0, 2),), attrs={"pad_width": ((1, 1), (0, 1))})  # empty input
+
+
+@register
+class Numel(Op):
+    """y = the number of elements of x over `axis` (all axes: None), as a 0-d float of x's
+    dtype; reads x's shape only, so a graph that scales by a count (a mean's gradient) stays
+    valid for every batch size;  no gradient"""
+    name = "numel"
+    kind = OPAQUE
+    nondifferentiable = (0,)
+
+    def infer(self, x: Aval, axis=None) -> Aval:
+        require_float(x)
+        if axis is not None and any(not 0 <= a < x.ndim for a in axis):
+            fail(f"numel: axes {axis} are out of range for {x}")
+        return Aval((), x.dtype)
+
+    def forward(self, xp, x, axis=None):
+        n = 1
+        for a in range(x.ndim) if axis is None else axis:
+            n *= x.shape[a]
+        return xp.asarray(n, dtype=x.dtype)
+
+    def forward_into(self, xp, out, x, axis=None):
+        out[...] = self.forward(xp, x, axis)
+        return out
+
+    def vjp(self, g, out, x, axis=None):
+        return (None,)
+
+    def samples(self):
+        yield Sample(shapes=((2, 3, 4),))
+        yield Sample(shapes=((2, 3, 4),), attrs={"axis": (0, 2)})
+
+
+def per_element(x, axis=None, scale: float = 1.0):
+    """scale / (how many elements of the Tensor `x` a reduction over `axis` reads; at least 1,
+    so empty inputs get zero gradients): a float when x's shape is static, else a 0-d Tensor
+    computed at run time from x's shape (numel), so the graph serves every batch size."""
+    n = 1
+    for a in range(x.ndim) if axis is None else axis:
+        n *= x.shape[a]
+    if isinstance(n, Dim):
+        return scale / x.apply("numel", axis=None if axis is None else tuple(axis))
+    return scale / max(n, 1)
 
 
 def _rows(what: str, indices: Aval) -> None:
@@ -219,6 +281,9 @@ class Take(Op):
     def forward(self, xp, table, indices):
         # NOTE: indices must lie in [-rows, rows); NumPy raises outside, CuPy wraps around
         return xp.take(table, indices, axis=0)
+
+    def forward_into(self, xp, out, table, indices):
+        return xp.take(table, indices, axis=0, out=out)
 
     def vjp(self, g, out, table, indices):
         return g.scatter_add(indices, table.shape[0]), None

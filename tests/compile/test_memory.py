@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from nnctl.backend import get_backend
 from nnctl.compile import compile_graph
 from nnctl.compile.memory import last_uses, peak_bytes
@@ -9,17 +11,25 @@ from nnctl.graph.ir import Graph
 from nnctl.graph.tensor import input_placeholder
 
 
-def test_peak_of_a_long_chain_is_two_buffers():
+def test_peak_of_a_long_chain_is_two_buffers_and_the_plan_one_written_in_place():
     x = input_placeholder("x", (100,), "float64")
     y = x
     for _ in range(50):
-        y = y.exp()
+        y = y.sin()
     graph = Graph([y.node])
     peak = peak_bytes(graph, {y.node})
     total = sum(n.aval.nbytes for n in graph.nodes)
     assert 0 < peak < total
     assert peak == 2 * 800  # a value and the one being computed from it
-    assert compile_graph([y], [x], get_backend("cpu")).peak_bytes == peak
+    plan = compile_graph([y], [x], get_backend("cpu"), passes=())
+    assert plan.unplanned_peak_bytes() == peak
+    # each sin overwrites its input, which dies there: one buffer (800 bytes, 64-aligned)
+    assert plan.peak_bytes == 832 and len(plan.memory.in_place) == 49
+    value = np.linspace(-1, 1, 100)
+    expected = value
+    for _ in range(50):
+        expected = np.sin(expected)
+    np.testing.assert_array_equal(plan([value])[0], expected)
 
 
 def test_peak_counts_values_alive_together():

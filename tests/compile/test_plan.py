@@ -68,7 +68,7 @@ def test_plan_equals_eager_and_the_hand_written_reference(plan, params):
 
 
 def test_feeding_different_arrays_gives_different_correct_results(plan, params):
-    first = plan([*_data(0), *params])
+    first = [np.array(a, copy=True) for a in plan([*_data(0), *params])]  # views: copied
     second = plan([*_data(1), *params])
     assert first[0] != second[0]
     np.testing.assert_allclose(second[0], _numpy_mlp(*_data(1), *params)[0], rtol=1e-12)

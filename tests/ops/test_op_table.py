@@ -68,6 +68,8 @@ REFERENCES = {
     "softmax": lambda x, axis=-1: np.exp(x) / np.exp(x).sum(axis=axis, keepdims=True),
     "log_softmax": _log_softmax,
     "one_hot": lambda labels, depth, dtype="float32": np.eye(depth)[labels],
+    "numel": lambda x, axis=None: np.float64(np.prod([x.shape[a] for a in (
+        range(x.ndim) if axis is None else axis)])),
     "cross_entropy": _cross_entropy,
     "mse": lambda p, t: np.mean((p - t) ** 2),
     "sum": lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
