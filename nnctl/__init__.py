@@ -10,7 +10,7 @@ __all__ = ["Tensor", "grad", "__version__"]
 
 def __getattr__(name):
     if name == "Tensor":
-        import nnctl.ops  # noqa: F401  (fills the registry)
+        import nnctl.autodiff  # noqa: F401  (fills the registry; installs Tensor.backward)
         from nnctl.graph.tensor import Tensor
         return Tensor
     if name == "grad":

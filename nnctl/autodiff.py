@@ -11,7 +11,7 @@ from typing import Sequence
 
 from nnctl.errors import NnctlError
 from nnctl.graph.ir import name_scope, toposort
-from nnctl.graph.tensor import Tensor, constant
+from nnctl.graph.tensor import Tensor, constant, set_backward
 from nnctl.ops.registry import FLOAT_DTYPES, REGISTRY
 
 
@@ -59,6 +59,18 @@ def grad(outputs: Sequence[Tensor] | Tensor, wrt: Sequence[Tensor] | Tensor,
             _accumulate(grads, inp, g)
 
     return [grads[t.node] if t.node in grads else zeros_like(t) for t in wrt]
+
+
+def leaf_gradients(output: Tensor, grad_output=None) -> dict:
+    """{leaf node: gradient as a host array} for every leaf of `output`'s graph made with
+    requires_grad=True: what Tensor.backward() stores in `.grad`."""
+    leaves = [n for n in toposort([output.node]) if n.attrs.get("requires_grad")]
+    grads = grad([output], [Tensor(node=n) for n in leaves],
+                 None if grad_output is None else [grad_output])
+    return {leaf: g.numpy() for leaf, g in zip(leaves, grads)}
+
+
+set_backward(leaf_gradients)  # Tensor.backward() calls it; graph never imports autodiff
 
 
 def zeros_like(t: Tensor) -> Tensor:

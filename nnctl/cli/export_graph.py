@@ -20,6 +20,10 @@ def export_graph(
         "--backward", help="Include the gradient nodes.")] = False,
     batch: Annotated[Optional[int], typer.Option(
         min=1, help="Batch size of the drawn graph (default: train.batch_size).")] = None,
+    passes: Annotated[bool, typer.Option(
+        "--passes", help="Write the whole training step before and after each compile pass "
+        "(DOT and JSON per stage) into the folder -o (default: CONFIG-passes) and print "
+        "nodes, bytes and rewrites per pass.")] = False,
 ) -> None:
     """Write the training graph (forward and loss; --backward adds the gradients).
 
@@ -30,6 +34,9 @@ def export_graph(
         from nnctl.errors import UsageError
         from nnctl.export import FORMATS, export_graph as export
 
+        if passes:
+            _export_passes(load_config(config), output or Path(f"{config.stem}-passes"), batch)
+            return
         if fmt not in FORMATS:
             raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
         text = export(load_config(config), fmt, backward=backward, batch=batch)
@@ -41,3 +48,39 @@ def export_graph(
         atomic_write(output, lambda f: f.write(text.encode()))
         print(f"wrote {output}")
     guarded(run)
+
+
+def _export_passes(config, folder: Path, batch) -> None:
+    """Write the stages with nnctl.export.export_passes and print what each pass did."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nnctl.export import export_passes
+
+    done = export_passes(config, folder, batch)
+    table = Table(title=f"compile passes of {config.name} (training step, batch "
+                        f"{batch or config.spec.train.batch_size})")
+    for column in ("stage", "nodes", "change", "bytes", "change", "rewrites"):
+        table.add_column(column, justify="left" if column in ("stage", "rewrites") else "right")
+    table.add_row("input", str(done.stages[0][1]), "", f"{done.stages[0][2]:,}", "", "")
+    for s in done.stats:
+        table.add_row(s.name, str(s.nodes_after), f"{s.nodes_after - s.nodes_before:+d}",
+                      f"{s.bytes_after:,}", f"{s.bytes_after - s.bytes_before:+,}",
+                      str(len(s.rewrites)) if s.rewrites else "")
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 120  # a log file has no width; keep rows on one line
+    console.print(table)
+    for s in done.stats:
+        if s.name == "stabilize_numerics":
+            console.print(f"numerics rewrites: {len(s.rewrites) or 'none'}")
+            for pattern, scope in s.rewrites:
+                console.print(f"  {pattern}  [dim]in {scope or '(no layer)'}[/]")
+        elif s.rewrites:
+            counts = Counter(p for p, _ in s.rewrites)
+            console.print(f"{s.name} rewrites:")
+            for pattern, n in counts.most_common():
+                console.print(f"  {n:4d}  {pattern}")
+    console.print(f"wrote {len(done.stages)} stages (DOT and JSON) and passes.json to {folder}")

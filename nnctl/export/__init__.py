@@ -6,6 +6,7 @@ from nnctl.config import Config
 from nnctl.export.dot import to_dot
 from nnctl.export.graph_view import GraphView
 from nnctl.export.json_export import to_json
+from nnctl.export.passes import PassesExport, export_passes
 from nnctl.step import prepare
 
 FORMATS = ("dot", "json")
@@ -32,4 +33,5 @@ def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
     return to_json(view, config.name, batch=batch, backward_included=backward)
 
 
-__all__ = ["FORMATS", "GraphView", "export_graph", "to_dot", "to_json"]
+__all__ = ["FORMATS", "GraphView", "PassesExport", "export_graph", "export_passes", "to_dot",
+           "to_json"]

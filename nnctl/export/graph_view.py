@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nnctl.graph.ir import Graph, Node, toposort
@@ -21,15 +22,26 @@ class GraphView:
         backward = {n for n in graph.nodes if n not in forward_nodes}
         return cls(graph, {n: i for i, n in enumerate(graph.nodes)}, backward, list(outputs))
 
+    @classmethod
+    def of_graph(cls, graph: Graph, names: list[str], forward: list[Node]) -> "GraphView":
+        """A view of `graph` as it is (nodes no output reads included: a pass's result before
+        dead-code elimination), its outputs named by `names`."""
+        forward_nodes = set(toposort(forward))
+        backward = {n for n in graph.nodes if n not in forward_nodes}
+        return cls(graph, {n: i for i, n in enumerate(graph.nodes)}, backward, list(names))
+
 
 def kind(node: Node) -> str:
     return node.op if node.is_leaf else "op"
 
 
 def plain(value):
-    """Attributes as JSON-friendly values (tuples become lists)."""
+    """Attributes as JSON-friendly values (tuples become lists, frozen attrs plain dicts, any
+    other object, such as a fused node's program, its text)."""
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -8,7 +8,7 @@ Both use the same op definitions from the registry.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from nnctl.errors import NnctlError, ShapeError
 from nnctl.graph.ir import Node, current_scope
@@ -18,6 +18,17 @@ from nnctl.ops.registry import FLOAT_DTYPES, REGISTRY, Aval, normalize_axes
 # Gradients stored by Tensor.backward(), keyed weakly by leaf node (PyTorch's `.grad` feel
 # without putting mutable state on the immutable node).
 _GRADS: "weakref.WeakKeyDictionary[Node, Any]" = weakref.WeakKeyDictionary()
+
+# How Tensor.backward() computes leaf gradients: installed by nnctl.autodiff when it is
+# imported (autodiff sits above graph in the layering, so graph never imports it).
+_leaf_gradients: Callable[["Tensor", Any], dict] | None = None
+
+
+def set_backward(leaf_gradients: Callable[["Tensor", Any], dict]) -> None:
+    """Install `leaf_gradients(tensor, grad_output) -> {leaf node: host array}`, the function
+    behind Tensor.backward(); nnctl.autodiff does this on import."""
+    global _leaf_gradients
+    _leaf_gradients = leaf_gradients
 
 
 def _array_module(values: Sequence[Any]):
@@ -151,13 +162,10 @@ class Tensor:
 
     def backward(self, grad_output=None) -> None:
         """Store d(self)/d(leaf) in `.grad` of every leaf created with requires_grad=True."""
-        from nnctl.autodiff import grad  # autodiff sits above graph in the layering
-        from nnctl.graph.ir import toposort
-        leaves = [n for n in toposort([self.node]) if n.attrs.get("requires_grad")]
-        grads = grad([self], [Tensor(node=n) for n in leaves],
-                     None if grad_output is None else [grad_output])
-        for leaf, g in zip(leaves, grads):
-            _GRADS[leaf] = g.numpy()
+        if _leaf_gradients is None:
+            raise NnctlError("Tensor.backward() needs nnctl.autodiff: import it (or use "
+                             "nnctl.Tensor, which does) before calling backward()")
+        _GRADS.update(_leaf_gradients(self, grad_output))
 
     def __repr__(self) -> str:
         kind = self.node.op if self.node.value is None else "value"

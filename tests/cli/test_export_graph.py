@@ -71,3 +71,58 @@ def test_unknown_format_is_a_usage_error(cli):
     result = cli("export-graph", CONFIGS / "spirals.yaml", "--format", "png")
     assert result.exit_code == 2
     assert "--format: expected one of dot, json, got 'png'" in result.stderr
+
+
+def test_passes_writes_every_stage_and_prints_the_table(cli, tmp_path):
+    folder = tmp_path / "stages"
+    result = cli("export-graph", CONFIGS / "digits_mlp.yaml", "--passes", "--batch", "4",
+                 "-o", folder)
+    assert result.exit_code == 0, result.stderr
+    from nnctl.compile.passes import PASSES
+    stages = ["00-input", "01-fold_constants", "02-simplify_algebra", "03-stabilize_numerics",
+              "04-eliminate_common_subexpressions", "05-eliminate_dead_code"]
+    stages += [f"{k:02d}-{p.__name__}" for k, p in enumerate(PASSES[5:], start=6)]  # fusion
+    expected = {f"{s}.{ext}" for s in stages for ext in ("dot", "json")} | {"passes.json"}
+    assert {p.name for p in folder.iterdir()} >= expected
+    docs = {s: json.loads((folder / f"{s}.json").read_text()) for s in stages}
+    counts = {s: len(d["nodes"]) for s, d in docs.items()}
+    # digits_mlp, batch 4: 37 nodes as built; the CE seed 1 * (1/4) folds, two bias gradients'
+    # sum+reshape become one sum, CSE merges the folded scalar with the equal constant, and DCE
+    # drops what those bypassed
+    assert list(counts.values())[:6] == [37, 37, 37, 37, 36, 33]
+    assert docs["00-input"]["stage"] == "input" and docs["00-input"]["batch"] == 4
+    ops = lambda s: [n["op"] for n in docs[s]["nodes"]]  # noqa: E731
+    assert ops("00-input").count("reshape") == 2 and ops("05-eliminate_dead_code").count(
+        "reshape") == 0
+    sums = [n for n in docs["05-eliminate_dead_code"]["nodes"] if n["op"] == "sum"]
+    assert [s["attrs"] for s in sums] == [{"axis": [0], "keepdims": False}] * 2
+    names = [o["name"] for o in docs["05-eliminate_dead_code"]["outputs"]]
+    assert names == ["loss", "output", "grad dense_0.weight", "grad dense_0.bias",
+                     "grad dense_2.weight", "grad dense_2.bias"]
+    dot = (folder / "05-eliminate_dead_code.dot").read_text()
+    assert dot.startswith('digraph "digits_mlp eliminate_dead_code" {')
+    assert len(re.findall(r"^\s*n\d+ \[label=", dot, re.M)) == 33
+    summary = json.loads((folder / "passes.json").read_text())
+    rows = {p["name"]: p for p in summary["passes"]}
+    assert rows["simplify_algebra"]["rewrites"] == [
+        {"pattern": "reshape(sum(x, keepdims)) -> sum(x)", "scope": "grad(dense_0)"},
+        {"pattern": "reshape(sum(x, keepdims)) -> sum(x)", "scope": "grad(dense_2)"}]
+    assert rows["eliminate_dead_code"]["nodes_before"] == 36
+    assert rows["eliminate_dead_code"]["bytes_after"] < rows["eliminate_dead_code"][
+        "bytes_before"]
+    out = result.stdout
+    assert re.search(r"eliminate_dead_code\s+│\s+33\s+│\s+-3\s+│", out)
+    assert re.search(r"input\s+│\s+37\s+│", out)
+    assert "2  reshape(sum(x, keepdims)) -> sum(x)" in out
+    assert "numerics rewrites: none" in out
+    assert f"wrote {len(stages)} stages (DOT and JSON) and passes.json to {folder}" in out
+
+
+def test_passes_dot_files_are_accepted_by_graphviz(cli, tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not installed")
+    result = cli("export-graph", CONFIGS / "digits_cnn.yaml", "--passes", "--batch", "2",
+                 "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    for path in sorted(tmp_path.glob("*.dot")):
+        subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True, check=True)

@@ -76,14 +76,12 @@ def test_users_map():
     assert Graph([sq.node]).users[x.node] == [sq.node]  # listed once though read twice
 
 
-def test_graph_leaves_and_op_nodes():
+def test_graph_nodes_and_op_nodes():
     x = input_placeholder("x", (2, 3), "float64")
     w = parameter("w", (3, 4), "float64")
     y = (x @ w) * 2.0
     g = Graph([y.node])
-    assert g.leaves("input") == [x.node]
-    assert g.leaves("parameter") == [w.node]
-    assert [n.op for n in g.leaves("constant")] == ["constant"]
+    assert [n.op for n in g.nodes] == ["input", "parameter", "matmul", "constant", "mul"]
     assert [n.op for n in g.op_nodes] == ["matmul", "mul"]
     assert g.outputs == (y.node,)
     assert repr(g) == "<Graph 5 nodes, 1 outputs>"
@@ -140,3 +138,42 @@ def test_node_repr_names_the_node():
     x = input_placeholder("features", (2, 3), "float32")
     assert repr(x.node) == f"<features #{x.node.id} float32[2, 3]>"
     assert isinstance(x.node, Node)
+
+
+def test_graph_with_explicit_nodes_keeps_unused_ones_and_checks_the_order():
+    a, b, c, d, e = _small()
+    g = Graph([c.node], nodes=[a.node, b.node, c.node, d.node])  # d reaches no output
+    assert g.nodes == (a.node, b.node, c.node, d.node) and g.users[d.node] == []
+    with pytest.raises(ValueError, match="before one of its inputs"):
+        Graph([c.node], nodes=[a.node, c.node, b.node])
+    with pytest.raises(ValueError, match="repeated"):
+        Graph([c.node], nodes=[a.node, b.node, c.node, c.node])
+    with pytest.raises(ValueError, match="not among the nodes"):
+        Graph([e.node], nodes=[a.node, b.node, c.node])
+
+
+def test_node_attrs_are_frozen_hashable_and_still_read_like_a_dict():
+    x = input_placeholder("x", (2, 3), "float64")
+    node = Node("pad", (x.node,), {"pad_width": [[0, 1], [2, 0]], "meta": {"k": [1]}},
+                x.node.aval)
+    assert node.attrs["pad_width"] == ((0, 1), (2, 0))
+    assert node.attrs["meta"]["k"] == (1,) and dict(**node.attrs)["meta"] == {"k": (1,)}
+    assert node.attrs == {"pad_width": ((0, 1), (2, 0)), "meta": {"k": (1,)}}
+    with pytest.raises(TypeError):
+        node.attrs["pad_width"] = ()
+    with pytest.raises(TypeError):
+        node.attrs["meta"]["k"] = 2
+    same = Node("pad", (x.node,), {"meta": {"k": (1,)}, "pad_width": ((0, 1), (2, 0))},
+                x.node.aval)
+    assert hash(same.attrs) == hash(node.attrs) and same.attrs == node.attrs
+    assert x.sum(axis=0).node.attrs.get("keepdims") is False
+
+
+def test_node_value_is_read_only():
+    data = np.arange(3.0)
+    t = Tensor(data)
+    with pytest.raises(ValueError):
+        t.node.value[0] = 5.0
+    data[1] = 7.0  # the caller's array is not copied and stays writable: documented
+    assert t.node.value[1] == 7.0
+    assert (t * 2.0).node.value.flags.writeable is False  # eager results too
