@@ -32,6 +32,9 @@ class LeakyRelu(Unary):
     def forward(self, xp, x, slope=0.01):
         return xp.where(x > 0, x, x * slope)
 
+    def scalar(self, x, slope=0.01):
+        return f"where(({x} > 0.0), {x}, ({x} * {float(slope)!r}))"
+
     def vjp(self, g, out, x, slope=0.01):
         return (g * (x.step() * (1.0 - slope) + slope),)
 
@@ -53,6 +56,9 @@ class Elu(Unary):
         # NOTE: min(x, 0) keeps expm1 of the unused branch from overflowing for large x
         return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
+    def scalar(self, x, alpha=1.0):
+        return f"where(({x} > 0.0), {x}, ({float(alpha)!r} * expm1(minimum({x}, 0.0))))"
+
     def vjp(self, g, out, x, alpha=1.0):
         positive = x.step()
         return (g * (positive + (1.0 - positive) * (out + alpha)),)
@@ -72,6 +78,10 @@ class Gelu(Unary):
     def forward(self, xp, x):
         return 0.5 * x * (1.0 + xp.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
 
+    def scalar(self, x):
+        inner = f"({_GELU_C!r} * ({x} + ((({_GELU_K!r} * {x}) * {x}) * {x})))"
+        return f"((0.5 * {x}) * (1.0 + tanh({inner})))"
+
     def vjp(self, g, out, x):
         x2 = x * x
         t = ((x + _GELU_K * x2 * x) * _GELU_C).tanh()
@@ -90,6 +100,9 @@ class Softplus(Unary):
 
     def forward(self, xp, x):
         return xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(x, 0)
+
+    def scalar(self, x):
+        return f"(log1p(exp((-abs({x})))) + maximum({x}, 0.0))"
 
     def vjp(self, g, out, x):
         return (g * x.sigmoid(),)

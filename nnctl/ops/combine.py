@@ -116,6 +116,9 @@ class Where(Op):
     def forward(self, xp, cond, a, b):
         return xp.where(cond, a, b)
 
+    def scalar(self, cond, a, b):
+        return f"where({cond}, {a}, {b})"
+
     def vjp(self, g, out, cond, a, b):
         ga = g.where(cond, 0.0)
         return None, ga.sum_to(a.shape), (g - ga).sum_to(b.shape)
@@ -146,6 +149,12 @@ class Maximum(_Extremum):
     def forward(self, xp, a, b):
         return xp.maximum(a, b)
 
+    def forward_into(self, xp, out, a, b):
+        return xp.maximum(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"maximum({a}, {b})"
+
     @staticmethod
     def _a_wins(a, b):
         return a - b
@@ -158,6 +167,12 @@ class Minimum(_Extremum):
 
     def forward(self, xp, a, b):
         return xp.minimum(a, b)
+
+    def forward_into(self, xp, out, a, b):
+        return xp.minimum(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"minimum({a}, {b})"
 
     @staticmethod
     def _a_wins(a, b):
@@ -187,6 +202,17 @@ class Clip(Unary):
         if high is not None:
             x = xp.minimum(x, high)
         return x
+
+    def forward_into(self, xp, out, x, low=None, high=None):
+        if low is None:
+            return xp.minimum(x, high, out=out)
+        xp.maximum(x, low, out=out)
+        return out if high is None else xp.minimum(out, high, out=out)
+
+    def scalar(self, x, low=None, high=None):
+        if low is not None:
+            x = f"maximum({x}, {float(low)!r})"
+        return x if high is None else f"minimum({x}, {float(high)!r})"
 
     def vjp(self, g, out, x, low=None, high=None):
         # NOTE: inclusive at the bounds, like PyTorch's clamp: a clipped value clipped again

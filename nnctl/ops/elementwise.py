@@ -49,6 +49,12 @@ class Add(Binary):
     def forward(self, xp, a, b):
         return a + b
 
+    def forward_into(self, xp, out, a, b):
+        return xp.add(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"({a} + {b})"
+
     def vjp(self, g, out, a, b):
         return g.sum_to(a.shape), g.sum_to(b.shape)
 
@@ -60,6 +66,12 @@ class Sub(Binary):
 
     def forward(self, xp, a, b):
         return a - b
+
+    def forward_into(self, xp, out, a, b):
+        return xp.subtract(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"({a} - {b})"
 
     def vjp(self, g, out, a, b):
         return g.sum_to(a.shape), (-g).sum_to(b.shape)
@@ -73,6 +85,12 @@ class Mul(Binary):
     def forward(self, xp, a, b):
         return a * b
 
+    def forward_into(self, xp, out, a, b):
+        return xp.multiply(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"({a} * {b})"
+
     def vjp(self, g, out, a, b):
         return (g * b).sum_to(a.shape), (g * a).sum_to(b.shape)
 
@@ -84,6 +102,12 @@ class Div(Binary):
 
     def forward(self, xp, a, b):
         return a / b
+
+    def forward_into(self, xp, out, a, b):
+        return xp.divide(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"({a} / {b})"
 
     def vjp(self, g, out, a, b):
         gb = g / b
@@ -101,6 +125,12 @@ class Neg(Unary):
 
     def forward(self, xp, x):
         return -x
+
+    def forward_into(self, xp, out, x):
+        return xp.negative(x, out=out)
+
+    def scalar(self, x):
+        return f"(-{x})"
 
     def vjp(self, g, out, x):
         return (-g,)
@@ -121,6 +151,20 @@ class Pow(Unary):
 
     def forward(self, xp, x, exponent):
         return x ** exponent
+
+    def forward_into(self, xp, out, x, exponent):
+        # NOTE: `x ** p` takes NumPy's shortcuts for these exponents; so does this
+        shortcut = {2: xp.square, 0.5: xp.sqrt, -1: xp.reciprocal, 1: xp.positive}
+        if exponent in shortcut:
+            return shortcut[exponent](x, out=out)
+        if exponent == 0:
+            out.fill(1.0)
+            return out
+        return xp.power(x, exponent, out=out)
+
+    def scalar(self, x, exponent):
+        shortcut = {2: f"({x} * {x})", 0.5: f"sqrt({x})", -1: f"(1.0 / {x})", 1: x, 0: "1.0"}
+        return shortcut.get(exponent, f"pow({x}, {float(exponent)!r})")
 
     def vjp(self, g, out, x, exponent):
         if exponent == 0:
@@ -143,6 +187,12 @@ class Exp(Unary):
     def forward(self, xp, x):
         return xp.exp(x)
 
+    def forward_into(self, xp, out, x):
+        return xp.exp(x, out=out)
+
+    def scalar(self, x):
+        return f"exp({x})"
+
     def vjp(self, g, out, x):
         return (g * out,)
 
@@ -157,6 +207,12 @@ class Log(Unary):
 
     def forward(self, xp, x):
         return xp.log(x)
+
+    def forward_into(self, xp, out, x):
+        return xp.log(x, out=out)
+
+    def scalar(self, x):
+        return f"log({x})"
 
     def vjp(self, g, out, x):
         return (g / x,)
@@ -173,6 +229,12 @@ class Sqrt(Unary):
     def forward(self, xp, x):
         return xp.sqrt(x)
 
+    def forward_into(self, xp, out, x):
+        return xp.sqrt(x, out=out)
+
+    def scalar(self, x):
+        return f"sqrt({x})"
+
     def vjp(self, g, out, x):
         return (g * 0.5 / out,)
 
@@ -187,6 +249,12 @@ class Abs(Unary):
 
     def forward(self, xp, x):
         return xp.abs(x)
+
+    def forward_into(self, xp, out, x):
+        return xp.absolute(x, out=out)
+
+    def scalar(self, x):
+        return f"abs({x})"
 
     def vjp(self, g, out, x):
         return (g * x.sign(),)
@@ -203,6 +271,12 @@ class Sin(Unary):
     def forward(self, xp, x):
         return xp.sin(x)
 
+    def forward_into(self, xp, out, x):
+        return xp.sin(x, out=out)
+
+    def scalar(self, x):
+        return f"sin({x})"
+
     def vjp(self, g, out, x):
         return (g * x.cos(),)
 
@@ -217,6 +291,12 @@ class Cos(Unary):
 
     def forward(self, xp, x):
         return xp.cos(x)
+
+    def forward_into(self, xp, out, x):
+        return xp.cos(x, out=out)
+
+    def scalar(self, x):
+        return f"cos({x})"
 
     def vjp(self, g, out, x):
         return (-g * x.sin(),)
@@ -233,6 +313,12 @@ class Tanh(Unary):
     def forward(self, xp, x):
         return xp.tanh(x)
 
+    def forward_into(self, xp, out, x):
+        return xp.tanh(x, out=out)
+
+    def scalar(self, x):
+        return f"tanh({x})"
+
     def vjp(self, g, out, x):
         return (g * (1.0 - out * out),)
 
@@ -248,6 +334,15 @@ class Sigmoid(Unary):
     def forward(self, xp, x):
         return 0.5 * xp.tanh(0.5 * x) + 0.5  # NOTE: tanh form, no exp overflow for large |x|
 
+    def forward_into(self, xp, out, x):
+        xp.multiply(x, 0.5, out=out)
+        xp.tanh(out, out=out)
+        xp.multiply(out, 0.5, out=out)
+        return xp.add(out, 0.5, out=out)
+
+    def scalar(self, x):
+        return f"((0.5 * tanh((0.5 * {x}))) + 0.5)"
+
     def vjp(self, g, out, x):
         return (g * out * (1.0 - out),)
 
@@ -262,6 +357,12 @@ class Relu(Unary):
 
     def forward(self, xp, x):
         return xp.maximum(x, 0)
+
+    def forward_into(self, xp, out, x):
+        return xp.maximum(x, 0, out=out)
+
+    def scalar(self, x):
+        return f"maximum({x}, 0.0)"
 
     def vjp(self, g, out, x):
         return (g * x.step(),)
@@ -280,6 +381,12 @@ class Sign(Unary):
     def forward(self, xp, x):
         return xp.sign(x)
 
+    def forward_into(self, xp, out, x):
+        return xp.sign(x, out=out)
+
+    def scalar(self, x):
+        return f"sign({x})"
+
     def vjp(self, g, out, x):
         return (None,)
 
@@ -294,6 +401,12 @@ class Step(Unary):
 
     def forward(self, xp, x):
         return _as_float(xp, x > 0, x)
+
+    def forward_into(self, xp, out, x):
+        return xp.greater(x, 0, out=out)
+
+    def scalar(self, x):
+        return f"where(({x} > 0.0), 1.0, 0.0)"
 
     def vjp(self, g, out, x):
         return (None,)
@@ -310,6 +423,12 @@ class Equal(Binary):
 
     def forward(self, xp, a, b):
         return _as_float(xp, a == b, a, b)
+
+    def forward_into(self, xp, out, a, b):
+        return xp.equal(a, b, out=out)
+
+    def scalar(self, a, b):
+        return f"where(({a} == {b}), 1.0, 0.0)"
 
     def vjp(self, g, out, a, b):
         return None, None
