@@ -18,6 +18,9 @@ from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, l
 from nnctl.errors import ConfigError, DataError
 from nnctl.graph import Tensor, input_placeholder
 from nnctl.layers import LayerError, Model, build_model
+from nnctl.ops.registry import Dim
+
+BATCH = Dim("B")  # the symbolic batch size of every graph the trainer compiles
 
 
 @dataclass
@@ -130,7 +133,7 @@ class StepBuilder:
         return self.config.error(("model", "layers", err.index, layers[err.index].kind),
                                  str(err))
 
-    def inputs(self, batch: int) -> tuple[Tensor, Tensor]:
+    def inputs(self, batch=BATCH) -> tuple[Tensor, Tensor]:
         s = self.splits
         x_dtype = "int64" if s.vocab is not None else self.dtype
         x = input_placeholder("x", (batch,) + s.feature_shape, x_dtype)
@@ -138,8 +141,10 @@ class StepBuilder:
         y = input_placeholder("y", y_shape, "int64" if s.num_classes is not None else self.dtype)
         return x, y
 
-    def build_forward(self, batch: int, training: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """(x, y, output) for a batch; shape mistakes become config errors at the layer."""
+    def build_forward(self, batch=BATCH, training: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """(x, y, output) for a batch of `batch` samples: an int, or the symbolic batch size
+        (the default), so that one compiled plan serves every batch size; shape mistakes
+        become config errors at the layer."""
         x, y = self.inputs(batch)
         layers = self.config.spec.model.layers
         try:
@@ -169,7 +174,7 @@ class StepBuilder:
         uniform = -out.log_softmax(-1).mean()
         return out.cross_entropy(y) * (1.0 - e) + uniform * e
 
-    def training_step(self, batch: int):
+    def training_step(self, batch=BATCH):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],
         feeds = [x, y, *params, *states]."""
         x, y, out = self.build_forward(batch, training=True)
@@ -180,7 +185,7 @@ class StepBuilder:
         new_states = [updates.get(t.node.name, t) for t in states]
         return [loss, out, *grads, *new_states], [x, y, *params, *states]
 
-    def evaluation_step(self, batch: int):
+    def evaluation_step(self, batch=BATCH):
         """outputs = [loss, model output], feeds = [x, y, *params, *states]."""
         x, y, out = self.build_forward(batch, training=False)
         return [self.loss(out, y), out], [x, y, *self.params.values(), *self.states.values()]

@@ -49,7 +49,7 @@ def apply(op_name: str, *inputs: "Tensor", **attrs) -> "Tensor":
     except ShapeError as err:
         raise ShapeError(err.detail, op=op_name, scope=current_scope()) from None
     value = None
-    if all(n.value is not None for n in nodes):
+    if all(n.value is not None for n in nodes) and not aval.symbolic:  # B: no size yet
         values = [n.value for n in nodes]
         value = op.forward(_array_module(values), *values, **attrs)
         # NOTE: NumPy turns Python-float constants into float64 (e.g. broadcast_to(1.0)),

@@ -89,8 +89,7 @@ class Trainer:
         self._stop_requested = self._clean_stop = False
         self.resume_command = None  # how to resume, as the CLI was called (for the message)
         self.confusion = None
-        self._train_plans: dict = {}
-        self._eval_plans: dict = {}
+        self._train_plan = self._eval_plan = self._forward_plan = None
         self.run: RunDir | None = None
         self.resume_dir = resume
         if resume is not None:
@@ -114,19 +113,21 @@ class Trainer:
                                     f"expected one of: {', '.join(sorted(record))}")
         return key
 
-    # ---- plans, compiled once per batch size ---------------------------------------------------
-    def train_plan(self, batch: int):
-        if batch not in self._train_plans:
-            outputs, feeds = self.builder.training_step(batch)
-            self._train_plans[batch] = compile_graph(outputs, feeds, self.backend,
-                                                     rng=self.dropout_rng)
-        return self._train_plans[batch]
+    # ---- plans: compiled once, each serving every batch size ------------------------------------
+    def train_plan(self):
+        if self._train_plan is None:
+            outputs, feeds = self.builder.training_step()
+            self._train_plan = compile_graph(
+                outputs, feeds, self.backend, rng=self.dropout_rng,
+                capacity={"B": min(self.spec.train.batch_size, max(len(self.splits.train), 1))})
+        return self._train_plan
 
-    def eval_plan(self, batch: int):
-        if batch not in self._eval_plans:
-            outputs, feeds = self.builder.evaluation_step(batch)
-            self._eval_plans[batch] = compile_graph(outputs, feeds, self.backend)
-        return self._eval_plans[batch]
+    def eval_plan(self):
+        if self._eval_plan is None:
+            outputs, feeds = self.builder.evaluation_step()
+            self._eval_plan = compile_graph(outputs, feeds, self.backend,
+                                            capacity={"B": self.spec.train.eval_batch_size})
+        return self._eval_plan
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -139,7 +140,7 @@ class Trainer:
             vocab = vocabulary(self.config)
             if vocab is not None:  # text models need it to encode prompts and decode samples
                 run.write_json("vocab.json", vocab.to_dict())
-        plan = self.train_plan(min(self.spec.train.batch_size, len(self.splits.train)))
+        plan = self.train_plan()
         self.events.on_train_start({
             "run_dir": str(run.path) if run else None, "epochs": self.epochs,
             "steps_per_epoch": self.steps_per_epoch, "device": self.backend.name,
@@ -274,10 +275,10 @@ class Trainer:
             else:
                 xb = xs[device_idx]
             yb = ys[device_idx]
-            plan = self.train_plan(len(idx))
+            plan = self.train_plan()
             rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
             feeds = [xb, yb, *self.params, *self.states]
-            outs = plan(feeds)
+            outs = plan.run(feeds)  # views into the plan's arena, used before the next step
             loss, grads = float(outs[0]), outs[2:2 + n_params]
             grads, norm = self._clip(grads)
             if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -288,7 +289,8 @@ class Trainer:
                 raise TrainingError(self._nonfinite_message(plan, feeds, rng_state, loss, step))
             self.optimizer.lr = self.schedule(self.global_step)
             self.optimizer.step(self.params, grads)
-            self.states = outs[2 + n_params:]
+            for state, new in zip(self.states, outs[2 + n_params:]):
+                state[...] = new
             self.global_step += 1
             self.step_in_epoch = step
             sums.update(loss, outs[1], yb)
@@ -353,7 +355,7 @@ class Trainer:
         size, to_host = self.spec.train.eval_batch_size, self.backend.to_host
         for start in range(0, n, size):
             xb, yb = xs[start:start + size], ys[start:start + size]
-            loss, out = self.eval_plan(len(yb))([xb, yb, *self.params, *self.states])
+            loss, out = self.eval_plan().run([xb, yb, *self.params, *self.states])
             sums.update(float(loss), out, yb)
             totals.update(to_host(out), to_host(yb))
         self.confusion = getattr(totals, "confusion", None)
@@ -364,13 +366,12 @@ class Trainer:
 
     def forward(self, xb):
         """The model's output for a batch of inputs (evaluation mode, no labels needed)."""
-        batch = len(xb)
-        key = ("forward", batch)
-        if key not in self._eval_plans:
-            x, _, out = self.builder.build_forward(batch, training=False)
+        if self._forward_plan is None:
+            x, _, out = self.builder.build_forward(training=False)
             feeds = [x, *self.builder.params.values(), *self.builder.states.values()]
-            self._eval_plans[key] = compile_graph([out], feeds, self.backend)
-        (out,) = self._eval_plans[key]([xb, *self.params, *self.states])
+            self._forward_plan = compile_graph([out], feeds, self.backend, capacity={
+                "B": max(len(xb), 1)})
+        (out,) = self._forward_plan([xb, *self.params, *self.states])
         return out
 
     def weights(self) -> dict[str, np.ndarray]:
