@@ -65,7 +65,8 @@ class ExecutionPlan:
             if node.op in ("input", "parameter") and node not in feeds:
                 raise ValueError(f"{node!r} is needed by the outputs but is not fed")
         self.symbols = sorted({d.name for f in feeds for d in f.aval.shape if isinstance(d, Dim)})
-        self._feed_checks = [(f, f.aval.shape, f.aval.dtype, f.aval.symbolic) for f in feeds]
+        self._feed_checks = [(f, f.aval.shape, backend.xp.dtype(f.aval.dtype), f.aval.symbolic)
+                             for f in feeds]
         self.constants = {}
         for node in graph.nodes:
             if node.op == "constant":
@@ -157,24 +158,25 @@ class ExecutionPlan:
             raise ShapeError(f"the plan takes {len(self._feed_checks)} feeds, got {len(feeds)}")
         sizes: dict = {}
         for (node, shape, dtype, symbolic), array in zip(self._feed_checks, feeds):
-            got_dtype = str(getattr(array, "dtype", type(array).__name__))
-            got = tuple(getattr(array, "shape", ()))
-            if got_dtype != dtype or len(got) != len(shape):
-                self._feed_error(node, got, got_dtype, sizes)
+            got = getattr(array, "shape", ())
+            if getattr(array, "dtype", None) != dtype or len(got) != len(shape):
+                self._feed_error(node, array, sizes)
             if not symbolic:
                 if got != shape:
-                    self._feed_error(node, got, got_dtype, sizes)
+                    self._feed_error(node, array, sizes)
                 continue
             for want, have in zip(shape, got):
                 if isinstance(want, Dim):
                     value, rest = divmod(have, want.coef)
                     if rest or value < 1 or sizes.setdefault(want.name, value) != value:
-                        self._feed_error(node, got, got_dtype, sizes)
+                        self._feed_error(node, array, sizes)
                 elif want != have:
-                    self._feed_error(node, got, got_dtype, sizes)
+                    self._feed_error(node, array, sizes)
         return tuple(sorted(sizes.items()))
 
-    def _feed_error(self, node: Node, got, got_dtype, sizes):
+    def _feed_error(self, node: Node, array, sizes):
+        got, got_dtype = tuple(getattr(array, "shape", ())), getattr(array, "dtype", None)
+        got_dtype = type(array).__name__ if got_dtype is None else str(got_dtype)
         name = node.name or node.op
         expected = f"{node.aval.dtype}{_describe(node.aval.shape)}"
         known = ", ".join(f"{k}={v}" for k, v in sizes.items())
