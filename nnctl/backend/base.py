@@ -34,19 +34,23 @@ class Backend:
         return (rng.random(shape, dtype="float32") < p).astype(dtype)
 
     def bernoulli_into(self, rng, out, p: float):
-        """`bernoulli` written into `out` (no new array in steady state): the same draws from
-        the same generator state, so masks match `bernoulli`'s bit for bit."""
+        """`bernoulli` written into `out` with no new array in steady state, from the same
+        draws (so masks match `bernoulli`'s bit for bit): for r in [0, 1), r < p exactly when
+        ceil(p - r) == 1, which needs no boolean temporary (a compare into a float array
+        would buffer its cast)."""
         xp = self.xp
-        if str(out.dtype) == "float32" and out.flags.c_contiguous:
-            rng.random(dtype="float32", out=out)
-            xp.less(out, p, out=out)
-            return out
-        scratch = self._scratch.get(out.shape) if hasattr(self, "_scratch") else None
-        if scratch is None:
-            self._scratch = getattr(self, "_scratch", {})
-            scratch = self._scratch[out.shape] = xp.empty(out.shape, dtype="float32")
-        rng.random(dtype="float32", out=scratch)
-        xp.less(scratch, p, out=out, casting="unsafe")
+        draws = out
+        if str(out.dtype) != "float32" or not out.flags.c_contiguous:
+            cache = self.__dict__.setdefault("_draws", {})
+            draws = cache.get(out.shape)
+            if draws is None:
+                draws = cache[out.shape] = xp.empty(out.shape, dtype="float32")
+        rng.random(dtype="float32", out=draws)
+        xp.subtract(xp.float32(p), draws, out=draws)
+        xp.ceil(draws, out=draws)
+        xp.add(draws, xp.float32(0), out=draws)  # -0.0 (r > p) becomes 0.0
+        if draws is not out:
+            xp.copyto(out, draws)
         return out
 
     def __repr__(self) -> str:

@@ -60,3 +60,25 @@ def test_cuda_without_cupy_or_gpu_names_what_to_install():
         pytest.skip("a GPU is available here")
     with pytest.raises(BackendError, match="cupy|CuPy|GPU"):
         get_backend("cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.8, 1.0])
+def test_bernoulli_into_draws_the_masks_of_bernoulli_without_allocating(dtype, p):
+    import tracemalloc
+
+    backend = get_backend("cpu")
+    out = np.empty((40, 50), dtype=dtype)
+    first, second = np.random.default_rng(3), np.random.default_rng(3)
+    backend.bernoulli_into(first, out, p)  # warm-up: a float64 mask gets its draws buffer
+    np.testing.assert_array_equal(out, backend.bernoulli(second, (40, 50), p, dtype))
+    assert not np.signbit(out).any()  # 0.0, never -0.0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        backend.bernoulli_into(first, out, p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 1024 < out.nbytes  # a few scalars, never an array
+    np.testing.assert_array_equal(out, backend.bernoulli(second, (40, 50), p, dtype))
