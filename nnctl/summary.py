@@ -44,6 +44,25 @@ def _owner(scope: str, names: set[str]) -> str:
     return head if head in names else OUTSIDE
 
 
+def memory_plan(config: Config, builder) -> dict:
+    """The compiled plans' memory, known before training: the training step (forward,
+    backward, gradients) at train.batch_size and the evaluation step at eval_batch_size.
+    Each: the arena's bytes (allocated once), the most bytes alive at once (a lower bound on
+    any placement), and what an interpreter allocating every result would peak at."""
+    from nnctl.backend import get_backend
+    from nnctl.compile import compile_graph
+
+    backend = get_backend("cpu")
+    t = config.spec.train
+    plans = {}
+    for name, (outputs, feeds), batch in (
+            ("train", builder.training_step(), t.batch_size),
+            ("eval", builder.evaluation_step(), t.eval_batch_size)):
+        plan = compile_graph(outputs, feeds, backend, capacity={"B": batch})
+        plans[name] = {"batch": batch, **plan.memory_report()}
+    return plans
+
+
 def model_summary(config: Config) -> dict:
     """{"config", "input_shape", "output_shape", "layers": [row...], "totals": {...}} with
     shapes per sample (the batch dimension left out). Each row: name, type, inputs,
@@ -83,6 +102,7 @@ def model_summary(config: Config) -> dict:
     non_trainable = sum(_size(t.shape) for t in builder.states.values())
     activation = sum(r["activation_bytes"] for r in rows) + act.get(OUTSIDE, 0)
     return {
+        "memory_plan": memory_plan(config, builder),
         "config": config.name,
         "input_shape": list(x.shape[1:]), "input_dtype": x.dtype,
         "output_shape": list(out.shape[1:]),

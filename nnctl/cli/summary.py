@@ -75,4 +75,11 @@ def summary(
         print(f"parameter memory: {memory or '0 B'}")
         print(f"activation memory per sample: {human_bytes(t['activation_bytes_per_sample'])} "
               "(forward, evaluation mode)")
+        for name, m in s["memory_plan"].items():
+            step = "training step" if name == "train" else "evaluation step"
+            print(f"planned memory, {step} at batch {m['batch']}: "
+                  f"{human_bytes(m['arena_bytes'])} in one arena ({m['buffers']} buffers, "
+                  f"{m['in_place']} written in place, {m['views']} views; at most "
+                  f"{human_bytes(m['live_peak_bytes'])} alive at once; without the plan "
+                  f"{human_bytes(m['unplanned_peak_bytes'])})")
     guarded(run)

@@ -73,10 +73,7 @@ class ExecutionPlan:
                 # NOTE: a Python float is a weak scalar to NumPy, but reshaping or broadcasting
                 # it makes float64; as an array of the node's dtype it stays what it declares
                 self.constants[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
-        self._kernels = {}
-        for node in graph.nodes:
-            if not node.is_leaf:
-                self._kernels[node] = self._kernel_maker(node)
+        self._kernels = None  # made at the first run: planning memory needs no kernel
         default = {name: 1 for name in self.symbols}
         self.memory: MemoryPlan = plan_memory(graph, capacity or default)
         self._arena = None
@@ -97,7 +94,16 @@ class ExecutionPlan:
         return peak_bytes(self.graph, set(self.graph.outputs), sizes or self.memory.capacity)
 
     def __len__(self) -> int:
-        return len(self._kernels)
+        return sum(1 for n in self.graph.nodes if not n.is_leaf)
+
+    def memory_report(self) -> dict:
+        """Planned bytes at the capacity, for `nnctl summary` and `export-graph --memory`."""
+        m = self.memory
+        return {"capacity": dict(m.capacity), "arena_bytes": m.arena_bytes,
+                "live_peak_bytes": m.live_peak(),
+                "unplanned_peak_bytes": self.unplanned_peak_bytes(),
+                "buffers": len(m.intervals),
+                "in_place": len(m.in_place), "views": len(m.views), "steps": len(self)}
 
     # ---- binding kernels to buffers for one batch size --------------------------------------
     def _kernel_maker(self, node: Node):
@@ -128,6 +134,8 @@ class ExecutionPlan:
             self._arena = self.backend.xp.empty(max(self.memory.arena_bytes, 1), dtype="uint8")
 
     def _bind(self, sizes: dict) -> _Binding:
+        if self._kernels is None:
+            self._kernels = {n: self._kernel_maker(n) for n in self.graph.nodes if not n.is_leaf}
         self._ensure_arena(sizes)
         memory, arena, xp = self.memory, self._arena, self.backend.xp
         template = [None] * self.n_slots
