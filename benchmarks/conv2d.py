@@ -40,7 +40,30 @@ from nnctl.compile import compile_graph  # noqa: E402
 from nnctl.graph.tensor import Tensor, apply, input_placeholder, parameter  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import TORCH_HINT, blas_threads, environment, import_torch  # noqa: E402
+from impl_torch import HINT as TORCH_HINT, import_torch  # noqa: E402
+
+
+def blas_threads(default: int) -> int:
+    """The thread count of NumPy's BLAS (threadpoolctl), or `default`."""
+    try:
+        from threadpoolctl import threadpool_info
+        for p in threadpool_info():
+            if p.get("user_api") == "blas":
+                return int(p["num_threads"])
+    except ImportError:
+        pass
+    return default
+
+
+def environment(torch) -> dict:
+    import platform
+    env = {"python": platform.python_version(), "numpy": np.__version__,
+           "platform": platform.platform(), "cpu_count": os.cpu_count(),
+           "blas_threads": blas_threads(os.cpu_count() or 1)}
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+    return env
 
 BATCH, C_IN, C_OUT, SIZE, KERNEL, PADDING = 64, 16, 32, 28, 3, 1
 

@@ -1,23 +1,27 @@
-"""Benchmark one training step (forward + backward + Adam update) of an MLP, three ways:
+"""Benchmark one training step (forward, backward, SGD update; float32) of five workloads in
+four implementations, interleaved, at 1 and 2 threads:
 
-  nnctl   the trainer's own path: prepare(config) -> StepBuilder.training_step(batch) ->
-          compile_graph(..., get_backend("cpu")) -> plan([x, y, *params]), then
-          make_optimizer(spec.optimizer, xp).step(params, grads)   (see nnctl/train/trainer.py)
-  numpy   the same step written by hand in NumPy (forward, softmax cross-entropy, manual
-          backward, Adam), float32
-  torch   PyTorch on the CPU: nn.Linear/ReLU/Dropout, F.cross_entropy, loss.backward(),
-          torch.optim.Adam, float32, as many intra-op threads as NumPy's BLAS uses
+  nnctl   the trainer's own path: config_from(load_yaml_text(yaml)) -> prepare(config) ->
+          StepBuilder.training_step(batch) -> compile_graph(..., get_backend("cpu")) ->
+          plan([x, y, *params]), float(loss), make_optimizer(sgd).step(params, grads)
+  torch   PyTorch's CPU build, eager: nn modules, F.cross_entropy, backward, optim.SGD
+  jax     JAX on the CPU, the whole step (loss, grad, SGD) under jax.jit
+  numpy   the step written by hand in NumPy (forward, manual backward, SGD in place)
 
-All three start from nnctl's initial weights, run on the same pre-sliced batches, read the
-loss back as a Python float every step (as the trainer does) and are timed interleaved:
-warm-up steps, then N samples of R steps each; the median ms/step is reported, with the
-ratios nnctl/numpy and nnctl/torch. Before timing, a few steps of each are run from the same
-weights (and the same dropout masks) and their losses are compared, so the three compute the
-same thing.
+Workloads (benchmarks/workloads.py): mlp_digits, mlp_784, cnn, lstm, transformer. All four
+implementations start from nnctl's initial weights and step through the same batches; before
+anything is timed, the first losses of each must agree with nnctl's within a relative 1e-3.
 
-    python benchmarks/run.py                 # full run
-    python benchmarks/run.py --quick         # a fast smoke run
-    python benchmarks/run.py --json out.json # also save the results
+Each thread count runs in its own worker process (JAX's and OpenBLAS's thread pools are sized
+when they are imported): the thread-count environment variables are set, the process is
+pinned to that many CPUs when fewer than all are asked for, threadpoolctl limits BLAS and
+torch.set_num_threads limits PyTorch. In a worker, for each workload: warm-up, then N samples
+in which each implementation in turn runs ~0.3 s of steps (interleaved); medians; ratios
+nnctl / x. Also: compile time, time to the first step, peak memory of one step.
+
+    python benchmarks/run.py                        # everything, ~5 minutes on 2 cores
+    python benchmarks/run.py --quick                # a smoke run (few, short samples)
+    python benchmarks/run.py --cases cnn,lstm --threads 1 --json out.json
 """
 
 from __future__ import annotations
@@ -28,329 +32,85 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for p in (str(ROOT), str(HERE)):  # run from a checkout without installing
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
+from workloads import CASE_NAMES  # noqa: E402  (stdlib + numpy only at import time)
 
-from nnctl.backend import get_backend  # noqa: E402
-from nnctl.compile import compile_graph  # noqa: E402
-from nnctl.config import config_from, load_config, load_yaml_text  # noqa: E402
-from nnctl.layers import Activation, Dense, Dropout  # noqa: E402
-from nnctl.optim import make_optimizer  # noqa: E402
-from nnctl.step import prepare, seed_streams  # noqa: E402
-
-TORCH_HINT = "pip install torch==2.13.0   (a CPU build; never plain `pip install torch`)"
-
-# The bigger synthetic case: 784-256-256-10, batch 128, no dropout, data from a temp .npz.
-SYNTHETIC_YAML = """\
-seed: 0
-data:
-  dataset: npz
-  path: {path}
-  split: {{val: 0.1, test: 0.1}}
-  normalize: standard
-model:
-  layers:
-    - dense: {{units: 256, activation: relu}}
-    - dense: {{units: 256, activation: relu}}
-    - dense: {{units: 10}}
-loss: cross_entropy
-optimizer:
-  name: adam
-  lr: 0.001
-train:
-  epochs: 1
-  batch_size: 128
-metrics: [accuracy]
-"""
+IMPLS = ("nnctl", "torch", "jax", "numpy")
+RTOL = 1e-3
+CHECK_STEPS = 3
 
 
-# ---- cases: built through nnctl's own config and step code -------------------------------------
+# ---- the worker: one thread count, all workloads, all implementations -------------------------
 
-class Case:
-    """One model + batch size, with nnctl's splits, step builder and initial weights."""
-
-    def __init__(self, name: str, config, note: str):
-        self.name, self.config, self.note = name, config, note
-        self.splits, self.builder = prepare(config)
-        spec = config.spec
-        self.batch = min(spec.train.batch_size, len(self.splits.train))
-        self.param_names = list(self.builder.params)
-        self.initial = [np.array(self.builder.model.initial[n]) for n in self.param_names]
-        self.opt_spec = spec.optimizer
-        if spec.optimizer.name != "adam" or spec.optimizer.weight_decay:
-            raise SystemExit(f"{name}: the benchmark compares Adam without weight decay")
-        if spec.loss.name != "cross_entropy":
-            raise SystemExit(f"{name}: the benchmark compares cross_entropy models")
-        self.layers = describe_layers(self.builder)
-        # Fixed, contiguous batches cycled over (data loading is not part of the step).
-        x, y = self.splits.train.x, self.splits.train.y
-        n = (len(x) // self.batch) * self.batch
-        self.batches = [(np.ascontiguousarray(x[i:i + self.batch]),
-                         np.ascontiguousarray(y[i:i + self.batch]))
-                        for i in range(0, n, self.batch)]
-        self.dropout_seed = seed_streams(spec.seed)["dropout"]
-
-    @property
-    def shape(self) -> str:
-        dims = [self.splits.feature_shape[0]] + [l[1].shape[1] for l in self.layers
-                                                 if l[0] == "dense"]
-        drop = [f"dropout {l[1]:g}" for l in self.layers if l[0] == "dropout"]
-        return "-".join(map(str, dims)) + (f" ({', '.join(drop)})" if drop else "")
-
-    @property
-    def n_params(self) -> int:
-        return int(sum(p.size for p in self.initial))
+def thread_env(n: int, base=None) -> dict:
+    """The environment of a worker with n threads: the libraries' thread pools read these when
+    they are loaded, so they are set before the worker starts."""
+    env = dict(os.environ if base is None else base)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
+        env[var] = str(n)
+    flags = env.get("XLA_FLAGS", "")
+    if n == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
 
 
-def describe_layers(builder):
-    """The model as [("dense", W0, b0 or None, relu?), ("dropout", rate), ("relu",)], with the
-    initial arrays, for the hand-written versions. Anything else is not benchmarked."""
-    initial = builder.model.initial
-    out = []
-    for layer in builder.model.layers:
-        if isinstance(layer, Dense):
-            if layer.activation not in ("relu", "linear"):
-                raise SystemExit(f"unsupported activation {layer.activation} in the benchmark")
-            b = initial[f"{layer.name}.bias"] if layer.bias else None
-            out.append(("dense", initial[f"{layer.name}.weight"], b, layer.activation == "relu"))
-        elif isinstance(layer, Dropout):
-            if layer.rate:
-                out.append(("dropout", float(layer.rate)))
-        elif isinstance(layer, Activation) and layer.function in ("relu", "linear"):
-            if layer.function == "relu":
-                out.append(("relu",))
-        else:
-            raise SystemExit(f"unsupported layer {layer!r} in the benchmark")
-    return out
+def pin_threads(n: int, pin: bool) -> list[int] | None:
+    """Before torch and jax are imported: pin to n CPUs (XLA sizes its pool from them)."""
+    os.environ.update(thread_env(n))
+    if pin and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        if n < len(cpus):
+            # XLA sizes its pool from the CPUs it may run on; so does everything else
+            os.sched_setaffinity(0, cpus[-n:])
+        return sorted(os.sched_getaffinity(0))
+    return None
 
 
-def digits_case() -> Case:
-    config = load_config(ROOT / "configs" / "digits_mlp.yaml")
-    return Case("digits_mlp", config, "configs/digits_mlp.yaml as shipped")
-
-
-def synthetic_case(tmp: Path, samples: int = 4096) -> Case:
-    rng = np.random.default_rng(1234)
-    centers = rng.normal(size=(10, 784)).astype(np.float32)
-    y = rng.integers(0, 10, size=samples).astype(np.int64)
-    x = (centers[y] + 2.0 * rng.normal(size=(samples, 784))).astype(np.float32)
-    path = tmp / "bench_synthetic.npz"
-    np.savez(path, x=x, y=y)
-    text = SYNTHETIC_YAML.format(path=json.dumps(str(path)))
-    config = config_from(load_yaml_text(text, "benchmarks/bench.yaml"),
-                         ROOT / "benchmarks" / "bench.yaml")
-    return Case("mlp_784", config, "synthetic 784-256-256-10 (npz, in-memory config)")
-
-
-# ---- the three implementations ----------------------------------------------------------------
-
-class NnctlStep:
-    """Exactly the trainer's per-step work (Trainer.train_plan + train_epoch), without the
-    metric bookkeeping: plan([x, y, *params]), float(loss), optimizer.step(params, grads)."""
-
-    label = "nnctl"
-
-    def __init__(self, case: Case, dropout_rng=None):
-        self.backend = get_backend("cpu")
-        outputs, feeds = case.builder.training_step(case.batch)
-        rng = dropout_rng if dropout_rng is not None else self.backend.rng(case.dropout_seed)
-        self.plan = compile_graph(outputs, feeds, self.backend, rng=rng)
-        self.params = [self.backend.asarray(p.copy()) for p in case.initial]
-        self.optimizer = make_optimizer(case.opt_spec, self.backend.xp)
-        self.n = len(self.params)
-
-    def __call__(self, x, y) -> float:
-        outs = self.plan([x, y, *self.params])
-        loss = float(outs[0])
-        self.optimizer.step(self.params, outs[2:2 + self.n])
-        return loss
-
-
-class NumpyStep:
-    """The same training step by hand, float32 throughout, in-place Adam."""
-
-    label = "numpy"
-
-    def __init__(self, case: Case, dropout_rng=None):
-        self.rng = dropout_rng if dropout_rng is not None else np.random.default_rng(
-            case.dropout_seed)
-        self.layers = []  # ("dense", W, b, relu) | ("dropout", keep) | ("relu",)
-        self.params = []
-        for layer in case.layers:
-            if layer[0] == "dense":
-                w = layer[1].astype(np.float32, copy=True)
-                b = None if layer[2] is None else layer[2].astype(np.float32, copy=True)
-                self.params += [w] + ([b] if b is not None else [])
-                self.layers.append(("dense", w, b, layer[3]))
-            elif layer[0] == "dropout":
-                self.layers.append(("dropout", 1.0 - layer[1]))
+def make_impls(wanted):
+    """label -> factory(case), for the implementations asked for and importable."""
+    import impl_nnctl
+    import impl_numpy
+    out, missing = {}, {}
+    for label in wanted:
+        if label == "nnctl":
+            out[label] = impl_nnctl.NnctlStep
+        elif label == "numpy":
+            out[label] = impl_numpy.make
+        elif label == "torch":
+            import impl_torch
+            if impl_torch.import_torch() is None:
+                missing[label] = impl_torch.HINT
             else:
-                self.layers.append(layer)
-        o = case.opt_spec
-        self.lr, self.b1, self.b2, self.eps = o.lr, o.beta1, o.beta2, o.eps
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def __call__(self, x, y) -> float:
-        # forward, keeping what the backward pass needs
-        h, saved = x, []
-        for layer in self.layers:
-            kind = layer[0]
-            if kind == "dense":
-                _, w, b, relu = layer
-                z = h @ w
-                if b is not None:
-                    z += b
-                if relu:
-                    np.maximum(z, 0, out=z)
-                saved.append((h, z))  # the input (for dW) and the output (for relu's mask)
-                h = z
-            elif kind == "dropout":
-                keep = layer[1]
-                mask = (self.rng.random(h.shape, dtype=np.float32) < keep).astype(np.float32)
-                mask *= np.float32(1.0 / keep)
-                saved.append(mask)
-                h = h * mask
-            else:  # relu
-                h = np.maximum(h, 0)
-                saved.append(h)
-        # softmax cross-entropy, and its gradient with respect to the logits
-        n = h.shape[0]
-        rows = np.arange(n)
-        z = h - h.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        s = e.sum(axis=1)
-        loss = float(np.mean(np.log(s) - z[rows, y]))
-        d = e / s[:, None]
-        d[rows, y] -= 1.0
-        d *= np.float32(1.0 / n)
-        # backward; gradients in nnctl's parameter order (layer by layer, weight then bias).
-        # Like nnctl's graph (grad of the loss with respect to the parameters only), no
-        # gradient is computed for the input batch.
-        grads = []
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer, s = self.layers[i], saved[i]
-            kind = layer[0]
-            if kind == "dense":
-                _, w, b, relu = layer
-                h_in, out = s
-                if relu:
-                    d = d * (out > 0)
-                grads[:0] = [h_in.T @ d] + ([d.sum(axis=0)] if b is not None else [])
-                if i > 0:
-                    d = d @ w.T
-            elif kind == "dropout":
-                d = d * s
-            else:  # relu: s is its output
-                d = d * (s > 0)
-        self.adam(grads)
-        return loss
-
-    def adam(self, grads) -> None:
-        self.t += 1
-        b1, b2, t = self.b1, self.b2, self.t
-        step = np.float32(self.lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
-        eps = np.float32(self.eps * math.sqrt(1 - b2 ** t))
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= np.float32(b1)
-            m += np.float32(1 - b1) * g
-            v *= np.float32(b2)
-            v += np.float32(1 - b2) * (g * g)
-            denom = np.sqrt(v)
-            denom += eps
-            p -= step * m / denom
-
-
-def import_torch():
-    try:
-        import torch
-        return torch
-    except Exception:  # ImportError, or a broken install
-        return None
-
-
-class TorchStep:
-    """PyTorch CPU, float32: module forward, F.cross_entropy, backward, torch.optim.Adam."""
-
-    label = "torch"
-
-    def __init__(self, case: Case, dropout_rng=None):
-        torch = import_torch()
-        nn, F = torch.nn, torch.nn.functional
-        self.torch, self.F = torch, F
-        mods = []
-        for layer in case.layers:
-            if layer[0] == "dense":
-                w, b, relu = layer[1], layer[2], layer[3]
-                lin = nn.Linear(w.shape[0], w.shape[1], bias=b is not None)
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
-                    if b is not None:
-                        lin.bias.copy_(torch.from_numpy(b))
-                mods.append(lin)
-                if relu:
-                    mods.append(nn.ReLU())
-            elif layer[0] == "dropout":
-                # The check feeds nnctl's masks; the timed run uses torch's own dropout.
-                mods.append(nn.Dropout(layer[1]) if dropout_rng is None
-                            else _NumpyMaskDropout(torch, layer[1], dropout_rng))
+                out[label] = impl_torch.TorchStep
+        elif label == "jax":
+            import impl_jax
+            if impl_jax.import_jax() is None:
+                missing[label] = impl_jax.HINT
             else:
-                mods.append(nn.ReLU())
-        self.model = nn.Sequential(*mods).float().train()
-        o = case.opt_spec
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2),
-                                    eps=o.eps)
-        self.cache: dict = {}
-
-    def tensors(self, x, y):
-        key = (id(x), id(y))
-        if key not in self.cache:  # torch.from_numpy shares memory: no copy per step
-            self.cache[key] = (self.torch.from_numpy(x), self.torch.from_numpy(y))
-        return self.cache[key]
-
-    def __call__(self, x, y) -> float:
-        xt, yt = self.tensors(x, y)
-        self.opt.zero_grad(set_to_none=True)
-        loss = self.F.cross_entropy(self.model(xt), yt)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
+                out[label] = impl_jax.JaxStep
+    return out, missing
 
 
-class _NumpyMaskDropout:
-    """Dropout drawing its mask exactly as nnctl's CPU backend does (for the equality check)."""
-
-    def __new__(cls, torch, rate, rng):
-        keep = 1.0 - rate
-
-        class M(torch.nn.Module):
-            def forward(self, h):
-                mask = (rng.random(tuple(h.shape), dtype=np.float32) < keep).astype(np.float32)
-                return h * torch.from_numpy(mask) * (1.0 / keep)
-
-        return M()
-
-
-# ---- the like-for-like check -----------------------------------------------------------------
-
-def check_same_losses(case: Case, impls, steps: int = 5, rtol: float = 1e-3) -> dict:
-    """Run `steps` steps of each implementation from the same weights on the same batches, with
-    the same dropout masks (each gets its own generator with the same seed), and compare the
-    losses with nnctl's. Raises AssertionError if they differ by more than rtol."""
+def check_losses(case, impls) -> dict:
+    """CHECK_STEPS steps of each implementation from the same weights on the same batches;
+    every loss must match nnctl's within RTOL (the run stops otherwise)."""
+    import numpy as np
     losses = {}
-    for impl in impls:
-        rng = np.random.default_rng(case.dropout_seed)
-        step = impl(case, dropout_rng=rng)
-        losses[impl.label] = [step(*case.batches[i % len(case.batches)]) for i in range(steps)]
+    for label, make in impls.items():
+        step = make(case)
+        losses[label] = [step(*case.batches[i % len(case.batches)]) for i in range(CHECK_STEPS)]
     ref = np.array(losses["nnctl"])
     worst = {}
     for label, vals in losses.items():
@@ -358,241 +118,359 @@ def check_same_losses(case: Case, impls, steps: int = 5, rtol: float = 1e-3) -> 
             continue
         rel = float(np.max(np.abs(np.array(vals) - ref) / np.maximum(np.abs(ref), 1e-6)))
         worst[label] = rel
-        assert rel <= rtol, (f"{case.name}: {label}'s losses {vals} differ from nnctl's "
-                             f"{list(ref)} (max relative difference {rel:.2e} > {rtol:g})")
-    return {"steps": steps, "losses": losses, "max_rel_diff": worst}
+        if not rel <= RTOL:
+            raise SystemExit(f"{case.name}: {label}'s losses {vals} differ from nnctl's "
+                             f"{list(ref)} (max relative difference {rel:.2e} > {RTOL:g})")
+    return {"steps": CHECK_STEPS, "losses": losses, "max_rel_diff": worst, "agree": True}
 
 
-# ---- timing ----------------------------------------------------------------------------------
+def build_timed(case, impls) -> tuple[dict, dict]:
+    """Fresh instances for timing, with their compile time and time to the first step
+    (construction + compile + first step, from nnctl's initial weights; data excluded)."""
+    steps, info = {}, {}
+    for label, make in impls.items():
+        t0 = time.perf_counter()
+        step = make(case)
+        step(*case.batches[0])
+        first = time.perf_counter() - t0
+        steps[label] = step
+        d = {"first_step_s": first}
+        if label == "nnctl":
+            d.update(compile_s=step.compile_s, graph_s=step.graph_s,
+                     planned_bytes=step.planned_bytes, plan_steps=step.plan_steps)
+        elif label == "jax":
+            d["compile_s"] = step.compile_s
+        info[label] = d
+    return steps, info
 
-def time_case(case: Case, impls, warmup: int, samples: int, repeats: int | None,
-              target_s: float = 0.3, pause: float = 0.3, rewarm: int = 3):
-    """Interleaved timing: for each sample, each implementation runs its steps in turn, so slow
-    drift of the machine hits all of them alike. Returns (ms/step per sample, steps per sample)
-    for each implementation.
 
-    Steps per sample: `repeats`, or if None as many as take about `target_s` seconds, judged
-    from the warm-up (at least 20).
+def time_steps(case, steps: dict, warmup: int, samples: int, repeats: int | None,
+               target_s: float, pause: float, rewarm: int = 3) -> tuple[dict, dict]:
+    """Interleaved timing: each sample runs every implementation in turn, so drift of the
+    machine hits all alike. Steps per sample: `repeats`, or as many as take ~target_s.
 
-    NumPy's OpenBLAS and PyTorch's OpenMP keep separate thread pools whose idle workers spin
-    for a while after each call; on a small machine the spinning pool of one library steals
-    the cores the other one is computing on. So before each sample the process sleeps for
-    `pause` seconds (the other pool's workers go to sleep) and runs `rewarm` untimed steps."""
-    steps = {impl.label: impl(case) for impl in impls}
+    The libraries keep separate thread pools whose idle workers spin for a while after each
+    call; so before each implementation's sample the worker sleeps `pause` seconds and runs
+    `rewarm` untimed steps."""
     batches = case.batches
-    counts = {}
+    counts, cursor = {}, {}
     for label, step in steps.items():
         for i in range(warmup):
             step(*batches[i % len(batches)])
         t0 = time.perf_counter()
-        for i in range(warmup, warmup + 5):
+        for i in range(warmup, warmup + 3):
             step(*batches[i % len(batches)])
-        per_step = (time.perf_counter() - t0) / 5
-        counts[label] = repeats or max(20, min(20000, math.ceil(target_s / max(per_step, 1e-6))))
+        per = (time.perf_counter() - t0) / 3
+        counts[label] = repeats or max(3, min(20000, math.ceil(target_s / max(per, 1e-6))))
+        cursor[label] = warmup + 3
     times = {label: [] for label in steps}
-    cursor = {label: warmup + 5 for label in steps}
     for _ in range(samples):
         for label, step in steps.items():
-            if len(steps) > 1 and pause:
+            if pause:
                 time.sleep(pause)
             for i in range(cursor[label], cursor[label] + rewarm):
                 step(*batches[i % len(batches)])
-            cursor[label] += rewarm
-            start_i, n = cursor[label], counts[label]
+            start, n = cursor[label] + rewarm, counts[label]
             loss = 0.0
             t0 = time.perf_counter()
-            for i in range(start_i, start_i + n):
+            for i in range(start, start + n):
                 loss = step(*batches[i % len(batches)])
-            elapsed = time.perf_counter() - t0
-            cursor[label] += n
+            times[label].append((time.perf_counter() - t0) / n * 1e3)
+            cursor[label] = start + n
             if not math.isfinite(loss):
-                raise SystemExit(f"{case.name}/{label}: loss became {loss}")
-            times[label].append(elapsed / n * 1e3)
+                raise SystemExit(f"{case.name}/{label}: the loss became {loss}")
     return times, counts
 
 
-def summarize(times: dict) -> dict:
+def _proc_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_growth(step, batch) -> int | None:
+    """Peak resident memory gained during one step, in bytes: freed heap memory is returned to
+    the OS first (malloc_trim), the kernel's high-water mark is reset (clear_refs 5), then the
+    step runs and VmHWM - VmRSS(before) is read. Counts every allocator (NumPy, PyTorch, XLA),
+    at page granularity; None where Linux's /proc interface is missing."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        return None
+    before = _proc_kib("VmRSS")
+    step(*batch)
+    peak = _proc_kib("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(0, peak - before) * 1024
+
+
+def traced_peak(step, batch) -> int:
+    """Peak bytes of Python-visible allocations (NumPy's arrays report to tracemalloc) during
+    one step, above what was allocated before it."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        step(*batch)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def measure_memory(case, steps: dict) -> dict:
     out = {}
-    for label, ms in times.items():
-        out[label] = {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-                      "samples_ms": [round(v, 5) for v in ms]}
-    if "nnctl" in out:
-        base = out["nnctl"]["median_ms"]
-        for label in out:
-            if label != "nnctl":
-                out["nnctl"][f"ratio_vs_{label}"] = base / out[label]["median_ms"]
+    batch = case.batches[0]
+    for label, step in steps.items():
+        rss = [v for v in (rss_growth(step, batch) for _ in range(3)) if v is not None]
+        d = {"rss_growth_bytes": statistics.median(rss) if rss else None}
+        if label in ("nnctl", "numpy"):  # the others allocate outside Python's tracker
+            d["tracemalloc_peak_bytes"] = traced_peak(step, batch)
+        out[label] = d
     return out
 
 
-# ---- environment -----------------------------------------------------------------------------
-
-def environment(torch) -> dict:
-    env = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
-        "blas": None,
-        "threads": None,
-    }
+def worker(args) -> int:
+    cpus = pin_threads(args.worker_threads, not args.no_pin)
+    import numpy as np
     try:
-        from threadpoolctl import threadpool_info
-        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"
-                and "numpy" in p.get("filepath", "")] or \
-               [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        if blas:
-            b = blas[0]
-            env["blas"] = {k: b.get(k) for k in ("internal_api", "version", "architecture",
-                                                  "threading_layer", "num_threads")}
+        from threadpoolctl import threadpool_info, threadpool_limits
+        limiter = threadpool_limits(limits=args.worker_threads)  # noqa: F841  (kept alive)
     except ImportError:
-        pass
-    if torch is not None:
+        threadpool_info = None
+    wanted = [i for i in IMPLS if not (i == "torch" and args.no_torch)
+              and not (i == "jax" and args.no_jax)]
+    impls, missing = make_impls(wanted)
+    env = {"threads": args.worker_threads, "cpus": cpus, "numpy": np.__version__,
+           "missing": missing, "loadavg_start": _loadavg()}
+    if "torch" in impls:
+        import torch
+        torch.set_num_threads(args.worker_threads)
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
+    if "jax" in impls:
+        import jax
+        import jaxlib
+        env["jax"] = jax.__version__
+        env["jaxlib"] = jaxlib.__version__
+        env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
+    if threadpool_info is not None:
+        env["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "version",
+                                                     "num_threads", "architecture", "prefix")}
+                              for p in threadpool_info()]
+    from workloads import Case
+    results = []
+    with tempfile.TemporaryDirectory(prefix="nnctl-bench-") as tmp:
+        for name in args.case_list:
+            case = Case(name, Path(tmp), args.batch)
+            check = check_losses(case, impls)
+            steps, info = build_timed(case, impls)
+            times, counts = time_steps(case, steps, args.warmup_n, args.samples_n, args.repeats,
+                                       args.target_s, args.pause_s)
+            timing = {}
+            for label, ms in times.items():
+                timing[label] = {"median_ms": statistics.median(ms), "min_ms": min(ms),
+                                 "max_ms": max(ms), "steps_per_sample": counts[label],
+                                 "samples_ms": [round(v, 5) for v in ms]}
+            memory = measure_memory(case, steps)
+            base = timing["nnctl"]["median_ms"]
+            ratios = {label: base / t["median_ms"] for label, t in timing.items()
+                      if label != "nnctl"}
+            results.append({"case": name, "description": case.description,
+                            "batch": case.batch, "params": case.n_params, "check": check,
+                            "timing": timing, "ratios": ratios, "startup": info,
+                            "memory": memory})
+            diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_rel_diff"].items())
+            print(f"[{args.worker_threads} thread{'s' if args.worker_threads > 1 else ''}] "
+                  f"{name}: losses agree (max rel diff {diffs or '-'}); median ms " +
+                  ", ".join(f"{k} {v['median_ms']:.3f}" for k, v in timing.items()),
+                  flush=True)
+    env["loadavg_end"] = _loadavg()
+    Path(args.worker_out).write_text(json.dumps({"environment": env, "results": results}))
+    return 0
+
+
+# ---- the parent: one worker per thread count, then the tables ---------------------------------
+
+def _loadavg():
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _mb(b):
+    return "-" if b is None else f"{b / 2**20:.2f}"
+
+
+def _ms(v):
+    return "-" if v is None else (f"{v:.3f}" if v < 10 else f"{v:.1f}")
+
+
+def markdown_tables(payload: dict) -> str:
+    runs = payload["runs"]  # one per thread count
+    labels = [l for l in IMPLS if any(l in r["timing"] for run in runs for r in run["results"])]
+    others = [l for l in labels if l != "nnctl"]
+    lines = ["Median ms per training step (forward + backward + SGD), and nnctl's median "
+             "divided by each (below 1: nnctl is faster):", ""]
+    head = ["workload", "threads"] + labels + [f"nnctl/{l}" for l in others]
+    lines += ["| " + " | ".join(head) + " |",
+              "| --- | ---: | " + " | ".join("---:" for _ in head[2:]) + " |"]
+    for name in payload["cases"]:
+        for run in runs:
+            r = next((r for r in run["results"] if r["case"] == name), None)
+            if r is None:
+                continue
+            row = [name, str(run["environment"]["threads"])]
+            row += [_ms(r["timing"][l]["median_ms"]) if l in r["timing"] else "-"
+                    for l in labels]
+            row += [f"{r['ratios'][l]:.2f}" if l in r["ratios"] else "-" for l in others]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Start-up and memory (one step; planned = the plan's own figure, traced = "
+              "tracemalloc's peak, RSS = resident memory gained during the step):", ""]
+    head = ["workload", "threads", "nnctl compile s", "jax compile s", "first step s "
+            "(nnctl / torch / jax / numpy)", "nnctl planned MB", "traced MB (nnctl / numpy)",
+            "RSS MB (" + " / ".join(labels) + ")"]
+    lines += ["| " + " | ".join(head) + " |", "| --- | ---: " + "| ---: " * (len(head) - 2) + "|"]
+    for name in payload["cases"]:
+        for run in runs:
+            r = next((r for r in run["results"] if r["case"] == name), None)
+            if r is None:
+                continue
+            s, m = r["startup"], r["memory"]
+            first = " / ".join(f"{s[l]['first_step_s']:.2f}" if l in s else "-"
+                               for l in IMPLS)
+            traced = " / ".join(_mb(m.get(l, {}).get("tracemalloc_peak_bytes"))
+                                for l in ("nnctl", "numpy"))
+            rss = " / ".join(_mb(m[l]["rss_growth_bytes"]) for l in labels)
+            lines.append("| " + " | ".join([
+                name, str(run["environment"]["threads"]), f"{s['nnctl']['compile_s']:.3f}",
+                f"{s['jax']['compile_s']:.3f}" if "jax" in s else "-", first,
+                _mb(s["nnctl"].get("planned_bytes")), traced, rss]) + " |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    import numpy as np
+    env = {"python": platform.python_version(), "numpy": np.__version__,
+           "platform": platform.platform(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
+           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                env["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     return env
 
 
-def blas_threads(default: int) -> int:
-    try:
-        from threadpoolctl import threadpool_info
-        for p in threadpool_info():
-            if p.get("user_api") == "blas":
-                return int(p["num_threads"])
-    except ImportError:
-        pass
-    return default
-
-
-# ---- output ----------------------------------------------------------------------------------
-
-def print_table(results: list[dict], labels: list[str]) -> None:
-    headers = ["case", "batch"] + [f"{l} ms" for l in labels] + \
-              [f"÷ {l}" for l in labels if l != "nnctl"]
-    rows = []
-    for r in results:
-        t = r["timing"]
-        row = [r["case"], str(r["batch"])]
-        row += [f"{t[l]['median_ms']:.3f}" for l in labels]
-        row += [f"{t['nnctl'][f'ratio_vs_{l}']:.2f}x" for l in labels if l != "nnctl"]
-        rows.append(row)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-        print("(median ms per training step; ÷ x = nnctl's median / x's)")
-        return
-    table = Table(title="median ms per training step (forward + backward + Adam); "
-                        "÷ x = nnctl's median / x's",
-                  title_justify="left")
-    for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
-
-
-def main(argv=None) -> int:
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="a fast run: 3 samples of ~0.05 s each after 5 warm-up steps")
+                    help="smoke run: 3 samples of ~0.05 s after 3 warm-up steps, short pauses")
+    ap.add_argument("--cases", default=",".join(CASE_NAMES),
+                    help=f"comma-separated, from {', '.join(CASE_NAMES)} (default: all)")
+    ap.add_argument("--threads", default="1,2",
+                    help="comma-separated thread counts, one worker process each (default 1,2)")
     ap.add_argument("--samples", type=int, help="timed samples per implementation (default 7)")
     ap.add_argument("--repeats", type=int,
-                    help="steps per sample (default: as many as take ~0.3 s, ~0.05 s quick)")
-    ap.add_argument("--warmup", type=int, help="untimed steps first (default 50)")
-    ap.add_argument("--cases", default="digits_mlp,mlp_784",
-                    help="comma-separated: digits_mlp, mlp_784")
-    ap.add_argument("--threads", type=int,
-                    help="BLAS threads for NumPy (via threadpoolctl) and intra-op threads for "
-                         "PyTorch (default: as many as NumPy's BLAS already uses)")
+                    help="steps per sample (default: as many as take ~0.3 s; ~0.05 s quick)")
+    ap.add_argument("--warmup", type=int, help="untimed steps first (default 20; 3 quick)")
+    ap.add_argument("--batch", type=int, help="override every workload's batch size (tests)")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--no-jax", action="store_true", help="leave JAX out")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin a worker to as many CPUs as it has threads")
+    ap.add_argument("--json", metavar="FILE", help="also write every setting and sample as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
+    ap.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    samples = args.samples or (3 if args.quick else 7)
-    repeats = args.repeats
-    target_s = 0.05 if args.quick else 0.3
-    warmup = args.warmup if args.warmup is not None else (5 if args.quick else 50)
+    args.case_list = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for c in args.case_list:
+        if c not in CASE_NAMES:
+            ap.error(f"unknown case {c!r}; choose from {', '.join(CASE_NAMES)}")
+    try:
+        args.thread_list = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--threads: expected comma-separated integers, got {args.threads!r}")
+    if not args.thread_list or min(args.thread_list) < 1:
+        ap.error("--threads: expected positive integers")
+    args.samples_n = args.samples or (3 if args.quick else 7)
+    args.warmup_n = args.warmup if args.warmup is not None else (3 if args.quick else 20)
+    args.target_s = 0.05 if args.quick else 0.3
+    args.pause_s = 0.05 if args.quick else 0.3
+    return args
 
-    torch = None if args.no_torch else import_torch()
-    if args.threads:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            ap.error("--threads needs threadpoolctl (pip install threadpoolctl)")
-        # Kept for the whole run: the limiter object restores the old limits when collected.
-        main.limiter = threadpool_limits(limits=args.threads, user_api="blas")
-    threads = args.threads or blas_threads(os.cpu_count() or 1)
-    if torch is not None:
-        torch.set_num_threads(threads)
-    env = environment(torch)
-    env["threads"] = threads
-    blas = env["blas"] or {}
-    print(f"python {env['python']}, numpy {env['numpy']}, {env['cpu_count']} CPUs, "
-          f"{env['platform']}")
-    print(f"numpy BLAS: {blas.get('internal_api', '?')} {blas.get('version', '')} "
-          f"kernel={blas.get('architecture', '?')} threads={blas.get('num_threads', '?')}; "
-          f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE'] or '(unset)'}")
-    if torch is not None:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    elif args.no_torch:
-        print("torch: left out (--no-torch)")
-    else:
-        print(f"torch: not importable, skipped. To compare with PyTorch: {TORCH_HINT}")
-    per = f"{repeats} steps" if repeats else f"~{target_s:g} s of steps"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker_threads:
+        return worker(args)
+    env = environment()
+    print(f"python {env['python']}, numpy {env['numpy']}, {env['cpu_count']} CPUs "
+          f"({env.get('cpu', '?')}), {env['platform']}")
+    load = (env["loadavg_start"] or [0])[0]
     if load > 1.0:
-        print(f"note: load average {load:.2f} before starting: other processes use the CPUs, "
-              "so expect noisy samples (compare the medians and the fastest samples)")
-    env["loadavg_1min"] = load
-    print(f"method: {warmup} warm-up steps, then {samples} samples x {per} per implementation, "
-          f"interleaved; median ms/step\n")
-
-    impls = [NnctlStep, NumpyStep] + ([TorchStep] if torch is not None else [])
-    labels = [i.label for i in impls]
-    results = []
-    with tempfile.TemporaryDirectory(prefix="nnctl-bench-") as tmp:
-        makers = {"digits_mlp": digits_case, "mlp_784": lambda: synthetic_case(Path(tmp))}
-        for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
-            if name not in makers:
-                ap.error(f"unknown case {name!r}; choose from {', '.join(makers)}")
-            case = makers[name]()
-            check = check_same_losses(case, impls)
-            diffs = ", ".join(f"{k} {v:.1e}" for k, v in check["max_rel_diff"].items())
-            print(f"{case.name}: {case.shape}, batch {case.batch}, {case.n_params:,} params; "
-                  f"losses over {check['steps']} steps match nnctl's (max rel diff: {diffs})")
-            times, counts = time_case(case, impls, warmup, samples, repeats, target_s)
-            timing = summarize(times)
-            for label, n in counts.items():
-                timing[label]["steps_per_sample"] = n
-            results.append({"case": case.name, "note": case.note, "shape": case.shape,
-                            "batch": case.batch, "params": case.n_params, "check": check,
-                            "timing": timing})
+        print(f"note: load average {load:.2f} at the start: other processes use the CPUs, so "
+              "expect noisy samples")
+    print(f"method: {args.warmup_n} warm-up steps, then {args.samples_n} samples x "
+          f"{f'{args.repeats} steps' if args.repeats else f'~{args.target_s:g} s'} per "
+          "implementation, interleaved; one worker process per thread count\n", flush=True)
+    runs = []
+    passthrough = ["--cases", ",".join(args.case_list), "--samples", str(args.samples_n),
+                   "--warmup", str(args.warmup_n)]
+    for flag in ("quick", "no_torch", "no_jax", "no_pin"):
+        if getattr(args, flag):
+            passthrough.append("--" + flag.replace("_", "-"))
+    if args.repeats:
+        passthrough += ["--repeats", str(args.repeats)]
+    if args.batch:
+        passthrough += ["--batch", str(args.batch)]
+    with tempfile.TemporaryDirectory(prefix="nnctl-bench-run-") as tmp:
+        for n in args.thread_list:
+            out = Path(tmp) / f"threads{n}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), *passthrough,
+                   "--worker-threads", str(n), "--worker-out", str(out)]
+            proc = subprocess.run(cmd, env=thread_env(n))
+            if proc.returncode != 0:
+                print(f"error: the {n}-thread worker failed (exit {proc.returncode})",
+                      file=sys.stderr)
+                return proc.returncode or 1
+            runs.append(json.loads(out.read_text()))
+    missing = runs[0]["environment"]["missing"] if runs else {}
+    for label, hint in missing.items():
+        print(f"{label}: not importable, skipped. To compare with it: {hint}")
+    w = runs[0]["environment"] if runs else {}
+    versions = ", ".join(f"{k} {w[k]}" for k in ("torch", "jax", "jaxlib") if k in w)
+    print(f"versions: numpy {env['numpy']}{', ' + versions if versions else ''}")
+    env["loadavg_end"] = _loadavg()
+    payload = {"environment": env, "cases": args.case_list,
+               "method": {"warmup": args.warmup_n, "samples": args.samples_n,
+                          "repeats": args.repeats, "target_s_per_sample": args.target_s,
+                          "pause_s": args.pause_s, "check_steps": CHECK_STEPS, "rtol": RTOL,
+                          "lr": 0.01, "optimizer": "sgd", "statistic": "median ms per step"},
+               "runs": runs}
+    text = markdown_tables(payload)
     print()
-    print_table(results, labels)
-    for r in results:
-        spread = ", ".join(f"{l} {r['timing'][l]['min_ms']:.3f}-{r['timing'][l]['max_ms']:.3f}"
-                           for l in labels)
-        print(f"  {r['case']} range over samples (ms): {spread}")
-        mins = r["timing"]["nnctl"]["min_ms"]
-        ratios = ", ".join(f"÷ {l} {mins / r['timing'][l]['min_ms']:.2f}x"
-                           for l in labels if l != "nnctl")
-        if ratios:
-            print(f"  {r['case']} ratios of the fastest samples: {ratios}")
+    print(text)
+    print(f"\nload average: start {env['loadavg_start']}, end {env['loadavg_end']}")
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
     if args.json:
-        payload = {"environment": env,
-                   "method": {"warmup": warmup, "samples": samples, "repeats": repeats,
-                              "target_s_per_sample": None if repeats else target_s,
-                              "statistic": "median ms per step"},
-                   "results": results}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        print(f"wrote {args.json}")
     return 0
 
 
