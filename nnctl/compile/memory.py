@@ -27,8 +27,8 @@ ALIGN = 64  # bytes: a cache line, and what SIMD loads like
 VIEW_OPS = frozenset({"transpose", "broadcast_to", "getitem"})
 
 
-def nbytes_at(node: Node, sizes: dict) -> int:
-    n = node.aval.nbytes
+def nbytes_at(node, sizes: dict, aval=None) -> int:
+    n = (aval or node.aval).nbytes
     return n.resolve(sizes) if isinstance(n, Dim) else n
 
 
@@ -53,6 +53,8 @@ class MemoryPlan:
     root: dict = field(default_factory=dict)        # node -> node that owns its storage
     views: set = field(default_factory=set)         # nodes computed as views
     in_place: dict = field(default_factory=dict)    # node -> the input buffer it overwrites
+    work: dict = field(default_factory=dict)        # node -> its workspace keys, in order
+    avals: dict = field(default_factory=dict)       # workspace key -> its Aval
     arena_bytes: int = 0                            # the planned peak: the arena's size
     capacity: dict = field(default_factory=dict)    # symbolic sizes the layout is made for
 
@@ -121,6 +123,18 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
                     owner[node] = owner[inp]
                     plan.in_place[node] = inp
                     break
+    for node in order:  # scratch arrays an op asks for: alive while it runs, nowhere else
+        op = REGISTRY.get(node.op)
+        if op is None or node.is_leaf:
+            continue
+        wanted = op.workspace(*(i.aval for i in node.inputs), **node.attrs)
+        if wanted:
+            keys = [("work", node, k) for k in range(len(wanted))]
+            plan.work[node] = keys
+            for key, aval in zip(keys, wanted):
+                plan.avals[key] = aval
+                plan.intervals[key] = (position[node], position[node])
+                plan.sizes[key] = _aligned(nbytes_at(None, capacity, aval))
     for node in buffers:
         o = owner[node]
         first = position[node]

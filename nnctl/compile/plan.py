@@ -112,15 +112,17 @@ class ExecutionPlan:
         if node.op == "fused":
             from nnctl.compile.fusion import fused_kernel
             kernel = fused_kernel(node, xp)
-            return lambda sizes, as_view=False: kernel
+            return lambda sizes, as_view=False, work=(): kernel
         op = REGISTRY[node.op]
         attrs = dict(node.attrs)
         symbolic = contains_dim(attrs)
 
-        def make(sizes, as_view=False):
+        def make(sizes, as_view=False, work=()):
             a = resolve(attrs, sizes) if symbolic else attrs
             if as_view:
                 return functools.partial(_view, op.forward, xp, a)
+            if work:
+                return functools.partial(op.forward_into, xp, work=work, **a)
             return functools.partial(op.forward_into, xp, **a)
         return make
 
@@ -133,11 +135,16 @@ class ExecutionPlan:
                 self._bindings.clear()
             self._arena = self.backend.xp.empty(max(self.memory.arena_bytes, 1), dtype="uint8")
 
+    def _view_of(self, key, aval, sizes: dict):
+        """The arena's bytes planned for `key`, as an array of `aval` at these sizes."""
+        off, n = self.memory.offsets[key], nbytes_at(None, sizes, aval)
+        return self._arena[off:off + n].view(aval.dtype).reshape(resolve(aval.shape, sizes))
+
     def _bind(self, sizes: dict) -> _Binding:
         if self._kernels is None:
             self._kernels = {n: self._kernel_maker(n) for n in self.graph.nodes if not n.is_leaf}
         self._ensure_arena(sizes)
-        memory, arena, xp = self.memory, self._arena, self.backend.xp
+        memory = self.memory
         template = [None] * self.n_slots
         for s, value in self.constants.items():
             template[s] = value
@@ -145,13 +152,13 @@ class ExecutionPlan:
         for node in self.graph.nodes:
             s = self.slot[node]
             if node in memory.offsets:
-                off, n = memory.offsets[node], nbytes_at(node, sizes)
-                shape = resolve(node.aval.shape, sizes)
-                template[s] = arena[off:off + n].view(node.aval.dtype).reshape(shape)
+                template[s] = self._view_of(node, node.aval, sizes)
             if node.op == "random":
                 steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
             elif not node.is_leaf:
-                fn = self._kernels[node](sizes, node in memory.views)
+                work = tuple(self._view_of(key, memory.avals[key], sizes)
+                             for key in memory.work.get(node, ()))
+                fn = self._kernels[node](sizes, node in memory.views, work)
                 steps.append((fn, tuple(self.slot[i] for i in node.inputs), s))
         return _Binding(template, steps, dict(sizes))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nnctl.ops.registry import (INT_DTYPES, REDUCTION, Aval, Op, Sample, fail, register,
                                 require_float, same_dtype)
-from nnctl.ops.reduce import logsumexp, max_shifted
+from nnctl.ops.reduce import kept, logsumexp, max_shifted, max_shifted_into
 from nnctl.ops.shape import per_element
 
 
@@ -32,10 +32,13 @@ class Softmax(Op):
         e = xp.exp(max_shifted(xp, x, axis)[0])
         return e / xp.sum(e, axis=axis, keepdims=True)
 
-    def forward_into(self, xp, out, x, axis=-1):
-        m = xp.max(x, axis=axis, keepdims=True)
-        m[~xp.isfinite(m)] = 0
-        xp.subtract(x, m, out=out)
+    def workspace(self, x: Aval, axis=-1):
+        m = kept(x, axis)
+        return m, Aval(m.shape, "bool")
+
+    def forward_into(self, xp, out, x, axis=-1, work=None):
+        m, flag = work
+        max_shifted_into(xp, x, axis, out, m, flag)
         xp.exp(out, out=out)
         xp.divide(out, xp.sum(out, axis=axis, keepdims=True, out=m), out=out)
         return out
@@ -62,12 +65,40 @@ class LogSoftmax(Op):
         z = max_shifted(xp, x, axis)[0]
         return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
+    def workspace(self, x: Aval, axis=-1):
+        m = kept(x, axis)
+        return m, Aval(m.shape, "bool"), x
+
+    def forward_into(self, xp, out, x, axis=-1, work=None):
+        m, flag, e = work
+        max_shifted_into(xp, x, axis, out, m, flag)
+        xp.exp(out, out=e)
+        xp.log(xp.sum(e, axis=axis, keepdims=True, out=m), out=m)
+        xp.subtract(out, m, out=out)
+        return out
+
     def vjp(self, g, out, x, axis=-1):
         return (g - out.exp() * g.sum(axis, keepdims=True),)
 
     def samples(self):
         yield Sample(shapes=((3, 5),))
         yield Sample(shapes=((2, 3, 4),), attrs={"axis": 0})
+
+
+def one_hot_into(xp, hits, rows, labels):
+    """hits[..., k] = (labels == k), written into the bool array `hits` [..., depth] through
+    `rows` (int64 scratch, one per label) without a temporary: a broadcast comparison would
+    buffer two int64 operands per call. Labels outside [0, depth) hit nothing."""
+    depth = hits.shape[-1]
+    flat = labels.reshape(-1)
+    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= depth):
+        return xp.equal(labels[..., None], xp.arange(depth), out=hits)
+    hits.fill(False)
+    rows.fill(1)
+    xp.cumsum(rows, out=rows)
+    rows -= 1
+    hits.reshape(-1, depth)[rows, flat] = True
+    return hits
 
 
 @register
@@ -84,11 +115,11 @@ class OneHot(Op):
     def forward(self, xp, labels, depth, dtype="float32"):
         return (labels[..., None] == xp.arange(depth)).astype(dtype)
 
-    def forward_into(self, xp, out, labels, depth, dtype="float32"):
-        out.fill(0)
-        # NOTE: labels outside [0, depth) leave their row zero, as the comparison does
-        xp.put_along_axis(out, xp.clip(labels, 0, depth - 1)[..., None].astype("int64"),
-                          ((labels >= 0) & (labels < depth))[..., None], axis=-1)
+    def workspace(self, labels: Aval, depth, dtype="float32"):
+        return Aval(labels.shape + (depth,), "bool"), Aval((labels.size,), "int64")
+
+    def forward_into(self, xp, out, labels, depth, dtype="float32", work=None):
+        xp.copyto(out, one_hot_into(xp, *work, labels))
         return out
 
     def vjp(self, g, out, labels, depth, dtype="float32"):
@@ -124,6 +155,23 @@ class CrossEntropy(Op):
         target = labels[..., None] == xp.arange(logits.shape[-1])
         picked = xp.sum(xp.where(target, logits, 0), axis=-1)
         return xp.mean(lse - picked)
+
+    def workspace(self, logits: Aval, labels: Aval):
+        m = kept(logits, -1)
+        return (logits, m, m, Aval(m.shape, "bool"), Aval(logits.shape, "bool"),
+                Aval((labels.size,), "int64"))
+
+    def forward_into(self, xp, out, logits, labels, work=None):
+        z, m, lse, flag, target, rows = work
+        max_shifted_into(xp, logits, -1, z, m, flag)
+        xp.exp(z, out=z)
+        xp.log(xp.sum(z, axis=-1, keepdims=True, out=lse), out=lse)
+        xp.add(lse, m, out=lse)
+        one_hot_into(xp, target, rows, labels)
+        z.fill(0)
+        xp.copyto(z, logits, where=target)  # the picked logit, as forward's where()
+        xp.subtract(lse, xp.sum(z, axis=-1, keepdims=True, out=m), out=lse)
+        return xp.mean(lse, out=out)
 
     def vjp(self, g, out, logits, labels):
         target = labels.one_hot(logits.shape[-1], logits.dtype)

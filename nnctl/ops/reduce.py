@@ -36,6 +36,30 @@ def max_shifted(xp, x, axis=None):
     return x - m, m
 
 
+def max_shifted_into(xp, x, axis, z, m, flag):
+    """`max_shifted` without temporaries: z = x - m into z, m (keepdims) into m; `flag` is a
+    bool scratch of m's shape."""
+    xp.max(x, axis=axis, keepdims=True, out=m)
+    xp.isfinite(m, out=flag)
+    xp.logical_not(flag, out=flag)
+    xp.copyto(m, 0, where=flag)
+    xp.subtract(x, m, out=z)
+    return z, m
+
+
+def kept(x: Aval, axis) -> Aval:
+    """The aval of a keepdims reduction of x over `axis` (an int or a tuple of ints)."""
+    axes = {a % x.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
+    return Aval(tuple(1 if i in axes else d for i, d in enumerate(x.shape)), x.dtype)
+
+
+def _leading(x, axis) -> int:
+    """How many leading axes a reduction over `axis` covers exactly (0: not a leading block)."""
+    if axis is None or not axis or tuple(axis) != tuple(range(len(axis))) or len(axis) >= x.ndim:
+        return 0
+    return len(axis)
+
+
 def logsumexp(xp, x, axis=None, keepdims=False):
     z, m = max_shifted(xp, x, axis)
     s = xp.sum(xp.exp(z), axis=axis, keepdims=keepdims)
@@ -62,7 +86,23 @@ class Sum(Reduce):
     def forward(self, xp, x, axis=None, keepdims=False):
         return xp.sum(x, axis=axis, keepdims=keepdims)
 
-    def forward_into(self, xp, out, x, axis=None, keepdims=False):
+    def workspace(self, x: Aval, axis=None, keepdims=False):
+        k = _leading(x, axis)
+        if not k:
+            return ()
+        rows = 1
+        for d in x.shape[:k]:
+            rows *= d
+        return (Aval((rows,), x.dtype),)
+
+    def forward_into(self, xp, out, x, axis=None, keepdims=False, work=()):
+        if work and x.flags.c_contiguous:
+            # a sum over leading axes (a bias gradient) is ones @ x: one BLAS GEMV, 3x faster
+            # than NumPy's reduction over a tall axis, and no reduction buffer
+            ones = work[0]
+            ones.fill(1)
+            xp.matmul(ones, x.reshape(ones.shape[0], -1), out=out.reshape(-1))
+            return out
         return xp.sum(x, axis=axis, keepdims=keepdims, out=out)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):

@@ -195,6 +195,12 @@ class Op:
     def forward(self, xp, *arrays, **attrs):
         raise NotImplementedError
 
+    def workspace(self, *avals: Aval, **attrs) -> tuple:
+        """Avals of the scratch arrays `forward_into` needs besides `out` (none by default).
+        The memory plan places them in the arena, alive only while the op runs, and passes
+        them as `work=(...)`: an op that needs temporaries still allocates nothing per step."""
+        return ()
+
     def forward_into(self, xp, out, *arrays, **attrs):
         """Write the result into `out`, a preallocated array of the node's shape and dtype, and
         return it. The default computes, then copies; ops override it to write in place (a
