@@ -27,6 +27,21 @@ def _argmax(xp, x, kernel, stride=None, padding=(0, 0)):
     return xp.argmax(view.reshape(n, c, kernel[0] * kernel[1], *out_hw), axis=2)
 
 
+def _jit_kernel(xp, which: str):
+    """The numba loop for max pooling (pool_kernels.py) where the arrays are NumPy's and the
+    JIT is on; else None (the NumPy path below)."""
+    if xp.__name__ != "numpy":
+        return None
+    from nnctl.ops.pool_kernels import kernels
+    compiled = kernels()
+    return compiled[which] if compiled else None
+
+
+def _geometry(kernel, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
+    return kh, kw, sh, sw, ph, pw
+
+
 POOL_CASES = (  # (x shape, attrs)
     ((2, 2, 4, 4), {"kernel": (2, 2)}),
     ((2, 2, 5, 5), {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
@@ -49,6 +64,13 @@ class MaxPool2d(Op):
         kernel, stride, padding = _pool_attrs(kernel, stride, padding)
         view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
         return view.max(axis=(2, 3))
+
+    def forward_into(self, xp, out, x, kernel, stride=None, padding=(0, 0)):
+        loop = _jit_kernel(xp, "forward")
+        if loop is None:
+            return super().forward_into(xp, out, x, kernel, stride, padding)
+        loop(x, out, *_geometry(kernel, stride, padding))
+        return out
 
     def vjp(self, g, out, x, **attrs):
         return (g.apply("max_pool2d_grad", x, **attrs),)
@@ -84,6 +106,13 @@ class MaxPool2dGrad(Op):
         cols = (hits * g[:, :, None]).reshape(n, c, kh, kw, oh, ow)
         return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
 
+    def forward_into(self, xp, out, g, x, kernel, stride=None, padding=(0, 0)):
+        loop = _jit_kernel(xp, "grad")
+        if loop is None:
+            return super().forward_into(xp, out, g, x, kernel, stride, padding)
+        loop(g, x, out, *_geometry(kernel, stride, padding))
+        return out
+
     def vjp(self, gx, out, g, x, **attrs):
         return gx.apply("max_pool2d_gather", x, **attrs), None
 
@@ -115,6 +144,13 @@ class MaxPool2dGather(Op):
         view = _windows(xp, v, kernel, stride, padding, (1, 1), (oh, ow))
         cols = view.reshape(n, c, kernel[0] * kernel[1], oh, ow)
         return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
+
+    def forward_into(self, xp, out, v, x, kernel, stride=None, padding=(0, 0)):
+        loop = _jit_kernel(xp, "gather")
+        if loop is None:
+            return super().forward_into(xp, out, v, x, kernel, stride, padding)
+        loop(v, x, out, *_geometry(kernel, stride, padding))
+        return out
 
     def vjp(self, g, out, v, x, **attrs):
         return g.apply("max_pool2d_grad", x, **attrs), None
