@@ -1,21 +1,38 @@
 """Kernels for fused elementwise Programs (see expr.py for the language).
 
 `make_kernel(program, xp)` gives `kernel(out, *arrays) -> out`: the numba CPU kernel when
-xp is NumPy and the JIT is on (`nnctl.jit.enabled()`), else the array-call evaluator on xp
-(the pure-NumPy path, and CuPy until a CUDA generator sits beside numba_cpu.py).
+xp is NumPy, the JIT is on (`nnctl.jit.enabled()`) and numba gains on the program (see
+`uses_numba`), else the array-call evaluator on xp (the pure-NumPy path, and CuPy until a
+CUDA generator sits beside numba_cpu.py).
 """
 
 from __future__ import annotations
 
 from nnctl import jit
-from nnctl.compile.kernels.expr import FUNCTIONS, ExprError, Program, parse
+from nnctl.compile.kernels.expr import FUNCTIONS, ExprError, Program, flatten, parse
 from nnctl.compile.kernels.numpy_eval import numpy_kernel
 
-__all__ = ["FUNCTIONS", "ExprError", "Program", "make_kernel", "numpy_kernel", "parse"]
+__all__ = ["FUNCTIONS", "ExprError", "Program", "make_kernel", "numpy_kernel", "parse",
+           "uses_numba"]
+
+
+# NumPy runs these on float32 with SIMD (AVX2 and up), numba calls scalar libm for them:
+# measured 3x slower fused than unfused (docs/performance.md), so such programs stay on
+# the ufuncs. float64 and arithmetic-only programs gain from numba (1.5x and 8-11x).
+SIMD_IN_NUMPY = {"float32": frozenset({"exp", "expm1", "log", "log1p", "tanh", "sin", "cos",
+                                       "pow"})}
+
+
+def uses_numba(program: Program, xp) -> bool:
+    """Whether `make_kernel` generates a numba kernel for `program` on `xp`."""
+    if getattr(xp, "__name__", "") != "numpy" or not jit.enabled():
+        return False
+    slow = SIMD_IN_NUMPY.get(program.dtype, frozenset())
+    return not any(i.fn in slow for i in flatten(program))
 
 
 def make_kernel(program: Program, xp):
-    if getattr(xp, "__name__", "") == "numpy" and jit.enabled():
+    if uses_numba(program, xp):
         from nnctl.compile.kernels.numba_cpu import numba_kernel
         return numba_kernel(program)
     return numpy_kernel(program, xp)

@@ -27,7 +27,9 @@ from nnctl import jit
 from nnctl.compile.kernels.expr import Program, flatten
 
 GENERATOR_VERSION = 1  # part of the source, so a change here makes new files
-PARALLEL_MIN_SIZE = 32768  # outputs with more elements than this run the parallel variant
+# Outputs with more elements than this run the parallel variant. Measured on a busy 2-core
+# machine the OpenMP wake-up costs ~16 ms, so the bar is high; set it to 0 to always use it.
+PARALLEL_MIN_SIZE = 1 << 20
 
 _RENDER = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
@@ -150,10 +152,12 @@ def numba_kernel(program: Program):
         if entry is None:
             entry = shapes[out.shape] = collapsed(out.shape)
         out_shape, in_shapes = entry
-        # NOTE: reshape is a view for a C-contiguous input; a strided one (a transpose) is
-        # copied here, since its dims cannot be merged in place
-        flat = [np.reshape(a, s) for a, s in zip(arrays, in_shapes)]
-        (parallel if out.size > PARALLEL_MIN_SIZE else serial)(out.reshape(out_shape), *flat)
+        # NOTE: an array with as many dims as its loop groups already has the collapsed shape
+        # (strided or not: numba indexes any layout); the others are reshaped, a view when
+        # contiguous, a copy for a strided input whose dims must merge
+        flat = [a if a.ndim == len(s) else a.reshape(s) for a, s in zip(arrays, in_shapes)]
+        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
+        run(out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
         return out
 
     kernel.program = program
