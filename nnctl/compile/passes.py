@@ -19,6 +19,7 @@ import importlib.util
 from typing import Callable, NamedTuple
 
 from nnctl.compile.numerics import stabilize_numerics
+from nnctl.compile.scatter import join_slice_gradients
 from nnctl.compile.rewrite import (SMALL_CONSTANT, Rewrite, collect_rewrites, constant_value,
                                    host, note, rewrite)
 from nnctl.compile.simplify import simplify_algebra
@@ -122,6 +123,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
 PASSES: tuple[Callable[[Graph], Graph], ...] = (
     fold_constants,
     simplify_algebra,
+    join_slice_gradients,
     stabilize_numerics,
     eliminate_common_subexpressions,
     eliminate_dead_code,

@@ -70,12 +70,18 @@ class Recurrent(Layer):
             self.cells.append(cell)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        hs = [x[:, t, :] for t in range(x.shape[1])]
-        for cell in self.cells:  # a stacked layer reads the steps of the one below
-            xws = [h @ cell["wx"] for h in hs]
+        seq = x
+        for k, cell in enumerate(self.cells):  # a stacked layer reads the steps of the one below
+            if k:
+                seq = stack(hs, axis=1)
+            batch, steps, features = seq.shape
+            # the input projection of every step in one GEMM ([B*T, F] @ [F, gates*units]),
+            # then one view per step; only h @ Wh stays inside the recurrence
+            xw = seq.reshape(-1, features) @ cell["wx"]
             if "b" in cell:
-                xws = [xw + cell["b"] for xw in xws]
-            hs = self.unroll(xws, cell)
+                xw = xw + cell["b"]
+            xw = xw.reshape(batch, steps, -1)
+            hs = self.unroll([xw[:, t] for t in range(steps)], cell)
         return stack(hs, axis=1) if self.return_sequences else hs[-1]
 
     def unroll(self, xws: list[Tensor], cell: dict) -> list[Tensor]:

@@ -47,6 +47,9 @@ class Concat(Op):
     def forward(self, xp, *xs, axis=0):
         return xp.concatenate(xs, axis=axis)
 
+    def forward_into(self, xp, out, *xs, axis=0):
+        return xp.concatenate(xs, axis=axis, out=out)
+
     def vjp(self, g, out, *xs, axis=0):
         axis %= g.ndim
         gxs, start = [], 0
