@@ -79,27 +79,27 @@ def test_passes_writes_every_stage_and_prints_the_table(cli, tmp_path):
                  "-o", folder)
     assert result.exit_code == 0, result.stderr
     from nnctl.compile.passes import PASSES
-    stages = ["00-input", "01-fold_constants", "02-simplify_algebra", "03-stabilize_numerics",
-              "04-eliminate_common_subexpressions", "05-eliminate_dead_code"]
-    stages += [f"{k:02d}-{p.__name__}" for k, p in enumerate(PASSES[5:], start=6)]  # fusion
+    stages = ["00-input"] + [f"{k:02d}-{p.__name__}" for k, p in enumerate(PASSES, start=1)]
     expected = {f"{s}.{ext}" for s in stages for ext in ("dot", "json")} | {"passes.json"}
     assert {p.name for p in folder.iterdir()} >= expected
-    docs = {s: json.loads((folder / f"{s}.json").read_text()) for s in stages}
+    docs = {s.split("-", 1)[1]: json.loads((folder / f"{s}.json").read_text()) for s in stages}
     counts = {s: len(d["nodes"]) for s, d in docs.items()}
     # digits_mlp, batch 4: 37 nodes as built; the CE seed 1 * (1/4) folds, two bias gradients'
     # sum+reshape become one sum, CSE merges the folded scalar with the equal constant, and DCE
     # drops what those bypassed
-    assert list(counts.values())[:6] == [37, 37, 37, 37, 36, 33]
-    assert docs["00-input"]["stage"] == "input" and docs["00-input"]["batch"] == 4
+    assert [counts[s] for s in ("input", "fold_constants", "simplify_algebra",
+                                "stabilize_numerics", "eliminate_common_subexpressions",
+                                "eliminate_dead_code")] == [37, 37, 37, 37, 36, 33]
+    assert docs["input"]["stage"] == "input" and docs["input"]["batch"] == 4
     ops = lambda s: [n["op"] for n in docs[s]["nodes"]]  # noqa: E731
-    assert ops("00-input").count("reshape") == 2 and ops("05-eliminate_dead_code").count(
+    assert ops("input").count("reshape") == 2 and ops("eliminate_dead_code").count(
         "reshape") == 0
-    sums = [n for n in docs["05-eliminate_dead_code"]["nodes"] if n["op"] == "sum"]
+    sums = [n for n in docs["eliminate_dead_code"]["nodes"] if n["op"] == "sum"]
     assert [s["attrs"] for s in sums] == [{"axis": [0], "keepdims": False}] * 2
-    names = [o["name"] for o in docs["05-eliminate_dead_code"]["outputs"]]
+    names = [o["name"] for o in docs["eliminate_dead_code"]["outputs"]]
     assert names == ["loss", "output", "grad dense_0.weight", "grad dense_0.bias",
                      "grad dense_2.weight", "grad dense_2.bias"]
-    dot = (folder / "05-eliminate_dead_code.dot").read_text()
+    dot = next(folder.glob("*-eliminate_dead_code.dot")).read_text()
     assert dot.startswith('digraph "digits_mlp eliminate_dead_code" {')
     assert len(re.findall(r"^\s*n\d+ \[label=", dot, re.M)) == 33
     summary = json.loads((folder / "passes.json").read_text())

@@ -129,7 +129,8 @@ def test_cross_entropy_gradient_scaling_is_one_scalar_and_compiles_the_same():
     logits = input_placeholder("logits", (4, 3), "float64")
     labels = input_placeholder("labels", (4,), "int64")
     (dx,) = grad(logits.cross_entropy(labels), [logits])
-    graph, _ = run_passes(Graph([dx.node]), PASSES[:5])
+    rewrites = tuple(p for p in PASSES if p.__name__ != "fuse_elementwise")
+    graph, _ = run_passes(Graph([dx.node]), rewrites)
     assert _ops(graph) == Counter({"softmax": 1, "one_hot": 1, "sub": 1, "mul": 1})
     scale = graph.outputs[0].inputs[1]
     assert scale.op == "constant" and scale.value == 0.25  # seed 1 * (1/n), folded
