@@ -65,7 +65,7 @@ def test_joined_gradients_are_bitwise_the_same():
 
 def test_overlapping_or_gapped_slices_are_left_alone():
     x = input_placeholder("x", (6,), "float64")
-    loss = (x[0:3].sin() * x[2:5].cos()).sum() + x[5:6].exp().sum()  # overlap, then a gap
+    loss = (x[0:2].sin() * x[1:3].cos()).sum() + x[4:6].exp().sum()  # overlap, then a gap
     (g,) = grad(loss, [x])
     graph = Graph([g.node])
     joined = eliminate_dead_code(join_slice_gradients(graph))
