@@ -19,6 +19,7 @@ import importlib.util
 from typing import Callable, NamedTuple
 
 from nnctl.compile.numerics import stabilize_numerics
+from nnctl.compile.gemm import batch_weight_gradients
 from nnctl.compile.scatter import join_slice_gradients
 from nnctl.compile.rewrite import (SMALL_CONSTANT, Rewrite, collect_rewrites, constant_value,
                                    host, note, rewrite)
@@ -124,6 +125,7 @@ PASSES: tuple[Callable[[Graph], Graph], ...] = (
     fold_constants,
     simplify_algebra,
     join_slice_gradients,
+    batch_weight_gradients,
     stabilize_numerics,
     eliminate_common_subexpressions,
     eliminate_dead_code,

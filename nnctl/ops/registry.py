@@ -64,6 +64,8 @@ class Dim:
         raise ShapeError(f"{self} is not divisible by {other}")
 
     def __add__(self, other):
+        if isinstance(other, Dim) and other.name == self.name:
+            return Dim(self.name, self.coef + other.coef)  # concat along the batch axis
         if other == 0:
             return self
         raise ShapeError(f"cannot add {other} to the symbolic size {self}")

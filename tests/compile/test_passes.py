@@ -25,6 +25,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The graph-to-graph rewrites; fuse_elementwise (last in PASSES when nnctl/compile/fusion.py
 # is there) makes nodes that are not registry ops, and is tested with its kernels.
 REWRITES = tuple(p for p in PASSES if p.__name__ != "fuse_elementwise")
+# passes whose results may differ by float round-off (one GEMM sums in another order)
+ROUND_OFF = {"batch_weight_gradients": 1e-9}
 CORE = (fold_constants, PASSES[1], stabilize_numerics, eliminate_common_subexpressions,
         eliminate_dead_code)
 
@@ -271,9 +273,9 @@ def test_every_pass_alone_and_all_together_keep_a_training_step(name):
     feeds = random_feeds(graph)
     for p in REWRITES:
         with collect_rewrites():
-            assert_same_results(graph, p(graph), feeds)
+            assert_same_results(graph, p(graph), feeds, rtol=ROUND_OFF.get(p.__name__, 0.0))
     optimised, stats = run_passes(graph, REWRITES)
-    assert_same_results(graph, optimised, feeds)
+    assert_same_results(graph, optimised, feeds, rtol=max(ROUND_OFF.values()))
     assert len(optimised) < len(graph) and result_bytes(optimised) < result_bytes(graph)
     dce = next(s for s in stats if s.name == "eliminate_dead_code")
     assert dce.nodes_after < dce.nodes_before  # it removes what the rewrites bypassed
