@@ -24,6 +24,10 @@ def export_graph(
         "--passes", help="Write the whole training step before and after each compile pass "
         "(DOT and JSON per stage) into the folder -o (default: CONFIG-passes) and print "
         "nodes, bytes and rewrites per pass.")] = False,
+    memory: Annotated[bool, typer.Option(
+        "--memory", help="Print the compiled training step's memory plan: the arena "
+        "allocated once before training, the peak alive, and its largest buffers "
+        "(with -o: the whole plan as JSON).")] = False,
 ) -> None:
     """Write the training graph (forward and loss; --backward adds the gradients).
 
@@ -36,6 +40,9 @@ def export_graph(
 
         if passes:
             _export_passes(load_config(config), output or Path(f"{config.stem}-passes"), batch)
+            return
+        if memory:
+            _export_memory(load_config(config), output, batch)
             return
         if fmt not in FORMATS:
             raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -84,3 +91,39 @@ def _export_passes(config, folder: Path, batch) -> None:
             for pattern, n in counts.most_common():
                 console.print(f"  {n:4d}  {pattern}")
     console.print(f"wrote {len(done.stages)} stages (DOT and JSON) and passes.json to {folder}")
+
+
+def _export_memory(config, output, batch) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nnctl.cli.summary import human_bytes
+    from nnctl.export.memory import memory_plan
+
+    plan = memory_plan(config, batch)
+    if output is not None:
+        import json
+
+        from nnctl.train.run_dir import atomic_write
+        output.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(plan, indent=2) + "\n"
+        atomic_write(output, lambda f: f.write(text.encode()))
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console.width = 120
+    rows = sorted(plan["buffers_table"], key=lambda r: -r["bytes"])
+    table = Table(title=f"memory plan of {config.name}: training step at batch {plan['batch']} "
+                        f"({len(rows)} buffers, largest first)")
+    for column in ("op", "layer", "shape", "bytes", "offset", "alive in steps"):
+        table.add_column(column, justify="right" if column in ("bytes", "offset") else "left")
+    for r in rows[:20]:
+        table.add_row(r["op"], r["layer"], f"{r['dtype']}[{', '.join(r['shape'])}]",
+                      f"{r['bytes']:,}", f"{r['offset']:,}",
+                      f"{r['first_step']}-{r['last_step']}")
+    console.print(table)
+    print(f"arena: {human_bytes(plan['arena_bytes'])}, allocated once before the first step "
+          f"({plan['in_place']} results written in place, {plan['views']} views)")
+    print(f"most bytes alive at once: {human_bytes(plan['live_peak_bytes'])}; an interpreter "
+          f"allocating every result would peak at {human_bytes(plan['unplanned_peak_bytes'])}")
+    if output is not None:
+        print(f"wrote {output}")

@@ -126,3 +126,23 @@ def test_passes_dot_files_are_accepted_by_graphviz(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     for path in sorted(tmp_path.glob("*.dot")):
         subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True, check=True)
+
+
+def test_export_graph_memory_prints_and_writes_the_plan(cli, tmp_path):
+    out = tmp_path / "memory.json"
+    result = cli("export-graph", CONFIGS / "digits_mlp.yaml", "--memory", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(out.read_text())
+    assert plan["step"] == "training" and plan["batch"] == 32
+    rows = plan["buffers_table"]
+    # the buffers tile the arena without overlap in time where they share bytes
+    assert plan["arena_bytes"] == max(r["offset"] + r["bytes"] for r in rows)
+    for a in rows:
+        for b in rows:
+            if a is b or a["offset"] + a["bytes"] <= b["offset"] or \
+                    b["offset"] + b["bytes"] <= a["offset"]:
+                continue
+            assert a["last_step"] < b["first_step"] or b["last_step"] < a["first_step"]
+    assert plan["live_peak_bytes"] <= plan["arena_bytes"] <= plan["unplanned_peak_bytes"]
+    assert any(r["op"] == "matmul" and r["shape"] == ["32", "256"] for r in rows)
+    assert f"arena: {plan['arena_bytes']:,} B" in result.stdout
