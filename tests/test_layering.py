@@ -11,7 +11,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"errors"},
     {"ops"},
     {"graph"},
-    {"autodiff", "backend", "config"},
+    {"autodiff", "backend", "config", "threads"},
     {"compile"},
     {"layers", "data", "optim", "metrics", "plot"},
     {"step"},

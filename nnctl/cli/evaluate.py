@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nnctl.cli.app import app, guarded
+from nnctl.cli.threads_option import ThreadsOption
 
 
 @app.command()
@@ -16,6 +17,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
     weights: Annotated[str, typer.Option(help="final (weights.npz) or best (best.npz).")] = "final",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: ThreadsOption = None,
 ) -> None:
     """Metrics of a trained run on one split, and its confusion matrix for a classifier.
 
@@ -26,9 +28,11 @@ def evaluate(
         from rich.table import Table
 
         from nnctl.backend import get_backend
+        from nnctl.threads import parse_threads, use_threads
         from nnctl.train.inference import evaluate_run
 
-        metrics, confusion = evaluate_run(run_dir, get_backend(device), split, weights)
+        with use_threads(parse_threads(threads)):
+            metrics, confusion = evaluate_run(run_dir, get_backend(device), split, weights)
         console = Console(highlight=False)
         table = Table(title=f"{run_dir.name}: {split} split, {weights} weights")
         table.add_column("metric")
@@ -55,6 +59,7 @@ def predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.csv/.npz).")],
     weights: Annotated[str, typer.Option(help="final or best.")] = "final",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: ThreadsOption = None,
 ) -> None:
     """Predictions of a trained run for new inputs: the class and the probabilities (or the
     regression outputs), one row per input.
@@ -63,7 +68,9 @@ def predict(
     """
     def run():
         from nnctl.backend import get_backend
+        from nnctl.threads import parse_threads, use_threads
         from nnctl.train.inference import predict_run
-        n = predict_run(run_dir, inputs, output, get_backend(device), weights)
+        with use_threads(parse_threads(threads)):
+            n = predict_run(run_dir, inputs, output, get_backend(device), weights)
         print(f"wrote {n} predictions to {output}")
     guarded(run)

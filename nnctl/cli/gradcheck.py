@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from nnctl.cli.app import app, guarded
+from nnctl.cli.threads_option import ThreadsOption
 
 
 @app.command()
@@ -22,6 +23,7 @@ def gradcheck(
     second_order: Annotated[bool, typer.Option(
         "--second-order/--first-order", help="Also check gradients of gradients.")] = True,
     batch: Annotated[int, typer.Option(min=1, help="Batch size for a model check.")] = 4,
+    threads: ThreadsOption = None,
 ) -> None:
     """Compare analytic gradients with central differences in float64. Exits 1 on a failure.
 
@@ -34,19 +36,23 @@ def gradcheck(
         from nnctl import gradcheck as gc
         from nnctl.errors import GradcheckError, UsageError
         from nnctl.ops import REGISTRY
+        from nnctl.threads import parse_threads, use_threads
 
+        requested = parse_threads(threads)
         if config is not None:
             from nnctl.config import load_config
-            rows = gc.check_model(load_config(config), batch=batch, eps=eps, atol=atol,
-                                  rtol=rtol)
+            cfg = load_config(config)
+            with use_threads(requested if requested is not None else cfg.spec.train.threads):
+                rows = gc.check_model(cfg, batch=batch, eps=eps, atol=atol, rtol=rtol)
             title = f"gradcheck of {config} (float64)"
         else:
             unknown = [o for o in op or [] if o not in REGISTRY]
             if unknown:
                 from nnctl.config.validate import suggest
                 raise UsageError(f"unknown op '{unknown[0]}'{suggest(unknown[0], REGISTRY)}")
-            rows = gc.check_ops(op or None, eps=eps, atol=atol, rtol=rtol,
-                                second_order=second_order)
+            with use_threads(requested):
+                rows = gc.check_ops(op or None, eps=eps, atol=atol, rtol=rtol,
+                                    second_order=second_order)
             title = "gradcheck of every op (float64, central differences)"
         table = Table(title=title)
         for column in ("op" if config is None else "parameter", "case", "order",

@@ -27,6 +27,7 @@ class PlainReporter(TrainerEvents):
         self.stream = stream or sys.stderr
         self.log_every = log_every
         self.epochs = 0
+        self.threads = ""  # how many BLAS/numba threads, set by the command: "1 thread (default)"
 
     def say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -35,7 +36,8 @@ class PlainReporter(TrainerEvents):
         self.epochs = info["epochs"]
         s = info["samples"]
         self.say(f"run folder: {info['run_dir']}" if info["run_dir"] else "no run folder")
-        self.say(f"device {info['device']}, {info['params']:,} parameters, samples "
+        threads = f", {self.threads}" if self.threads else ""
+        self.say(f"device {info['device']}{threads}, {info['params']:,} parameters, samples "
                  f"train/val/test {s['train']}/{s['val']}/{s['test']}, "
                  f"{info['plan_steps']} kernels per step, "
                  f"peak {info['plan_peak_bytes'] / 1024:,.0f} KiB of activations")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nnctl.cli.app import app, guarded
+from nnctl.cli.threads_option import ThreadsOption
 
 
 @app.command()
@@ -18,12 +19,16 @@ def sample(
     temperature: Annotated[float, typer.Option(
         help="Below 1: safer, more common characters; above 1: more surprising.")] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling.")] = 0,
+    threads: ThreadsOption = None,
 ) -> None:
     """Generate text from a trained character model, one character at a time.
 
     Example: [bold]nnctl sample runs/chars_lstm-20261127-101500 --length 300 --prompt "th"[/]
     """
     def run():
+        from nnctl.threads import parse_threads, use_threads
         from nnctl.train.sample import sample_text
-        print(sample_text(run_dir, length, prompt, temperature, seed))
+        with use_threads(parse_threads(threads)):
+            text = sample_text(run_dir, length, prompt, temperature, seed)
+        print(text)
     guarded(run)

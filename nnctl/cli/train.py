@@ -9,6 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from nnctl.cli.app import app, guarded
+from nnctl.cli.threads_option import ThreadsOption, describe
 
 
 @app.command()
@@ -25,6 +26,7 @@ def train(
     ] = None,
     overrides: Annotated[Optional[List[str]], typer.Option(
         "--set", help="Override a config value: --set optimizer.lr=0.01 (repeatable).")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train the model a config describes, and report test metrics.
 
@@ -34,20 +36,43 @@ def train(
         from nnctl.backend import get_backend
         from nnctl.cli.progress import make_reporter
         from nnctl.config import load_config
+        from nnctl.threads import parse_threads, use_threads
         from nnctl.train import Trainer
 
+        requested = parse_threads(threads)
         cfg = load_config(config, overrides or ())
-        backend = get_backend(device)
-        trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed, resume=resume)
-        reporter = make_reporter(progress, cfg.spec.train.log_every)
-        trainer.events = reporter
-        trainer.resume_command = " ".join(
-            ["nnctl train", str(config)] + [f"--set {shlex.quote(o)}" for o in overrides or ()]
-            + ([f"--seed {seed}"] if seed is not None else [])
-            + ([f"--epochs {epochs}"] if epochs is not None else []))
-        try:
-            summary = trainer.fit()
-        finally:
-            reporter.close()
+        source = "--threads" if requested is not None else config_threads_source(cfg)
+        if requested is None:
+            requested = cfg.spec.train.threads
+        with use_threads(requested) as count:
+            # the resolved config.yaml records the count that ran (auto resolved to a number)
+            cfg = with_threads(cfg, count)
+            backend = get_backend(device)
+            trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed,
+                              resume=resume)
+            reporter = make_reporter(progress, cfg.spec.train.log_every)
+            reporter.threads = describe(count, requested, source)
+            trainer.events = reporter
+            trainer.resume_command = " ".join(
+                ["nnctl train", str(config)] + [f"--set {shlex.quote(o)}" for o in overrides or ()]
+                + ([f"--seed {seed}"] if seed is not None else [])
+                + ([f"--epochs {epochs}"] if epochs is not None else [])
+                + ([f"--threads {threads}"] if threads is not None else []))
+            try:
+                summary = trainer.fit()
+            finally:
+                reporter.close()
         reporter.final(summary)
     guarded(run)
+
+
+def config_threads_source(cfg) -> str:
+    """'train.threads' when the config (or a --set) names it, else 'default'."""
+    return "train.threads" if "threads" in (cfg.source.data.get("train") or {}) else "default"
+
+
+def with_threads(cfg, count: int):
+    """The config with train.threads set to the count in use."""
+    import dataclasses
+    train = dataclasses.replace(cfg.spec.train, threads=count)
+    return dataclasses.replace(cfg, spec=dataclasses.replace(cfg.spec, train=train))

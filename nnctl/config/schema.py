@@ -290,6 +290,9 @@ class TrainSpec:
                                 "validation split)")
     patience: int | None = field(optional(positive), None,
                                  "stop after this many epochs without improvement")
+    threads: int | str = field(one_of(choice("auto"), integer(min=1, max=1024),
+                                      what="a positive integer (at most 1024) or 'auto'"), 1,
+                               "threads of BLAS and of numba's pool ('auto': the idle cores)")
     augment: AugmentSpec = field(nested(AugmentSpec), AugmentSpec(), "training-batch "
                                                                      "augmentation")
 

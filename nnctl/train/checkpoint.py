@@ -26,9 +26,11 @@ META = "__meta__"
 
 def comparable(resolved: dict) -> dict:
     """The resolved config without what may change between a run and its resumption
-    (the number of epochs: resuming may train for longer)."""
+    (the number of epochs: resuming may train for longer; the thread count: a machine
+    setting, which changes float32 results only in round-off)."""
     resolved = copy.deepcopy(resolved)
     resolved.get("train", {}).pop("epochs", None)
+    resolved.get("train", {}).pop("threads", None)
     return resolved
 
 
