@@ -29,3 +29,15 @@ class Adagrad(Optimizer):
         xp.divide(g, t, out=t)
         t *= self.lr
         p -= t
+
+    def coefficients(self):
+        return (self.eps, self.lr)
+
+    def fused_state(self, i, p):
+        s = self.sum.get(i)
+        if s is None:
+            s = self.sum[i] = self.xp.full_like(p, self.initial_accumulator_value)
+        return (s,), False
+
+    def fused(self, kernels, p, g, states, c, l2, parallel, first):
+        (kernels.adagrad_parallel if parallel else kernels.adagrad)(p, g, states[0], c, l2)

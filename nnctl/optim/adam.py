@@ -42,3 +42,18 @@ class Adam(Optimizer):
         xp.divide(m, t, out=t)
         t *= self.lr * math.sqrt(correction2) / correction1
         p -= t
+
+    def coefficients(self):
+        k = self.steps
+        correction1, correction2 = 1 - self.beta1 ** k, 1 - self.beta2 ** k
+        return (1 - self.beta1, self.beta1, 1 - self.beta2, self.beta2,
+                self.eps * math.sqrt(correction2),
+                self.lr * math.sqrt(correction2) / correction1)
+
+    def fused_state(self, i, p):
+        if i not in self.m:
+            self.m[i], self.v[i] = self.xp.zeros_like(p), self.xp.zeros_like(p)
+        return (self.m[i], self.v[i]), False
+
+    def fused(self, kernels, p, g, states, c, l2, parallel, first):
+        (kernels.adam_parallel if parallel else kernels.adam)(p, g, *states, c, l2)

@@ -8,9 +8,26 @@ state is keyed by that position.
 `lr` is a plain attribute, read on every step, so a schedule sets it before each step.
 `state_dict(to_host)` and `load_state_dict(state, asarray)` save and restore the step count
 and every per-parameter state array, so a resumed run continues bit for bit.
+
+Two paths compute the same update. With the JIT on (`nnctl.jit.enabled()` when the optimizer
+is made) and NumPy arrays, each parameter is updated by one fused numba kernel
+(`nnctl/optim/kernels.py`, imported on the first step): one pass over the parameter, its
+gradient and its state, weight decay included, and no allocation in steady state. Otherwise
+(`NNCTL_JIT=0`, numba not installed, CuPy) the subclass's `update` does it with the array
+module's in-place ufuncs. The kernels repeat `update`'s operations in the same order and
+precision, so the paths agree to float round-off. A parameter the kernels cannot take (a
+gradient of another dtype, state loaded in another dtype) goes the NumPy way on its own.
 """
 
 from __future__ import annotations
+
+from nnctl import jit as _jit
+
+#: parameters of at least this many elements are updated on numba's thread pool, when it has
+#: more than one thread; the fused elementwise kernels' threshold too: waking the pool's
+#: threads costs milliseconds when another process holds a core (docs/performance.md)
+PARALLEL_MIN_SIZE = 1 << 20
+_FLOATS = ("float32", "float64")
 
 
 class Optimizer:
@@ -25,20 +42,108 @@ class Optimizer:
         for slot in self.slots:
             setattr(self, slot, {})
         self.scratch: dict[int, object] = {}  # one preallocated work array per parameter
+        #: fused kernels for NumPy arrays (decided here; numba is imported on the first step)
+        self.jit = _jit.enabled() and getattr(xp, "__name__", "") == "numpy"
+        self._kernels = None  # the nnctl.optim.kernels module, once loaded
+        self._fused: dict[int, list] = {}  # i -> [p, flat p or None, flat states, first]
+        self._coef: dict[object, object] = {}  # dtype -> the kernels' scalars in that dtype
 
     def step(self, params: list, grads: list) -> None:
         self.steps += 1
-        wd = self.weight_decay
+        if self.jit:
+            self._fused_step(params, grads)
+            return
         for i, (p, g) in enumerate(zip(params, grads)):
-            if wd:
-                if self.decoupled_weight_decay:
-                    p *= 1 - self.lr * wd  # as torch.optim.AdamW, before the update
-                else:
-                    g = g + wd * p  # L2 penalty (1/2) wd |p|^2 folded into the gradient
-            self.update(i, p, g)
+            self._update(i, p, g)
+
+    def _update(self, i: int, p, g) -> None:
+        """The array-module path for one parameter: weight decay, then `update`."""
+        wd = self.weight_decay
+        if wd:
+            if self.decoupled_weight_decay:
+                p *= 1 - self.lr * wd  # as torch.optim.AdamW, before the update
+            else:
+                g = g + wd * p  # L2 penalty (1/2) wd |p|^2 folded into the gradient
+        self.update(i, p, g)
 
     def update(self, i: int, p, g) -> None:
         raise NotImplementedError
+
+    # -- the fused path --------------------------------------------------------------------
+
+    def coefficients(self) -> tuple[float, ...]:
+        """This step's scalars for the kernel, after the weight-decay ones (kernels.FIRST on)."""
+        raise NotImplementedError
+
+    def fused_state(self, i: int, p) -> tuple[tuple, bool]:
+        """Parameter i's state arrays in the kernel's order, made if missing, and whether
+        they were just made (SGD starts its velocity from the gradient)."""
+        raise NotImplementedError
+
+    def fused(self, kernels, p, g, states: tuple, c, l2: bool, parallel: bool,
+              first: bool) -> None:
+        """Call the kernel on flat `p`, `g` and `states`, with the scalars `c`; `l2`: add
+        c[WD] p to the gradient."""
+        raise NotImplementedError
+
+    def _fused_step(self, params: list, grads: list) -> None:
+        k = self._kernels
+        if k is None:
+            from nnctl.optim import kernels
+            k = self._kernels = kernels
+        wd = self.weight_decay
+        decoupled = bool(wd) and self.decoupled_weight_decay
+        l2 = bool(wd) and not decoupled
+        # c[DECAY] multiplies p (exactly 1 unless decoupled); c[WD] is the L2 coefficient
+        values = (1 - self.lr * wd if decoupled else 1.0, wd if l2 else 0.0,
+                  *self.coefficients())
+        for c in self._coef.values():
+            self._fill(c, values)
+        threads = k.numba.get_num_threads()
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if g.dtype != p.dtype or g.shape != p.shape:
+                self._update(i, p, g)
+                continue
+            entry = self._fused.get(i)
+            if entry is None or entry[0] is not p:
+                entry = self._fused_entry(i, p)
+            pf = entry[1]
+            if pf is None:
+                self._update(i, p, g)
+                continue
+            if g.flags.c_contiguous:
+                gf = g if g.ndim == 1 else g.reshape(-1)
+            else:  # a broadcast or strided view: one copy into this parameter's work array
+                t = self._scratch(i, p)
+                self.xp.copyto(t, g)
+                gf = t.reshape(-1)
+            c = self._coef.get(p.dtype)
+            if c is None:
+                c = self._coef[p.dtype] = self.xp.empty(len(values), dtype=p.dtype)
+                self._fill(c, values)
+            self.fused(k, pf, gf, entry[2], c, l2,
+                       threads > 1 and pf.size >= PARALLEL_MIN_SIZE, entry[3])
+            entry[3] = False
+
+    @staticmethod
+    def _fill(c, values) -> None:
+        # one element at a time: each Python float rounded to c's dtype as NumPy rounds a
+        # scalar next to an array of that dtype, and no temporary array
+        for j, x in enumerate(values):
+            c[j] = x
+
+    def _fused_entry(self, i: int, p):
+        """[p, flat p, flat states, first]; flat p is None where the kernels cannot take p."""
+        entry = [p, None, (), False]
+        if p.dtype.name in _FLOATS and p.flags.c_contiguous and p.flags.writeable:
+            # missing state is made here: zeros, as `update` makes it, or SGD's velocity, its
+            # only state, which the kernel (never `update`) then sets from this gradient
+            states, first = self.fused_state(i, p)
+            if all(s.dtype == p.dtype and s.shape == p.shape and s.flags.c_contiguous
+                   and s.flags.writeable for s in states):
+                entry = [p, p.reshape(-1), tuple(s.reshape(-1) for s in states), first]
+        self._fused[i] = entry
+        return entry
 
     def _scratch(self, i: int, p):
         t = self.scratch.get(i)
@@ -77,3 +182,4 @@ class Optimizer:
         for slot, values in arrays.items():
             setattr(self, slot, values)
         self.scratch = {}
+        self._fused = {}

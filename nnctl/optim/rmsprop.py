@@ -41,3 +41,24 @@ class RMSprop(Optimizer):
         else:
             t *= self.lr
         p -= t
+
+    def coefficients(self):
+        return (1 - self.alpha, self.alpha, self.eps, self.momentum, self.lr)
+
+    def fused_state(self, i, p):
+        s = self.square_avg.get(i)
+        if s is None:
+            s = self.square_avg[i] = self.xp.zeros_like(p)
+        if not self.momentum:
+            return (s,), False
+        b = self.momentum_buffer.get(i)
+        if b is None:
+            b = self.momentum_buffer[i] = self.xp.zeros_like(p)
+        return (s, b), False
+
+    def fused(self, kernels, p, g, states, c, l2, parallel, first):
+        if len(states) == 2:
+            kernel = kernels.rmsprop_momentum_parallel if parallel else kernels.rmsprop_momentum
+        else:
+            kernel = kernels.rmsprop_parallel if parallel else kernels.rmsprop
+        kernel(p, g, *states, c, l2)

@@ -25,3 +25,23 @@ class SGD(Optimizer):
                 v += g
             g = g + self.momentum * v if self.nesterov else v
         p -= self.lr * g
+
+    def coefficients(self):
+        return (self.lr, self.momentum)
+
+    def fused_state(self, i, p):
+        if not self.momentum:
+            return (), False
+        v = self.velocity.get(i)
+        if v is None:  # set to the gradient by the first kernel call, as `update` copies it
+            v = self.velocity[i] = self.xp.zeros_like(p)
+            return (v,), True
+        return (v,), False
+
+    def fused(self, kernels, p, g, states, c, l2, parallel, first):
+        if not states:
+            (kernels.sgd_parallel if parallel else kernels.sgd)(p, g, c, l2)
+        elif parallel:
+            kernels.sgd_momentum_parallel(p, g, states[0], c, l2, self.nesterov, first)
+        else:
+            kernels.sgd_momentum(p, g, states[0], c, l2, self.nesterov, first)
