@@ -28,6 +28,18 @@ def enabled() -> bool:
     return _state["enabled"]
 
 
+# Below this many elements a kernel is left to NumPy: its ufunc calls cost less than a numba
+# dispatch there, and a model whose arrays are all this small never imports numba, whose
+# start-up (import and loading cached kernels: about a second) would outweigh what it saves.
+MIN_SIZE = 8192
+
+
+def worth(size: int) -> bool:
+    """Use a numba kernel for an array of `size` elements: the JIT is on, and the array is
+    large enough for it to pay (MIN_SIZE)."""
+    return size >= MIN_SIZE and enabled()
+
+
 def set_enabled(on: bool | None) -> None:
     """Switch the JIT on or off for plans compiled from now on (None: back to the default)."""
     _state["enabled"] = None if on is None else bool(on) and available()

@@ -27,10 +27,12 @@ def _argmax(xp, x, kernel, stride=None, padding=(0, 0)):
     return xp.argmax(view.reshape(n, c, kernel[0] * kernel[1], *out_hw), axis=2)
 
 
-def _jit_kernel(xp, which: str):
-    """The numba loop for max pooling (pool_kernels.py) where the arrays are NumPy's and the
-    JIT is on; else None (the NumPy path below)."""
-    if xp.__name__ != "numpy":
+def _jit_kernel(xp, which: str, x):
+    """The numba loop for max pooling (pool_kernels.py) where the arrays are NumPy's, the
+    JIT is on and x is large enough for it to pay (nnctl.jit.worth); else None (the NumPy
+    path below)."""
+    from nnctl import jit
+    if xp.__name__ != "numpy" or not jit.worth(x.size):
         return None
     from nnctl.ops.pool_kernels import kernels
     compiled = kernels()
@@ -66,7 +68,7 @@ class MaxPool2d(Op):
         return view.max(axis=(2, 3))
 
     def forward_into(self, xp, out, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "forward")
+        loop = _jit_kernel(xp, "forward", x)
         if loop is None:
             return super().forward_into(xp, out, x, kernel, stride, padding)
         loop(x, out, *_geometry(kernel, stride, padding))
@@ -107,7 +109,7 @@ class MaxPool2dGrad(Op):
         return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
 
     def forward_into(self, xp, out, g, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "grad")
+        loop = _jit_kernel(xp, "grad", x)
         if loop is None:
             return super().forward_into(xp, out, g, x, kernel, stride, padding)
         loop(g, x, out, *_geometry(kernel, stride, padding))
@@ -146,7 +148,7 @@ class MaxPool2dGather(Op):
         return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
 
     def forward_into(self, xp, out, v, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "gather")
+        loop = _jit_kernel(xp, "gather", x)
         if loop is None:
             return super().forward_into(xp, out, v, x, kernel, stride, padding)
         loop(v, x, out, *_geometry(kernel, stride, padding))

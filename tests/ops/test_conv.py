@@ -231,7 +231,7 @@ def test_pooling_matches_torch(torch, op, kernel, stride, padding):
 @pytest.mark.parametrize("kernel, stride, padding", [((2, 2), None, (0, 0)),
                                                      ((3, 3), (2, 2), (1, 1)),
                                                      ((2, 3), (1, 2), (1, 1))])
-def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding):
+def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding, monkeypatch):
     """The numba loops (pool_kernels.py) against the NumPy strided-view path, on ties (a
     rounded input), a NaN and an infinity: the same values, the same routing of gradients."""
     from nnctl import jit
@@ -240,6 +240,7 @@ def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding)
 
     if not jit.enabled():
         pytest.skip("the JIT is off (numba not installed, or NNCTL_JIT=0)")
+    monkeypatch.setattr(jit, "MIN_SIZE", 0)  # these small arrays too
     rng = np.random.default_rng(0)
     x = np.round(rng.normal(size=(2, 3, 7, 6)), 1)
     x[0, 1, 2, 3], x[1, 2, 0, 0] = np.nan, np.inf

@@ -32,7 +32,20 @@ def uses_numba(program: Program, xp) -> bool:
 
 
 def make_kernel(program: Program, xp):
-    if uses_numba(program, xp):
-        from nnctl.compile.kernels.numba_cpu import numba_kernel
-        return numba_kernel(program)
-    return numpy_kernel(program, xp)
+    small = numpy_kernel(program, xp)
+    if not uses_numba(program, xp):
+        return small
+    large = None
+
+    def kernel(out, *arrays):
+        """NumPy's ufuncs below jit.MIN_SIZE elements, numba above (compiled or loaded from
+        the cache at the first large call, so small models never import numba)."""
+        nonlocal large
+        size = out.size if out is not None else max((a.size for a in arrays), default=0)
+        if size < jit.MIN_SIZE:
+            return small(out, *arrays)
+        if large is None:
+            from nnctl.compile.kernels.numba_cpu import numba_kernel
+            large = numba_kernel(program)
+        return large(out, *arrays)
+    return kernel
