@@ -32,6 +32,8 @@ def enabled() -> bool:
 # dispatch there, and a model whose arrays are all this small never imports numba, whose
 # start-up (import and loading cached kernels: about a second) would outweigh what it saves.
 MIN_SIZE = 8192
+# An optimizer uses its fused kernels when the model has at least this many parameters.
+MIN_TOTAL = 1 << 16
 
 
 def worth(size: int) -> bool:

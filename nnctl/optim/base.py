@@ -50,6 +50,11 @@ class Optimizer:
 
     def step(self, params: list, grads: list) -> None:
         self.steps += 1
+        if self.jit and self._kernels is None and \
+                sum(p.size for p in params) < _jit.MIN_TOTAL:
+            # a model this small is updated by NumPy: numba's start-up (about a second per
+            # process) would cost more than its kernels save (the two paths are bit-equal)
+            self.jit = False
         if self.jit:
             self._fused_step(params, grads)
             return

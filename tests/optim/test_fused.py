@@ -15,6 +15,13 @@ import pytest
 from nnctl import jit
 from nnctl.optim import SGD, Adagrad, Adam, AdamW, RMSprop
 
+
+@pytest.fixture(autouse=True)
+def fuse_small_models(monkeypatch):
+    """The fused kernels on these small parameters too (models under jit.MIN_TOTAL
+    parameters are otherwise updated by NumPy)."""
+    monkeypatch.setattr(jit, "MIN_TOTAL", 0)
+
 pytestmark = pytest.mark.skipif(not jit.available(), reason="numba is not installed")
 
 CASES = {
@@ -237,6 +244,16 @@ def test_no_allocation_per_step_in_steady_state(name):
 def test_importing_the_optimizers_does_not_import_numba():
     code = ("import sys, numpy as np; import nnctl.optim as o; assert 'numba' not in sys.modules;"
             "opt = o.Adam(np); assert 'numba' not in sys.modules;"
-            "opt.step([np.ones(3)], [np.ones(3)]); assert 'numba' in sys.modules")
+            "p = [np.ones(1 << 17)]; opt.step(p, [np.ones(1 << 17)]); "
+            "assert 'numba' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, env={
         **__import__("os").environ, "NNCTL_JIT": "1"})
+
+
+def test_a_small_model_is_updated_by_numpy_without_importing_numba():
+    code = ("import sys, numpy as np; from nnctl import jit; from nnctl.optim import Adam; "
+            "opt = Adam(np, 0.01); p = [np.ones((64, 32), np.float32)]; "
+            "opt.step(p, [np.ones_like(p[0])]); print(opt.jit, 'numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["False", "False"]
