@@ -4,9 +4,10 @@
 `train.threads`; the option wins. The default is 1 thread. Measured on a 2-core machine
 (docs/performance.md, "Threads"): the OpenBLAS threads of a GEMM busy-wait for each other,
 so when another process holds a core, every small GEMM split across two threads waits for a
-descheduled partner and a training step gets 5-100x slower, while on an idle machine the
-second thread gains the shipped configs 0-15%. One thread also keeps runs byte-identical
-whatever the machine's load (float32 GEMM results change with the thread count).
+descheduled partner, and a training run gets 2-8x slower (single steps up to 100x), while
+with the cores idle the second thread gains the shipped configs 0-20% per step. One thread
+also keeps runs byte-identical whatever the machine's load (float32 GEMM results change with
+the thread count).
 
 `auto` takes the cores this process may use (CPU affinity, cgroup quota, physical cores, the
 smallest), less those that other processes keep busy while nnctl samples /proc/stat for
