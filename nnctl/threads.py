@@ -195,17 +195,41 @@ def resolve(requested: int | str | None) -> int:
 
 # ---- applying a count -------------------------------------------------------------------------
 
+#: read by a BLAS or OpenMP runtime when it loads: one loaded after the limit is set (numba
+#: loads SciPy's OpenBLAS and libgomp when it compiles a parallel kernel) starts with n threads
+LOAD_TIME_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
+                  "BLIS_NUM_THREADS")
+
+
+def _set_environ(values: dict[str, str]) -> Callable[[], None]:
+    """Set environment variables; returns a function that puts the old values back."""
+    before = {var: os.environ.get(var) for var in values}
+    os.environ.update(values)
+
+    def undo():
+        for var, value in before.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    return undo
+
+
 def _limit_blas(n: int):
-    """Limit every thread pool threadpoolctl finds (BLAS, OpenMP) to n; returns the limiter
-    (restore_original_limits undoes it), or None without threadpoolctl."""
+    """Limit every thread pool threadpoolctl finds (BLAS, OpenMP) to n, and the ones loaded
+    later through LOAD_TIME_VARS. Returns a function that undoes both."""
+    undo_env = _set_environ({var: str(n) for var in LOAD_TIME_VARS})
     import numpy  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl can find it)
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # a fresh process that has not loaded BLAS yet still obeys these
-        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-            os.environ[var] = str(n)
-        return None
-    return threadpool_limits(limits=n)
+    except ImportError:  # a process that has not loaded BLAS yet still obeys the variables
+        return undo_env
+    limiter = threadpool_limits(limits=n)
+
+    def undo():
+        limiter.restore_original_limits()
+        undo_env()
+    return undo
 
 
 def _limit_numba(n: int) -> Callable[[], None]:
@@ -217,15 +241,7 @@ def _limit_numba(n: int) -> Callable[[], None]:
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
         return lambda: numba.set_num_threads(before)
-    before_env = os.environ.get("NUMBA_NUM_THREADS")
-    os.environ["NUMBA_NUM_THREADS"] = str(n)
-
-    def undo():
-        if before_env is None:
-            os.environ.pop("NUMBA_NUM_THREADS", None)
-        else:
-            os.environ["NUMBA_NUM_THREADS"] = before_env
-    return undo
+    return _set_environ({"NUMBA_NUM_THREADS": str(n)})
 
 
 def configure_threads(requested: int | str | None) -> int:
@@ -242,21 +258,19 @@ def use_threads(requested: int | str | None) -> Iterator[int]:
     """configure_threads for the duration of a block (a CLI command), then the limits as they
     were: a command run in-process (tests) leaves nothing behind."""
     n = resolve(requested)
-    limiter = _limit_blas(n)
+    undo_blas = _limit_blas(n)
     undo_numba = _limit_numba(n)
     try:
         yield n
     finally:
         undo_numba()
-        if limiter is not None:
-            limiter.restore_original_limits()
+        undo_blas()
 
 
 def blas_threads() -> int | None:
-    """The thread count of NumPy's BLAS as threadpoolctl reports it (None: no BLAS found)."""
+    """The largest thread count of the BLAS libraries loaded in this process (NumPy's, and
+    SciPy's once numba has loaded it) as threadpoolctl reports it; None: no BLAS found."""
     import numpy  # noqa: F401  (loads the BLAS)
     from threadpoolctl import threadpool_info
-    for pool in threadpool_info():
-        if pool.get("user_api") == "blas":
-            return int(pool["num_threads"])
-    return None
+    counts = [int(p["num_threads"]) for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None

@@ -146,15 +146,42 @@ def test_numba_already_imported_is_set_directly():
 
 
 def test_configure_threads_returns_the_count_and_keeps_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "numba", None)        # numba's part: the environment,
-    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)  # restored after the test
+    monkeypatch.setitem(sys.modules, "numba", None)  # numba's part: the environment
+    for var in ("NUMBA_NUM_THREADS", *threads.LOAD_TIME_VARS):
+        monkeypatch.delenv(var, raising=False)  # restored after the test
     before = threads.blas_threads()
     try:
         assert threads.configure_threads(2) == 2
         assert threads.blas_threads() == 2
-        assert os.environ["NUMBA_NUM_THREADS"] == "2"
+        assert all(os.environ[var] == "2" for var in ("NUMBA_NUM_THREADS", *threads.LOAD_TIME_VARS))
     finally:
         threadpoolctl.threadpool_limits(limits=before)
+
+
+def test_use_threads_sets_the_load_time_variables_and_puts_them_back(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with threads.use_threads(3):
+        assert all(os.environ[var] == "3" for var in threads.LOAD_TIME_VARS)
+    assert os.environ["OMP_NUM_THREADS"] == "5"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+def test_a_blas_loaded_after_the_setting_starts_with_the_same_count():
+    """numba loads SciPy's own OpenBLAS when it compiles a parallel kernel: in a fresh process,
+    a BLAS loaded inside the block gets the count too."""
+    pytest.importorskip("scipy")
+    code = ("from nnctl.threads import use_threads\n"
+            "from threadpoolctl import threadpool_info\n"
+            "with use_threads(1):\n"
+            "    import scipy.linalg\n"
+            "    print(sorted({p['num_threads'] for p in threadpool_info()\n"
+            "                  if p['user_api'] == 'blas'}))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_NUM_THREADS", *threads.LOAD_TIME_VARS)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.strip() == "[1]"
 
 
 def test_importing_the_module_loads_neither_numpy_nor_threadpoolctl():
