@@ -19,7 +19,7 @@ torch.set_num_threads limits PyTorch. In a worker, for each workload: warm-up, t
 in which each implementation in turn runs ~0.3 s of steps (interleaved); medians; ratios
 nnctl / x. Also: compile time, time to the first step, peak memory of one step.
 
-    python benchmarks/run.py                        # everything, ~5 minutes on 2 cores
+    python benchmarks/run.py                        # everything, ~7 minutes on 2 cores
     python benchmarks/run.py --quick                # a smoke run (few, short samples)
     python benchmarks/run.py --cases cnn,lstm --threads 1 --json out.json
 """
