@@ -15,6 +15,9 @@ from nnctl.graph.ir import Node, current_scope
 import nnctl.ops  # noqa: F401  (fills the registry)
 from nnctl.ops.registry import FLOAT_DTYPES, REGISTRY, Aval, normalize_axes
 
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+_GELU_K = 0.044715
+
 # Gradients stored by Tensor.backward(), keyed weakly by leaf node (PyTorch's `.grad` feel
 # without putting mutable state on the immutable node).
 _GRADS: "weakref.WeakKeyDictionary[Node, Any]" = weakref.WeakKeyDictionary()
@@ -297,7 +300,14 @@ class Tensor:
         return apply("cross_entropy", self, labels)
 
     def mse(self, target: "Tensor"):
-        return apply("mse", self, self._lift(target))
+        """mean((self - target)^2), shapes equal (no broadcasting: a [4, 1] target against a
+        [4, 3] prediction is a mistake, not a broadcast). Composed: fusion makes it one loop."""
+        target = self._lift(target)
+        if target.shape != self.shape:
+            raise ShapeError(f"mse: prediction {list(self.shape)} and target "
+                             f"{list(target.shape)} differ", op="mse", scope=current_scope())
+        d = self - target
+        return (d * d).mean()
 
     # ---- combining, selecting and more activations ---------------------------------------
     def where(self, condition, other):
@@ -357,14 +367,17 @@ class Tensor:
 
     def var(self, axis=None, keepdims: bool = False):
         """Population variance (ddof 0) over axes."""
-        return apply("variance", self, axis=self._axes(axis), keepdims=keepdims)
+        centred = self - self.mean(axis, keepdims=True)  # as NumPy's var: the mean first
+        return (centred * centred).mean(axis, keepdims=keepdims)
 
     def leaky_relu(self, slope: float = 0.01): return apply("leaky_relu", self, slope=slope)
     def elu(self, alpha: float = 1.0): return apply("elu", self, alpha=alpha)
 
     def gelu(self):
         """GELU in its tanh approximation (PyTorch's approximate='tanh')."""
-        return apply("gelu", self)
+        # composed (fusion makes it one loop; AD gives its derivative), the same expression
+        # and order of operations as PyTorch's tanh approximation
+        return 0.5 * self * (1.0 + (_GELU_C * (self + _GELU_K * self * self * self)).tanh())
 
     def softplus(self): return apply("softplus", self)
 

@@ -1,18 +1,15 @@
-"""Activation functions beyond relu/tanh/sigmoid: leaky_relu, elu, gelu, softplus.
+"""Activation functions beyond relu/tanh/sigmoid: leaky_relu, elu, softplus.
 
-Each is one registered op (rather than a composition) so that the forward pass is a single
-stable kernel; the vjps are short Tensor expressions, so second order still works.
+Each is one registered op, not a composition, because its stable form needs what the op set
+lacks (expm1 for elu, log1p for softplus) or a branch (leaky_relu); the vjps are short Tensor
+expressions, so second order still works. gelu is a composition (Tensor.gelu): fusion runs
+it as one loop.
 """
 
 from __future__ import annotations
 
-import math
-
 from nnctl.ops.elementwise import Unary
 from nnctl.ops.registry import Aval, Sample, fail, register
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_K = 0.044715
 
 
 def _number(op: str, what: str, value) -> None:
@@ -66,31 +63,6 @@ class Elu(Unary):
     def samples(self):
         yield Sample(shapes=((3, 4),), low=-3.0, high=3.0, kinks=(0.0,))
         yield Sample(shapes=((2, 3, 2),), attrs={"alpha": 0.5}, kinks=(0.0,))
-
-
-@register
-class Gelu(Unary):
-    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation of
-    x Phi(x) (PyTorch's gelu(approximate='tanh'), within 5e-4 of the erf form);
-    dx = g (1/2 (1 + t) + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2))"""
-    name = "gelu"
-
-    def forward(self, xp, x):
-        return 0.5 * x * (1.0 + xp.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
-
-    def scalar(self, x):
-        inner = f"({_GELU_C!r} * ({x} + ((({_GELU_K!r} * {x}) * {x}) * {x})))"
-        return f"((0.5 * {x}) * (1.0 + tanh({inner})))"
-
-    def vjp(self, g, out, x):
-        x2 = x * x
-        t = ((x + _GELU_K * x2 * x) * _GELU_C).tanh()
-        dt = (1.0 - t * t) * (_GELU_C * (1.0 + 3.0 * _GELU_K * x2))
-        return (g * (0.5 * (1.0 + t) + 0.5 * x * dt),)
-
-    def samples(self):
-        yield Sample(shapes=((3, 4),), low=-4.0, high=4.0)
-        yield Sample(shapes=((2, 3, 2),), low=-0.5, high=0.5)
 
 
 @register

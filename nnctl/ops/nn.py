@@ -182,28 +182,3 @@ class CrossEntropy(Op):
         yield Sample(shapes=((4, 3), (4,)), int_inputs={1: 3})
         yield Sample(shapes=((6, 5), (6,)), int_inputs={1: 5}, low=-6.0, high=6.0)
         yield Sample(shapes=((2, 3, 4), (2, 3)), int_inputs={1: 4})  # a sequence of labels
-
-
-@register
-class MeanSquaredError(Op):
-    """loss = mean((pred - target)^2);  dpred = 2 g (pred - target) / n, dtarget = -dpred"""
-    name = "mse"
-    arity = 2
-
-    def infer(self, pred: Aval, target: Aval) -> Aval:
-        dtype = same_dtype(pred, target)
-        require_float(pred, "prediction")
-        if pred.shape != target.shape:
-            fail(f"mse: prediction {list(pred.shape)} and target {list(target.shape)} differ")
-        return Aval((), dtype)
-
-    def forward(self, xp, pred, target):
-        d = pred - target
-        return xp.mean(d * d)
-
-    def vjp(self, g, out, pred, target):
-        gp = (pred - target) * (g * per_element(pred, None, 2.0))
-        return gp, -gp
-
-    def samples(self):
-        yield Sample(shapes=((4, 3), (4, 3)))

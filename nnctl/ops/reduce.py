@@ -156,16 +156,3 @@ class LogSumExp(Reduce):
         yield from super().samples()
         yield Sample(shapes=((3, 4),), attrs={"axis": (1,), "keepdims": False},
                      low=700.0, high=710.0)  # e^x alone would overflow
-
-
-@register
-class Variance(Reduce):
-    """y = mean((x - mean x)^2) over axes (population, ddof 0);  dx = 2 g (x - mean x) / n"""
-    name = "variance"
-
-    def forward(self, xp, x, axis=None, keepdims=False):
-        return xp.var(x, axis=axis, keepdims=keepdims)
-
-    def vjp(self, g, out, x, axis=None, keepdims=False):
-        centred = x - x.mean(axis, keepdims=True)
-        return (_keep(g, x, axis, keepdims) * centred * per_element(x, axis, 2.0),)
