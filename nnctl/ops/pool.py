@@ -27,21 +27,22 @@ def _argmax(xp, x, kernel, stride=None, padding=(0, 0)):
     return xp.argmax(view.reshape(n, c, kernel[0] * kernel[1], *out_hw), axis=2)
 
 
-def _jit_kernel(xp, which: str, x):
-    """The numba loop for max pooling (pool_kernels.py) where the arrays are NumPy's, the
-    JIT is on and x is large enough for it to pay (nnctl.jit.worth); else None (the NumPy
-    path below)."""
+def _jit_loop(xp, which: str, x, kernel, stride, padding):
+    """The numba loop for max pooling (pool_kernels.py), with its geometry bound, where the
+    arrays are NumPy's, the JIT is on and x is large enough for it to pay (nnctl.jit.worth);
+    else None (the NumPy path below)."""
     from nnctl import jit
     if xp.__name__ != "numpy" or not jit.worth(x.size):
         return None
     from nnctl.ops.pool_kernels import kernels
     compiled = kernels()
-    return compiled[which] if compiled else None
-
-
-def _geometry(kernel, stride, padding):
+    if not compiled:
+        return None
     (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
-    return kh, kw, sh, sw, ph, pw
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        return compiled[which + "_2x2"]
+    loop = compiled[which]
+    return lambda *arrays: loop(*arrays, kh, kw, sh, sw, ph, pw)
 
 
 POOL_CASES = (  # (x shape, attrs)
@@ -68,10 +69,10 @@ class MaxPool2d(Op):
         return view.max(axis=(2, 3))
 
     def forward_into(self, xp, out, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "forward", x)
+        loop = _jit_loop(xp, "forward", x, kernel, stride, padding)
         if loop is None:
             return super().forward_into(xp, out, x, kernel, stride, padding)
-        loop(x, out, *_geometry(kernel, stride, padding))
+        loop(x, out)
         return out
 
     def vjp(self, g, out, x, **attrs):
@@ -109,10 +110,10 @@ class MaxPool2dGrad(Op):
         return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
 
     def forward_into(self, xp, out, g, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "grad", x)
+        loop = _jit_loop(xp, "grad", x, kernel, stride, padding)
         if loop is None:
             return super().forward_into(xp, out, g, x, kernel, stride, padding)
-        loop(g, x, out, *_geometry(kernel, stride, padding))
+        loop(g, x, out)
         return out
 
     def vjp(self, gx, out, g, x, **attrs):
@@ -148,10 +149,10 @@ class MaxPool2dGather(Op):
         return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
 
     def forward_into(self, xp, out, v, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_kernel(xp, "gather", x)
+        loop = _jit_loop(xp, "gather", x, kernel, stride, padding)
         if loop is None:
             return super().forward_into(xp, out, v, x, kernel, stride, padding)
-        loop(v, x, out, *_geometry(kernel, stride, padding))
+        loop(v, x, out)
         return out
 
     def vjp(self, g, out, v, x, **attrs):

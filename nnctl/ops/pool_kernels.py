@@ -18,19 +18,21 @@ import math
 _compiled: dict = {}
 
 
-def _window_argmax(x, n, c, p, q, kh, kw, sh, sw, ph, pw):
-    H, W = x.shape[2], x.shape[3]
+def _window_argmax(xs, h0, w0, kh, kw):
+    """(h, w) of the first maximum of the plane xs's window at (h0, w0), padding skipped; a
+    NaN is the maximum (the first one)."""
+    H, W = xs.shape
     best = -math.inf
     bh, bw = -1, -1
     for i in range(kh):
-        h = p * sh - ph + i
+        h = h0 + i
         if h < 0 or h >= H:
             continue
         for j in range(kw):
-            w = q * sw - pw + j
+            w = w0 + j
             if w < 0 or w >= W:
                 continue
-            v = x[n, c, h, w]
+            v = xs[h, w]
             if bh < 0 or v > best or (v != v and best == best):
                 best, bh, bw = v, h, w
     return bh, bw
@@ -39,40 +41,112 @@ def _window_argmax(x, n, c, p, q, kh, kw, sh, sw, ph, pw):
 def _max_pool(x, out, kh, kw, sh, sw, ph, pw):
     N, C, OH, OW = out.shape
     for nc in _prange(N * C):
-        n, c = nc // C, nc % C
+        n = nc // C
+        xs, os = x[n, nc - n * C], out[n, nc - n * C]
         for p in range(OH):
             for q in range(OW):
-                h, w = _argmax(x, n, c, p, q, kh, kw, sh, sw, ph, pw)
-                out[n, c, p, q] = x[n, c, h, w]
+                h, w = _argmax(xs, p * sh - ph, q * sw - pw, kh, kw)
+                os[p, q] = xs[h, w]
 
 
 def _max_pool_grad(g, x, out, kh, kw, sh, sw, ph, pw):
     N, C, OH, OW = g.shape
     for nc in _prange(N * C):
-        n, c = nc // C, nc % C
-        out[n, c] = 0
+        n = nc // C
+        xs, gs, ds = x[n, nc - n * C], g[n, nc - n * C], out[n, nc - n * C]
+        ds[:, :] = 0
         for p in range(OH):
             for q in range(OW):
-                h, w = _argmax(x, n, c, p, q, kh, kw, sh, sw, ph, pw)
-                out[n, c, h, w] += g[n, c, p, q]
+                h, w = _argmax(xs, p * sh - ph, q * sw - pw, kh, kw)
+                ds[h, w] += gs[p, q]
 
 
 def _max_pool_gather(v, x, out, kh, kw, sh, sw, ph, pw):
     N, C, OH, OW = out.shape
     for nc in _prange(N * C):
-        n, c = nc // C, nc % C
+        n = nc // C
+        xs, vs, os = x[n, nc - n * C], v[n, nc - n * C], out[n, nc - n * C]
         for p in range(OH):
             for q in range(OW):
-                h, w = _argmax(x, n, c, p, q, kh, kw, sh, sw, ph, pw)
-                out[n, c, p, q] = v[n, c, h, w]
+                h, w = _argmax(xs, p * sh - ph, q * sw - pw, kh, kw)
+                os[p, q] = vs[h, w]
+
+
+def _first_max4(a, b, c, d):
+    """Index 0-3 of the first maximum of (a, b, c, d); a NaN is the maximum (the first).
+    Branch-free (bitwise & and |, selects): random data would mispredict every branch."""
+    t = (a == a) & ((b > a) | (b != b))
+    best, k = (b if t else a), (1 if t else 0)
+    t = (best == best) & ((c > best) | (c != c))
+    best, k = (c if t else best), (2 if t else k)
+    t = (best == best) & ((d > best) | (d != d))
+    return 3 if t else k
+
+
+# 2x2 windows with stride 2 and no padding, by far the most common pooling, get loops with
+# constant bounds that LLVM unrolls: ~20x the general loops' speed (docs/performance.md).
+
+def _max_pool_2x2(x, out):
+    N, C, OH, OW = out.shape
+    for nc in _prange(N * C):
+        n = nc // C
+        xs, os = x[n, nc - n * C], out[n, nc - n * C]
+        for p in range(OH):
+            for q in range(OW):
+                a, b = xs[2 * p, 2 * q], xs[2 * p, 2 * q + 1]
+                c, d = xs[2 * p + 1, 2 * q], xs[2 * p + 1, 2 * q + 1]
+                nan = (a != a) | (b != b) | (c != c) | (d != d)
+                # max() vectorises; the value at the first maximum is the maximum (a NaN
+                # anywhere makes the sum NaN, as the first NaN is the maximum)
+                os[p, q] = (a + b + c + d) if nan else max(max(a, b), max(c, d))
+
+
+def _max_pool_grad_2x2(g, x, out):
+    N, C, OH, OW = g.shape
+    H, W = x.shape[2], x.shape[3]
+    for nc in _prange(N * C):
+        n = nc // C
+        xs, gs, ds = x[n, nc - n * C], g[n, nc - n * C], out[n, nc - n * C]
+        if 2 * OH < H or 2 * OW < W:  # an odd edge no window covers
+            ds[:, :] = 0
+        for p in range(OH):
+            for q in range(OW):
+                a, b = xs[2 * p, 2 * q], xs[2 * p, 2 * q + 1]
+                c, d = xs[2 * p + 1, 2 * q], xs[2 * p + 1, 2 * q + 1]
+                m = max(max(a, b), max(c, d))
+                # the first maximum, or the first NaN (then no element equals m)
+                ka = (a == m) | (a != a)
+                kb = ((b == m) | (b != b)) & (not ka)
+                kc = ((c == m) | (c != c)) & (not (ka | kb))
+                kd = not (ka | kb | kc)
+                v = gs[p, q]
+                ds[2 * p, 2 * q] = v if ka else 0
+                ds[2 * p, 2 * q + 1] = v if kb else 0
+                ds[2 * p + 1, 2 * q] = v if kc else 0
+                ds[2 * p + 1, 2 * q + 1] = v if kd else 0
+
+
+def _max_pool_gather_2x2(v, x, out):
+    N, C, OH, OW = out.shape
+    for nc in _prange(N * C):
+        n = nc // C
+        xs, vs, os = x[n, nc - n * C], v[n, nc - n * C], out[n, nc - n * C]
+        for p in range(OH):
+            for q in range(OW):
+                a, b = xs[2 * p, 2 * q], xs[2 * p, 2 * q + 1]
+                c, d = xs[2 * p + 1, 2 * q], xs[2 * p + 1, 2 * q + 1]
+                k = _first4(a, b, c, d)
+                os[p, q] = vs[2 * p + k // 2, 2 * q + k % 2]
 
 
 _prange = range  # replaced by numba.prange in the compiled versions
 _argmax = _window_argmax
+_first4 = _first_max4
 
 
 def kernels():
-    """{"forward", "grad", "gather"} compiled with numba (cached on disk), or None when the
+    """{"forward", "grad", "gather"} and their "_2x2" forms (2x2 windows, stride 2, no
+    padding; they take no geometry) compiled with numba (cached on disk), or None when the
     JIT is off."""
     from nnctl import jit
 
@@ -80,11 +154,15 @@ def kernels():
     if nb is None:
         return None
     if not _compiled:
-        global _prange, _argmax
+        global _prange, _argmax, _first4
         _argmax = nb.njit(cache=True, inline="always")(_window_argmax)
+        _first4 = nb.njit(cache=True, inline="always")(_first_max4)
         _prange = nb.prange
         options = dict(cache=True, parallel=True, nogil=True)
         _compiled.update(forward=nb.njit(**options)(_max_pool),
                          grad=nb.njit(**options)(_max_pool_grad),
-                         gather=nb.njit(**options)(_max_pool_gather))
+                         gather=nb.njit(**options)(_max_pool_gather),
+                         forward_2x2=nb.njit(**options)(_max_pool_2x2),
+                         grad_2x2=nb.njit(**options)(_max_pool_grad_2x2),
+                         gather_2x2=nb.njit(**options)(_max_pool_gather_2x2))
     return _compiled
