@@ -40,7 +40,7 @@ class PlainReporter(TrainerEvents):
         self.say(f"device {info['device']}{threads}, {info['params']:,} parameters, samples "
                  f"train/val/test {s['train']}/{s['val']}/{s['test']}, "
                  f"{info['plan_steps']} kernels per step, "
-                 f"peak {info['plan_peak_bytes'] / 1024:,.0f} KiB of activations")
+                 f"{info['plan_peak_bytes'] / 1024:,.0f} KiB arena (planned, allocated once)")
 
     def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
         if self.log_every and step % self.log_every == 0:
