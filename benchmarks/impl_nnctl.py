@@ -2,7 +2,7 @@
 
     outputs, feeds = StepBuilder.training_step(batch)        # graph: forward, loss, gradients
     plan = compile_graph(outputs, feeds, get_backend("cpu"), rng=...)
-    per step: outs = plan([x, y, *params]); float(outs[0]); optimizer.step(params, grads)
+    per step: outs = plan.run([x, y, *params]); float(outs[0]); optimizer.step(params, grads)
 
 with the config's optimizer (SGD, lr 0.01) from `make_optimizer`. Optional plan attributes
 (planned bytes) are read with getattr, so the benchmark keeps running while the compiler
@@ -56,7 +56,10 @@ class NnctlStep:
         self.plan_steps = len(self.plan) if hasattr(self.plan, "__len__") else None
 
     def __call__(self, x, y) -> float:
-        outs = self.plan([x, y, *self.params])
+        # run(): the outputs as views into the plan's arena, as the trainer consumes them
+        # (plan(...) would copy them for the caller to keep)
+        run = getattr(self.plan, "run", self.plan)
+        outs = run([x, y, *self.params])
         loss = float(outs[0])
         self.optimizer.step(self.params, outs[2:2 + self.n])
         return loss

@@ -34,14 +34,14 @@ def _jit_loop(xp, which: str, x, kernel, stride, padding):
     from nnctl import jit
     if xp.__name__ != "numpy" or not jit.worth(x.size):
         return None
-    from nnctl.ops.pool_kernels import kernels
+    from nnctl.ops.pool_kernels import kernels, pick
     compiled = kernels()
     if not compiled:
         return None
     (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        return compiled[which + "_2x2"]
-    loop = compiled[which]
+        return pick(compiled, which + "_2x2", x.size)
+    loop = pick(compiled, which, x.size)
     return lambda *arrays: loop(*arrays, kh, kw, sh, sw, ph, pw)
 
 

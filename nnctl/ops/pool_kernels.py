@@ -146,8 +146,8 @@ _first4 = _first_max4
 
 def kernels():
     """{"forward", "grad", "gather"} and their "_2x2" forms (2x2 windows, stride 2, no
-    padding; they take no geometry) compiled with numba (cached on disk), or None when the
-    JIT is off."""
+    padding; they take no geometry), each a (serial, parallel) pair compiled with numba
+    (cached on disk; `pick` chooses), or None when the JIT is off."""
     from nnctl import jit
 
     nb = jit.numba()
@@ -158,11 +158,24 @@ def kernels():
         _argmax = nb.njit(cache=True, inline="always")(_window_argmax)
         _first4 = nb.njit(cache=True, inline="always")(_first_max4)
         _prange = nb.prange
-        options = dict(cache=True, parallel=True, nogil=True)
-        _compiled.update(forward=nb.njit(**options)(_max_pool),
-                         grad=nb.njit(**options)(_max_pool_grad),
-                         gather=nb.njit(**options)(_max_pool_gather),
-                         forward_2x2=nb.njit(**options)(_max_pool_2x2),
-                         grad_2x2=nb.njit(**options)(_max_pool_grad_2x2),
-                         gather_2x2=nb.njit(**options)(_max_pool_gather_2x2))
+        loops = {"forward": _max_pool, "grad": _max_pool_grad, "gather": _max_pool_gather,
+                 "forward_2x2": _max_pool_2x2, "grad_2x2": _max_pool_grad_2x2,
+                 "gather_2x2": _max_pool_gather_2x2}
+        for name, loop in loops.items():
+            _compiled[name] = (
+                nb.njit(cache=True, nogil=True, error_model="numpy")(loop),
+                nb.njit(cache=True, nogil=True, parallel=True, error_model="numpy")(loop))
     return _compiled
+
+
+# Parallel loops only from this many input elements: waking numba's threads costs more than
+# it gains below (and on a busy machine, much more: the other thread pools spin against it)
+PARALLEL_MIN_SIZE = 1 << 20
+
+
+def pick(compiled: dict, name: str, size: int):
+    """The serial or the parallel loop `name`, for an input of `size` elements."""
+    import numba
+
+    serial, parallel = compiled[name]
+    return parallel if size >= PARALLEL_MIN_SIZE and numba.get_num_threads() > 1 else serial
