@@ -70,7 +70,7 @@ class Recurrent(Layer):
             self.cells.append(cell)
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
-        seq = x
+        seq, hs = x, []
         for k, cell in enumerate(self.cells):  # a stacked layer reads the steps of the one below
             if k:
                 seq = stack(hs, axis=1)

@@ -7,7 +7,7 @@ they shift by the max first and their vjps are the short closed forms.
 from __future__ import annotations
 
 from nnctl.ops.registry import (INT_DTYPES, REDUCTION, Aval, Op, Sample, fail, register,
-                                require_float, same_dtype)
+                                require_float)
 from nnctl.ops.reduce import kept, logsumexp, max_shifted, max_shifted_into
 from nnctl.ops.shape import per_element
 

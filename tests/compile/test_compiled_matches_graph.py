@@ -185,7 +185,7 @@ def test_compiled_plan_matches_the_graph_numba_kernels(case):
 def test_the_dags_do_fuse():
     x = input_placeholder("x", (3, 4), "float64")
     b = input_placeholder("b", (4,), "float64")
-    outputs, feeds = [(x * b).sigmoid() + 1.0], [x, b]
+    outputs = [(x * b).sigmoid() + 1.0]
     graph, stats = run_passes(Graph([t.node for t in outputs]), ALL_PASSES)
     assert [n.op for n in graph.nodes if not n.is_leaf] == [FUSED]
     check(((3, 4), [(3, 4), (4,)], [("mul", 0, 0, 1), ("sigmoid", 2, 0, 0)], 1, 5))

@@ -17,7 +17,7 @@ from nnctl.compile.kernels import make_kernel
 from nnctl.compile.kernels.expr import FUNCTIONS, ExprError, Program, flatten, parse
 from nnctl.compile.kernels.numpy_eval import numpy_kernel
 from nnctl.gradcheck import sample_inputs
-from nnctl.graph.tensor import Tensor, apply, input_placeholder
+from nnctl.graph.tensor import apply, input_placeholder
 from nnctl.ops.registry import ELEMENTWISE, REGISTRY
 
 needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not installed")

@@ -12,7 +12,7 @@ from nnctl.compile.numerics import stabilize_numerics
 from nnctl.compile.passes import eliminate_dead_code
 from nnctl.compile.rewrite import collect_rewrites
 from nnctl.graph.ir import Graph, name_scope
-from nnctl.graph.tensor import Tensor, input_placeholder
+from nnctl.graph.tensor import input_placeholder
 
 from tests.compile.test_passes import evaluate
 

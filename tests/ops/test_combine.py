@@ -12,7 +12,7 @@ from nnctl.autodiff import grad
 from nnctl.backend import get_backend
 from nnctl.compile import compile_graph
 from nnctl.errors import ShapeError
-from nnctl.graph.tensor import (Tensor, concat, input_placeholder, maximum, minimum, parameter,
+from nnctl.graph.tensor import (Tensor, concat, input_placeholder, maximum, parameter,
                                 stack, where)
 
 X = np.arange(12.0).reshape(3, 4)
