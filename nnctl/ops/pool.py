@@ -41,8 +41,21 @@ def _jit_loop(xp, which: str, x, kernel, stride, padding):
     (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
         return pick(compiled, which + "_2x2", x.size)
+    if which == "forward":  # the value at each window's maximum: gather(x, x)
+        gather = pick(compiled, "gather", x.size)
+        return lambda x, out: gather(x, x, out, kh, kw, sh, sw, ph, pw)
     loop = pick(compiled, which, x.size)
     return lambda *arrays: loop(*arrays, kh, kw, sh, sw, ph, pw)
+
+
+def _looped(op, xp, out, which: str, arrays: tuple, kernel, stride, padding):
+    """`op.forward_into` through the numba loop where there is one (x is the last array),
+    else the NumPy path (Op.forward_into: forward, then a copy)."""
+    loop = _jit_loop(xp, which, arrays[-1], kernel, stride, padding)
+    if loop is None:
+        return Op.forward_into(op, xp, out, *arrays, kernel, stride, padding)
+    loop(*arrays, out)
+    return out
 
 
 POOL_CASES = (  # (x shape, attrs)
@@ -69,11 +82,7 @@ class MaxPool2d(Op):
         return view.max(axis=(2, 3))
 
     def forward_into(self, xp, out, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_loop(xp, "forward", x, kernel, stride, padding)
-        if loop is None:
-            return super().forward_into(xp, out, x, kernel, stride, padding)
-        loop(x, out)
-        return out
+        return _looped(self, xp, out, "forward", (x,), kernel, stride, padding)
 
     def vjp(self, g, out, x, **attrs):
         return (g.apply("max_pool2d_grad", x, **attrs),)
@@ -110,11 +119,7 @@ class MaxPool2dGrad(Op):
         return _scatter_windows(xp, cols, x.shape, stride, padding, (1, 1))
 
     def forward_into(self, xp, out, g, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_loop(xp, "grad", x, kernel, stride, padding)
-        if loop is None:
-            return super().forward_into(xp, out, g, x, kernel, stride, padding)
-        loop(g, x, out)
-        return out
+        return _looped(self, xp, out, "grad", (g, x,), kernel, stride, padding)
 
     def vjp(self, gx, out, g, x, **attrs):
         return gx.apply("max_pool2d_gather", x, **attrs), None
@@ -149,11 +154,7 @@ class MaxPool2dGather(Op):
         return xp.take_along_axis(cols, index[:, :, None], axis=2)[:, :, 0]
 
     def forward_into(self, xp, out, v, x, kernel, stride=None, padding=(0, 0)):
-        loop = _jit_loop(xp, "gather", x, kernel, stride, padding)
-        if loop is None:
-            return super().forward_into(xp, out, v, x, kernel, stride, padding)
-        loop(v, x, out)
-        return out
+        return _looped(self, xp, out, "gather", (v, x,), kernel, stride, padding)
 
     def vjp(self, g, out, v, x, **attrs):
         return g.apply("max_pool2d_grad", x, **attrs), None

@@ -38,17 +38,6 @@ def _window_argmax(xs, h0, w0, kh, kw):
     return bh, bw
 
 
-def _max_pool(x, out, kh, kw, sh, sw, ph, pw):
-    N, C, OH, OW = out.shape
-    for nc in _prange(N * C):
-        n = nc // C
-        xs, os = x[n, nc - n * C], out[n, nc - n * C]
-        for p in range(OH):
-            for q in range(OW):
-                h, w = _argmax(xs, p * sh - ph, q * sw - pw, kh, kw)
-                os[p, q] = xs[h, w]
-
-
 def _max_pool_grad(g, x, out, kh, kw, sh, sw, ph, pw):
     N, C, OH, OW = g.shape
     for nc in _prange(N * C):
@@ -62,6 +51,7 @@ def _max_pool_grad(g, x, out, kh, kw, sh, sw, ph, pw):
 
 
 def _max_pool_gather(v, x, out, kh, kw, sh, sw, ph, pw):
+    """v at each window's maximum of x; the forward pass is gather(x, x)."""
     N, C, OH, OW = out.shape
     for nc in _prange(N * C):
         n = nc // C
@@ -145,7 +135,7 @@ _first4 = _first_max4
 
 
 def kernels():
-    """{"forward", "grad", "gather"} and their "_2x2" forms (2x2 windows, stride 2, no
+    """{"grad", "gather"} (the forward pass is gather(x, x)) and "_2x2" forms of all three (2x2 windows, stride 2, no
     padding; they take no geometry), each a (serial, parallel) pair compiled with numba
     (cached on disk; `pick` chooses), or None when the JIT is off."""
     from nnctl import jit
@@ -158,7 +148,7 @@ def kernels():
         _argmax = nb.njit(cache=True, inline="always")(_window_argmax)
         _first4 = nb.njit(cache=True, inline="always")(_first_max4)
         _prange = nb.prange
-        loops = {"forward": _max_pool, "grad": _max_pool_grad, "gather": _max_pool_gather,
+        loops = {"grad": _max_pool_grad, "gather": _max_pool_gather,
                  "forward_2x2": _max_pool_2x2, "grad_2x2": _max_pool_grad_2x2,
                  "gather_2x2": _max_pool_gather_2x2}
         for name, loop in loops.items():
