@@ -241,7 +241,14 @@ def _limit_numba(n: int) -> Callable[[], None]:
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
         return lambda: numba.set_num_threads(before)
-    return _set_environ({"NUMBA_NUM_THREADS": str(n)})
+    undo_env = _set_environ({"NUMBA_NUM_THREADS": str(n)})
+
+    def undo():
+        # NOTE: numba imported meanwhile read the variable, and every compile re-reads it:
+        # a different value then (its pool already launched) is a RuntimeError, so it stays
+        if sys.modules.get("numba") is None:
+            undo_env()
+    return undo
 
 
 def configure_threads(requested: int | str | None) -> int:

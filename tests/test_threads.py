@@ -134,6 +134,17 @@ def test_numba_not_yet_imported_gets_its_pool_size_from_the_environment(monkeypa
     assert "NUMBA_NUM_THREADS" not in os.environ
 
 
+def test_numba_imported_during_the_block_keeps_the_variable_it_read(monkeypatch):
+    """numba reads NUMBA_NUM_THREADS at import and again at every compile; a different value
+    once its pool runs is a RuntimeError, so a command that imported it leaves the value."""
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")  # recorded, so teardown puts back the real one
+    monkeypatch.delenv("NUMBA_NUM_THREADS")
+    with threads.use_threads(1):
+        monkeypatch.setitem(sys.modules, "numba", object())  # imported inside the command
+    assert os.environ["NUMBA_NUM_THREADS"] == "1"
+
+
 def test_numba_already_imported_is_set_directly():
     numba = pytest.importorskip("numba")
     before = numba.get_num_threads()
