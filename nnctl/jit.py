@@ -8,6 +8,8 @@ environment variable `NNCTL_JIT=0` or `set_enabled(False)` (tests compare both p
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
 from pathlib import Path
@@ -31,15 +33,30 @@ def enabled() -> bool:
 # Below this many elements a kernel is left to NumPy: its ufunc calls cost less than a numba
 # dispatch there, and a model whose arrays are all this small never imports numba, whose
 # start-up (import and loading cached kernels: about a second) would outweigh what it saves.
-MIN_SIZE = 8192
+MIN_SIZE = 1 << 16
 # An optimizer uses its fused kernels when the model has at least this many parameters.
 MIN_TOTAL = 1 << 16
 
 
+# False inside `held_back()`: a plan whose model is small runs on NumPy even for its few
+# large arrays (an evaluation batch), so the process never pays numba's start-up for them
+_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("jit_allowed", default=True)
+
+
 def worth(size: int) -> bool:
-    """Use a numba kernel for an array of `size` elements: the JIT is on, and the array is
-    large enough for it to pay (MIN_SIZE)."""
-    return size >= MIN_SIZE and enabled()
+    """Use a numba kernel for an array of `size` elements: the JIT is on, not held back, and
+    the array is large enough for it to pay (MIN_SIZE)."""
+    return size >= MIN_SIZE and _allowed.get() and enabled()
+
+
+@contextlib.contextmanager
+def held_back():
+    """No numba kernel inside the block (the NumPy path runs, same results to round-off)."""
+    token = _allowed.set(False)
+    try:
+        yield
+    finally:
+        _allowed.reset(token)
 
 
 def set_enabled(on: bool | None) -> None:

@@ -51,8 +51,9 @@ class ExecutionPlan:
     """Run with `plan(feed_arrays)`: one array per feed, in the order given to compile_graph."""
 
     def __init__(self, graph: Graph, feeds: Sequence[Node], backend: Backend, rng=None,
-                 pass_stats=(), capacity: dict | None = None):
+                 pass_stats=(), capacity: dict | None = None, jit: bool = True):
         self.graph, self.backend, self.pass_stats = graph, backend, list(pass_stats)
+        self.jit = jit  # False: NumPy kernels only, whatever the sizes (nnctl.jit.held_back)
         self.rng = rng if rng is not None else backend.rng(0)
         self.feeds = list(feeds)
         slot = {node: i for i, node in enumerate(graph.nodes)}
@@ -214,6 +215,19 @@ class ExecutionPlan:
 
     def run(self, feeds: Sequence) -> list:
         """The outputs for `feeds` as views into the arena: valid until the next run."""
+        if not self.jit:
+            from nnctl.jit import held_back
+            with held_back():
+                return self._run(feeds)
+        return self._run(feeds)
+
+    def largest_buffer(self) -> int:
+        """Elements of the largest buffer at the capacity (how big this plan's kernels get)."""
+        m = self.memory
+        return max((n.aval.at(m.capacity).size for n in m.offsets if not isinstance(n, tuple)),
+                   default=0)
+
+    def _run(self, feeds: Sequence) -> list:
         bound = self.binding(feeds)
         slots = bound.template.copy()
         for s, array in zip(self.feed_slots, feeds):
@@ -252,12 +266,14 @@ def _shares(array, arena) -> bool:
 
 
 def compile_graph(outputs: Sequence[Tensor], feeds: Sequence[Tensor], backend: Backend,
-                  rng=None, passes=PASSES, capacity: dict | None = None) -> ExecutionPlan:
+                  rng=None, passes=PASSES, capacity: dict | None = None,
+                  jit: bool = True) -> ExecutionPlan:
     """Optimise the graph that computes `outputs` and lay it out as an ExecutionPlan.
 
     `feeds` are the input and parameter tensors whose arrays are passed on every run.
     `capacity` gives the symbolic sizes the arena is first laid out for (e.g. {"B": 64},
-    the largest batch expected); a larger batch grows it.
+    the largest batch expected); a larger batch grows it. `jit=False` keeps every kernel on
+    NumPy (numba is used where arrays are large enough otherwise: nnctl.jit.worth).
     """
     graph, stats = run_passes(Graph([t.node for t in outputs]), passes)
-    return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats, capacity)
+    return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats, capacity, jit)

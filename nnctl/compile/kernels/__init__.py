@@ -42,7 +42,7 @@ def make_kernel(program: Program, xp):
         the cache at the first large call, so small models never import numba)."""
         nonlocal large
         size = out.size if out is not None else max((a.size for a in arrays), default=0)
-        if size < jit.MIN_SIZE:
+        if not jit.worth(size):
             return small(out, *arrays)
         if large is None:
             from nnctl.compile.kernels.numba_cpu import numba_kernel
