@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nnctl.graph.ir import Graph, Node
-from nnctl.ops.registry import ELEMENTWISE, MOVEMENT, REGISTRY, Dim
+from nnctl.ops.registry import ELEMENTWISE, REGISTRY, Dim
 
 ALIGN = 64  # bytes: a cache line, and what SIMD loads like
 
@@ -189,5 +189,5 @@ def peak_bytes(graph: Graph, keep: set, sizes: dict | None = None) -> int:
     return peak
 
 
-__all__ = ["MOVEMENT", "MemoryPlan", "VIEW_OPS", "last_uses", "nbytes_at", "peak_bytes",
+__all__ = ["MemoryPlan", "VIEW_OPS", "last_uses", "nbytes_at", "peak_bytes",
            "plan_memory"]

@@ -41,10 +41,10 @@ def _describe(shape) -> str:
 class _Binding:
     """The plan's kernels and slot template for one set of symbolic sizes."""
 
-    __slots__ = ("template", "steps", "sizes")
+    __slots__ = ("template", "steps")
 
-    def __init__(self, template, steps, sizes):
-        self.template, self.steps, self.sizes = template, steps, sizes
+    def __init__(self, template, steps):
+        self.template, self.steps = template, steps
 
 
 class ExecutionPlan:
@@ -55,7 +55,6 @@ class ExecutionPlan:
         self.graph, self.backend, self.pass_stats = graph, backend, list(pass_stats)
         self.jit = jit  # False: NumPy kernels only, whatever the sizes (nnctl.jit.held_back)
         self.rng = rng if rng is not None else backend.rng(0)
-        self.feeds = list(feeds)
         slot = {node: i for i, node in enumerate(graph.nodes)}
         self.slot = slot
         self.n_slots = len(graph.nodes)
@@ -65,7 +64,6 @@ class ExecutionPlan:
         for node in graph.nodes:
             if node.op in ("input", "parameter") and node not in feeds:
                 raise ValueError(f"{node!r} is needed by the outputs but is not fed")
-        self.symbols = sorted({d.name for f in feeds for d in f.aval.shape if isinstance(d, Dim)})
         self._feed_checks = [(f, f.aval.shape, backend.xp.dtype(f.aval.dtype), f.aval.symbolic)
                              for f in feeds]
         self.constants = {}
@@ -75,19 +73,16 @@ class ExecutionPlan:
                 # it makes float64; as an array of the node's dtype it stays what it declares
                 self.constants[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
         self._kernels = None  # made at the first run: planning memory needs no kernel
-        default = {name: 1 for name in self.symbols}
-        self.memory: MemoryPlan = plan_memory(graph, capacity or default)
+        symbols = {d.name for f in feeds for d in f.aval.shape if isinstance(d, Dim)}
+        self.memory: MemoryPlan = plan_memory(graph, capacity or dict.fromkeys(symbols, 1))
         self._arena = None
         self._bindings: dict = {}
 
     # ---- what the plan costs -------------------------------------------------------------------
     @property
-    def planned_bytes(self) -> int:
-        """The arena's size: every intermediate buffer of a step, at the capacity."""
-        return self.memory.arena_bytes
-
-    @property
     def peak_bytes(self) -> int:
+        """The planned peak: the arena's size, every intermediate buffer of a step at the
+        capacity, allocated once."""
         return self.memory.arena_bytes
 
     def unplanned_peak_bytes(self, sizes: dict | None = None) -> int:
@@ -161,7 +156,7 @@ class ExecutionPlan:
                              for key in memory.work.get(node, ()))
                 fn = self._kernels[node](sizes, node in memory.views, work)
                 steps.append((fn, tuple(self.slot[i] for i in node.inputs), s))
-        return _Binding(template, steps, dict(sizes))
+        return _Binding(template, steps)
 
     # ---- running -------------------------------------------------------------------------------
     def _draw(self, p: float, out):
@@ -227,12 +222,17 @@ class ExecutionPlan:
         return max((n.aval.at(m.capacity).size for n in m.offsets if not isinstance(n, tuple)),
                    default=0)
 
-    def _run(self, feeds: Sequence) -> list:
+    def _slots(self, feeds: Sequence):
+        """The binding for the feeds' batch size and the slot list of one run."""
         bound = self.binding(feeds)
         slots = bound.template.copy()
         for s, array in zip(self.feed_slots, feeds):
             if s is not None:
                 slots[s] = array
+        return bound, slots
+
+    def _run(self, feeds: Sequence) -> list:
+        bound, slots = self._slots(feeds)
         for fn, ins, out in bound.steps:
             slots[out] = fn(slots[out], *[slots[i] for i in ins])
         return [slots[i] for i in self.output_slots]
@@ -241,11 +241,7 @@ class ExecutionPlan:
         """Run once more, checking every op's result; the first node (in execution order)
         whose value holds a NaN or Inf, or None. Slow: only for reporting a failure."""
         xp = self.backend.xp
-        bound = self.binding(feeds)
-        slots = bound.template.copy()
-        for s, array in zip(self.feed_slots, feeds):
-            if s is not None:
-                slots[s] = array
+        bound, slots = self._slots(feeds)
         nodes = {self.slot[n]: n for n in self.graph.nodes}
         for fn, ins, out in bound.steps:
             value = slots[out] = fn(slots[out], *[slots[i] for i in ins])
