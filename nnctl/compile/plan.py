@@ -27,7 +27,11 @@ from nnctl.compile.passes import PASSES, run_passes
 from nnctl.errors import ShapeError
 from nnctl.graph.ir import Graph, Node
 from nnctl.graph.tensor import Tensor
-from nnctl.ops.registry import REGISTRY, Dim, contains_dim, resolve
+from nnctl.ops.registry import REGISTRY, Dim, Op, contains_dim, resolve
+
+# An op with a workspace whose inputs and result are at most this many elements runs its
+# `forward` and copies (bounded temporaries) instead of its allocation-free workspace path.
+SMALL_WORK = 4096
 
 
 def _view(forward, xp, attrs, out, *inputs):
@@ -117,6 +121,10 @@ class ExecutionPlan:
             a = resolve(attrs, sizes) if symbolic else attrs
             if as_view:
                 return functools.partial(_view, op.forward, xp, a)
+            if work and max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
+                # small arrays: NumPy's few calls with their temporaries, then one copy, cost
+                # less than the dozen in-place calls that keep large batches allocation-free
+                return functools.partial(Op.forward_into, op, xp, **a)
             if work:
                 return functools.partial(op.forward_into, xp, work=work, **a)
             return functools.partial(op.forward_into, xp, **a)

@@ -37,8 +37,6 @@ class Softmax(Op):
         return m, Aval(m.shape, "bool")
 
     def forward_into(self, xp, out, x, axis=-1, work=None):
-        if x.size <= SMALL:
-            return _copied(xp, out, self.forward(xp, x, axis))
         m, flag = work
         max_shifted_into(xp, x, axis, out, m, flag)
         xp.exp(out, out=out)
@@ -72,8 +70,6 @@ class LogSoftmax(Op):
         return m, Aval(m.shape, "bool"), x
 
     def forward_into(self, xp, out, x, axis=-1, work=None):
-        if x.size <= SMALL:
-            return _copied(xp, out, self.forward(xp, x, axis))
         m, flag, e = work
         max_shifted_into(xp, x, axis, out, m, flag)
         xp.exp(out, out=e)
@@ -87,17 +83,6 @@ class LogSoftmax(Op):
     def samples(self):
         yield Sample(shapes=((3, 5),))
         yield Sample(shapes=((2, 3, 4),), attrs={"axis": 0})
-
-
-# Up to this many elements the ops below compute with NumPy's temporaries (a few calls) and
-# copy into `out`: bounded allocations, cheaper than the dozen in-place calls that keep large
-# batches allocation-free through their workspaces.
-SMALL = 4096
-
-
-def _copied(xp, out, value):
-    xp.copyto(out, value)
-    return out
 
 
 def one_hot_into(xp, hits, rows, labels):
@@ -134,8 +119,6 @@ class OneHot(Op):
         return Aval(labels.shape + (depth,), "bool"), Aval((labels.size,), "int64")
 
     def forward_into(self, xp, out, labels, depth, dtype="float32", work=None):
-        if out.size <= SMALL:
-            return _copied(xp, out, self.forward(xp, labels, depth, dtype))
         xp.copyto(out, one_hot_into(xp, *work, labels))
         return out
 
@@ -179,8 +162,6 @@ class CrossEntropy(Op):
                 Aval((labels.size,), "int64"))
 
     def forward_into(self, xp, out, logits, labels, work=None):
-        if logits.size <= SMALL:
-            return _copied(xp, out, self.forward(xp, logits, labels))
         z, m, lse, flag, target, rows = work
         max_shifted_into(xp, logits, -1, z, m, flag)
         xp.exp(z, out=z)
