@@ -40,7 +40,8 @@ def test_one_symbolic_plan_equals_a_static_plan_at_every_batch_size():
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
     assert plan.memory.capacity == {"B": 7}
-    assert set(plan._bindings) <= {(("B", 7),), (("B", 1),), (("B", 3),), (("B", 4),)}
+    # growing the arena to 7 dropped the bindings made for 4, 1 and 3; 4 was bound again after
+    assert set(plan._bindings) == {(("B", 7),), (("B", 4),)}
 
 
 def test_the_mean_gradient_scales_with_the_batch_it_is_given():
