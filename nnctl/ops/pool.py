@@ -39,8 +39,8 @@ def _jit_loop(xp, which: str, x, kernel, stride, padding):
     if not compiled:
         return None
     (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        return pick(compiled, which + "_2x2", x.size)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and which != "gather":
+        return pick(compiled, which + "_2x2", x.size)  # gather (second order only): general
     if which == "forward":  # the value at each window's maximum: gather(x, x)
         gather = pick(compiled, "gather", x.size)
         return lambda x, out: gather(x, x, out, kh, kw, sh, sw, ph, pw)

@@ -62,17 +62,6 @@ def _max_pool_gather(v, x, out, kh, kw, sh, sw, ph, pw):
                 os[p, q] = vs[h, w]
 
 
-def _first_max4(a, b, c, d):
-    """Index 0-3 of the first maximum of (a, b, c, d); a NaN is the maximum (the first).
-    Branch-free (bitwise & and |, selects): random data would mispredict every branch."""
-    t = (a == a) & ((b > a) | (b != b))
-    best, k = (b if t else a), (1 if t else 0)
-    t = (best == best) & ((c > best) | (c != c))
-    best, k = (c if t else best), (2 if t else k)
-    t = (best == best) & ((d > best) | (d != d))
-    return 3 if t else k
-
-
 # 2x2 windows with stride 2 and no padding, by far the most common pooling, get loops with
 # constant bounds that LLVM unrolls: ~20x the general loops' speed (docs/performance.md).
 
@@ -116,41 +105,25 @@ def _max_pool_grad_2x2(g, x, out):
                 ds[2 * p + 1, 2 * q + 1] = v if kd else 0
 
 
-def _max_pool_gather_2x2(v, x, out):
-    N, C, OH, OW = out.shape
-    for nc in _prange(N * C):
-        n = nc // C
-        xs, vs, os = x[n, nc - n * C], v[n, nc - n * C], out[n, nc - n * C]
-        for p in range(OH):
-            for q in range(OW):
-                a, b = xs[2 * p, 2 * q], xs[2 * p, 2 * q + 1]
-                c, d = xs[2 * p + 1, 2 * q], xs[2 * p + 1, 2 * q + 1]
-                k = _first4(a, b, c, d)
-                os[p, q] = vs[2 * p + k // 2, 2 * q + k % 2]
-
-
 _prange = range  # replaced by numba.prange in the compiled versions
 _argmax = _window_argmax
-_first4 = _first_max4
 
 
 def kernels():
-    """{"grad", "gather"} (the forward pass is gather(x, x)) and "_2x2" forms of all three (2x2 windows, stride 2, no
-    padding; they take no geometry), each a (serial, parallel) pair compiled with numba
-    (cached on disk; `pick` chooses), or None when the JIT is off."""
+    """{"grad", "gather"} (the forward pass is gather(x, x)) and "forward_2x2", "grad_2x2"
+    (2x2 windows, stride 2, no padding; they take no geometry), each a (serial, parallel)
+    pair compiled with numba (cached on disk; `pick` chooses), or None when the JIT is off."""
     from nnctl import jit
 
     nb = jit.numba()
     if nb is None:
         return None
     if not _compiled:
-        global _prange, _argmax, _first4
+        global _prange, _argmax
         _argmax = nb.njit(cache=True, inline="always")(_window_argmax)
-        _first4 = nb.njit(cache=True, inline="always")(_first_max4)
         _prange = nb.prange
         loops = {"grad": _max_pool_grad, "gather": _max_pool_gather,
-                 "forward_2x2": _max_pool_2x2, "grad_2x2": _max_pool_grad_2x2,
-                 "gather_2x2": _max_pool_gather_2x2}
+                 "forward_2x2": _max_pool_2x2, "grad_2x2": _max_pool_grad_2x2}
         for name, loop in loops.items():
             _compiled[name] = (
                 nb.njit(cache=True, nogil=True, error_model="numpy")(loop),
