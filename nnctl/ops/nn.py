@@ -149,7 +149,7 @@ class CrossEntropy(Op):
         return Aval((), logits.dtype)
 
     def forward(self, xp, logits, labels):
-        lse = logsumexp(xp, logits, -1)
+        lse = logsumexp(xp, logits, -1, guard=False)  # a non-finite row is NaN anyway
         # NOTE: picking through a one-hot mask (not take_along_axis, which wraps -1 to the
         # last class) keeps forward and vjp in agreement for every label value
         target = labels[..., None] == xp.arange(logits.shape[-1])

@@ -28,11 +28,14 @@ def _keep(g, x, axis, keepdims):
     return g.reshape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
 
 
-def max_shifted(xp, x, axis=None):
+def max_shifted(xp, x, axis=None, guard: bool = False):
     """(x - m, m) with m = max of x over axes (keepdims), the shift that keeps e^x from
-    overflowing: the one place it is written (softmax, log_softmax, logsumexp, cross_entropy)."""
+    overflowing: the one place it is written (softmax, log_softmax, logsumexp, cross_entropy).
+    `guard` replaces a non-finite maximum by 0, which only logsumexp needs (an all -inf row
+    then gives -inf, not inf - inf); the others give NaN on such a row either way."""
     m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0)  # NOTE: all -inf (or an inf) would give inf - inf
+    if guard:
+        m = xp.where(xp.isfinite(m), m, 0)
     return x - m, m
 
 
@@ -60,8 +63,8 @@ def _leading(x, axis) -> int:
     return len(axis)
 
 
-def logsumexp(xp, x, axis=None, keepdims=False):
-    z, m = max_shifted(xp, x, axis)
+def logsumexp(xp, x, axis=None, keepdims=False, guard: bool = True):
+    z, m = max_shifted(xp, x, axis, guard)
     s = xp.sum(xp.exp(z), axis=axis, keepdims=keepdims)
     return xp.log(s) + (m if keepdims else xp.squeeze(m, axis=axis))
 

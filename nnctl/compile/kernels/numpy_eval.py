@@ -77,7 +77,13 @@ def numpy_kernel(program: Program, xp):
                                           if isinstance(a, str)))
             dest = n_in if direct else alloc(shape, dtype)
             fn = getattr(xp, _UFUNCS[ins.fn]) if ins.fn in _UFUNCS else None
-            steps.append((fn, tuple(args), dest, "ufunc" if fn else ins.fn))
+            if ins.fn == "where" and ins.args[1:] == (1.0, 0.0) and \
+                    shape_of(ins.args[0]) == shape:
+                # where(c, 1, 0) of a bool c is c as a number (step's lowering): one casting
+                # copy instead of a fill and a masked copy
+                steps.append((None, (args[0],), dest, "copy"))
+            else:
+                steps.append((fn, tuple(args), dest, "ufunc" if fn else ins.fn))
             for a in {a for a in ins.args if isinstance(a, str)}:
                 if last_use.get(a) == i and a not in names:
                     free.setdefault((env_shape[a], env_dtype[a]), []).append(where[a])
