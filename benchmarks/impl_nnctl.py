@@ -1,7 +1,7 @@
 """nnctl's training step, exactly as the trainer builds and runs it:
 
     outputs, feeds = StepBuilder.training_step(batch)        # graph: forward, loss, gradients
-    plan = compile_graph(outputs, feeds, get_backend("cpu"), rng=...)
+    plan = compile_graph(outputs, feeds, get_backend("cpu"), rng=..., capacity={"B": batch})
     per step: outs = plan.run([x, y, *params]); float(outs[0]); optimizer.step(params, grads)
 
 with the config's optimizer (SGD, lr 0.01) from `make_optimizer`. Optional plan attributes
@@ -46,7 +46,10 @@ class NnctlStep:
         outputs, feeds = case.builder.training_step(case.batch)
         t1 = time.perf_counter()
         rng = self.backend.rng(seed_streams(case.config.spec.seed)["dropout"])
-        self.plan = compile_graph(outputs, feeds, self.backend, rng=rng)
+        # as the trainer: the arena laid out for the batch size, which also decides whether
+        # the model is large enough for numba's kernels (jit="auto")
+        self.plan = compile_graph(outputs, feeds, self.backend, rng=rng,
+                                  capacity={"B": case.batch})
         t2 = time.perf_counter()
         self.graph_s, self.compile_s, self.build_start = t1 - t0, t2 - t1, t0
         self.n = len(case.param_names)

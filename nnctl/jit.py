@@ -30,10 +30,14 @@ def enabled() -> bool:
     return _state["enabled"]
 
 
-# Below this many elements a kernel is left to NumPy: its ufunc calls cost less than a numba
-# dispatch there, and a model whose arrays are all this small never imports numba, whose
-# start-up (import and loading cached kernels: about a second) would outweigh what it saves.
+# A model whose arrays are all smaller than this never imports numba: its start-up (import
+# and loading cached kernels: about a second) would outweigh what it saves (the trainer
+# holds the JIT back for it, and an op kernel of its own, like pooling, starts here).
 MIN_SIZE = 1 << 16
+# A fused elementwise kernel runs on numba from this many elements on, once the model is
+# large enough to have paid numba's start-up: one dispatch (~1-3 us) then beats the ufunc
+# calls of a group of two or more (each ~1-1.5 us plus a pass over memory).
+KERNEL_MIN_SIZE = 1 << 10
 # An optimizer uses its fused kernels when the model has at least this many parameters.
 MIN_TOTAL = 1 << 16
 
@@ -43,10 +47,10 @@ MIN_TOTAL = 1 << 16
 _allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("jit_allowed", default=True)
 
 
-def worth(size: int) -> bool:
+def worth(size: int, minimum: int | None = None) -> bool:
     """Use a numba kernel for an array of `size` elements: the JIT is on, not held back, and
-    the array is large enough for it to pay (MIN_SIZE)."""
-    return size >= MIN_SIZE and _allowed.get() and enabled()
+    the array is large enough for it to pay (`minimum`, MIN_SIZE by default)."""
+    return size >= (MIN_SIZE if minimum is None else minimum) and _allowed.get() and enabled()
 
 
 @contextlib.contextmanager

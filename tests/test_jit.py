@@ -20,6 +20,9 @@ def test_worth_needs_a_large_array_and_is_off_when_held_back():
     with jit.held_back():
         assert not jit.worth(10 * jit.MIN_SIZE)
     assert jit.worth(10 * jit.MIN_SIZE)
+    # a fused kernel's own bar is lower (the plan decided already that the model is large)
+    assert jit.worth(jit.KERNEL_MIN_SIZE, jit.KERNEL_MIN_SIZE)
+    assert not jit.worth(jit.KERNEL_MIN_SIZE - 1, jit.KERNEL_MIN_SIZE)
 
 
 def test_training_a_small_model_never_imports_numba():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
+from nnctl import jit as jit_policy
 from nnctl.backend.base import Backend
 from nnctl.compile.memory import MemoryPlan, nbytes_at, peak_bytes, plan_memory
 from nnctl.compile.passes import PASSES, run_passes
@@ -29,6 +30,9 @@ from nnctl.graph.ir import Graph, Node
 from nnctl.graph.tensor import Tensor
 from nnctl.ops.registry import REGISTRY, Dim, Op, contains_dim, resolve
 
+# One-op programs with these functions run on numba even when NumPy needs one call for them
+LONE_GAINS = frozenset({"tanh"})
+
 # An op with a workspace whose inputs and result are at most this many elements runs its
 # `forward` and copies (bounded temporaries) instead of its allocation-free workspace path.
 SMALL_WORK = 4096
@@ -36,6 +40,24 @@ SMALL_WORK = 4096
 
 def _view(forward, xp, attrs, out, *inputs):
     return forward(xp, *inputs, **attrs)
+
+
+def _lone_program(node: Node, xp):
+    """The one-op Program of an elementwise node that numba runs faster than the op's own
+    NumPy calls (a sigmoid: four ufunc passes, a float32 tanh: libm per element), else None.
+    Fusion leaves such a node alone when its result has users outside one group (a sigmoid
+    whose output its gradient reads)."""
+    from nnctl.compile.fusion import fusable, program_of
+    from nnctl.compile.kernels import uses_numba
+    from nnctl.compile.kernels.expr import flatten
+    if not fusable(node) or not jit_policy.enabled():
+        return None
+    program = program_of([node])[0]
+    instrs = flatten(program)
+    if not uses_numba(program, xp) or (len(instrs) < 3 and not any(
+            i.fn in LONE_GAINS for i in instrs)):
+        return None
+    return program
 
 
 def _describe(shape) -> str:
@@ -55,9 +77,8 @@ class ExecutionPlan:
     """Run with `plan(feed_arrays)`: one array per feed, in the order given to compile_graph."""
 
     def __init__(self, graph: Graph, feeds: Sequence[Node], backend: Backend, rng=None,
-                 pass_stats=(), capacity: dict | None = None, jit: bool = True):
+                 pass_stats=(), capacity: dict | None = None, jit: bool | str = "auto"):
         self.graph, self.backend, self.pass_stats = graph, backend, list(pass_stats)
-        self.jit = jit  # False: NumPy kernels only, whatever the sizes (nnctl.jit.held_back)
         self.rng = rng if rng is not None else backend.rng(0)
         slot = {node: i for i, node in enumerate(graph.nodes)}
         self.slot = slot
@@ -81,6 +102,12 @@ class ExecutionPlan:
         self.memory: MemoryPlan = plan_memory(graph, capacity or dict.fromkeys(symbols, 1))
         self._arena = None
         self._bindings: dict = {}
+        # False: NumPy kernels only, whatever the sizes (nnctl.jit.held_back). "auto": numba
+        # only for a model with an array of jit.MIN_SIZE elements or more at the capacity; a
+        # smaller one would pay numba's start-up (about a second) for microseconds per step.
+        if jit == "auto":
+            jit = self.largest_buffer() >= jit_policy.MIN_SIZE
+        self.jit = bool(jit)
 
     # ---- what the plan costs -------------------------------------------------------------------
     @property
@@ -116,11 +143,16 @@ class ExecutionPlan:
         op = REGISTRY[node.op]
         attrs = dict(node.attrs)
         symbolic = contains_dim(attrs)
+        lone = _lone_program(node, xp) if self.jit else None
 
         def make(sizes, as_view=False, work=()):
             a = resolve(attrs, sizes) if symbolic else attrs
             if as_view:
                 return functools.partial(_view, op.forward, xp, a)
+            if lone is not None and jit_policy.worth(node.aval.at(sizes).size,
+                                                     jit_policy.KERNEL_MIN_SIZE):
+                from nnctl.compile.kernels.numba_cpu import numba_kernel
+                return numba_kernel(lone)
             if work and max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
                 # small arrays: NumPy's few calls with their temporaries, then one copy, cost
                 # less than the dozen in-place calls that keep large batches allocation-free
@@ -271,13 +303,14 @@ def _shares(array, arena) -> bool:
 
 def compile_graph(outputs: Sequence[Tensor], feeds: Sequence[Tensor], backend: Backend,
                   rng=None, passes=PASSES, capacity: dict | None = None,
-                  jit: bool = True) -> ExecutionPlan:
+                  jit: bool | str = "auto") -> ExecutionPlan:
     """Optimise the graph that computes `outputs` and lay it out as an ExecutionPlan.
 
     `feeds` are the input and parameter tensors whose arrays are passed on every run.
     `capacity` gives the symbolic sizes the arena is first laid out for (e.g. {"B": 64},
     the largest batch expected); a larger batch grows it. `jit=False` keeps every kernel on
-    NumPy (numba is used where arrays are large enough otherwise: nnctl.jit.worth).
+    NumPy; True uses numba where arrays are large enough (nnctl.jit.worth); "auto" does so
+    only for a model whose largest array at the capacity has jit.MIN_SIZE elements.
     """
     graph, stats = run_passes(Graph([t.node for t in outputs]), passes)
     return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats, capacity, jit)

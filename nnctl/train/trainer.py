@@ -127,14 +127,8 @@ class Trainer:
             outputs, feeds = self.builder.evaluation_step()
             self._eval_plan = compile_graph(outputs, feeds, self.backend,
                                             capacity={"B": self.spec.train.eval_batch_size},
-                                            jit=self._jit_pays())
+                                            jit=self.train_plan().jit)
         return self._eval_plan
-
-    def _jit_pays(self) -> bool:
-        """Evaluation uses numba only if training does: a model whose training step is all
-        small arrays would pay numba's start-up for one large evaluation batch per epoch."""
-        from nnctl import jit
-        return self.train_plan().largest_buffer() >= jit.MIN_SIZE
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -377,7 +371,7 @@ class Trainer:
             x, _, out = self.builder.build_forward(training=False)
             feeds = [x, *self.builder.params.values(), *self.builder.states.values()]
             self._forward_plan = compile_graph([out], feeds, self.backend, capacity={
-                "B": max(len(xb), 1)}, jit=self._jit_pays())
+                "B": max(len(xb), 1)}, jit=self.train_plan().jit)
         (out,) = self._forward_plan([xb, *self.params, *self.states])
         return out
 

@@ -169,3 +169,39 @@ def test_scalar_constants_keep_their_shape_in_a_plan():
     loss = (x * x).sum() * 0.5
     (value,) = compile_graph([loss], [x], get_backend("cpu"))([np.ones(3, np.float32)])
     assert np.shape(value) == () and float(value) == 1.5
+
+
+# ---- when the plan uses numba ------------------------------------------------------------------
+
+def _sigmoid_plan(rows, jit):
+    x = input_placeholder("x", (rows, 256), "float32")
+    return compile_graph([x.sigmoid(), x.tanh(), x.relu()], [x], CPU, jit=jit)
+
+
+def test_auto_jit_only_for_a_model_with_a_large_array():
+    from nnctl import jit
+    if not jit.enabled():
+        pytest.skip("the JIT is off")
+    assert not _sigmoid_plan(jit.MIN_SIZE // 256 - 1, "auto").jit
+    assert _sigmoid_plan(jit.MIN_SIZE // 256, "auto").jit
+    assert not _sigmoid_plan(jit.MIN_SIZE // 256, False).jit
+
+
+def test_lone_sigmoid_and_tanh_run_as_numba_kernels_with_the_same_values():
+    """A sigmoid or tanh that fusion leaves alone (its output feeds its gradient) still runs
+    as one vectorised numba loop in a jit plan; relu (one ufunc call) stays NumPy's."""
+    from nnctl import jit
+    if not jit.enabled():
+        pytest.skip("the JIT is off")
+    x = np.random.default_rng(3).normal(scale=4.0, size=(64, 256)).astype(np.float32)
+    plan = _sigmoid_plan(64, True)
+    outs = plan([x])
+    kinds = {plan.graph.nodes[s].op: getattr(fn, "program", None) is not None
+             for fn, _, s in plan.binding([x]).steps}
+    assert kinds == {"sigmoid": True, "tanh": True, "relu": False}
+    np.testing.assert_allclose(outs[0], 0.5 * np.tanh(0.5 * x) + 0.5, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(outs[1], np.tanh(x), rtol=2e-6, atol=1e-6)
+    np.testing.assert_array_equal(outs[2], np.maximum(x, 0))
+    numpy_outs = _sigmoid_plan(64, False)([x])
+    for a, b in zip(outs, numpy_outs):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)

@@ -18,9 +18,9 @@ __all__ = ["FUNCTIONS", "ExprError", "Program", "make_kernel", "numpy_kernel", "
 
 # NumPy runs these on float32 with SIMD (AVX2 and up), numba calls scalar libm for them:
 # measured 3x slower fused than unfused (docs/performance.md), so such programs stay on
-# the ufuncs. float64 and arithmetic-only programs gain from numba (1.5x and 8-11x).
-SIMD_IN_NUMPY = {"float32": frozenset({"exp", "expm1", "log", "log1p", "tanh", "sin", "cos",
-                                       "pow"})}
+# the ufuncs. float64 and arithmetic-only programs gain from numba (1.5x and 8-11x), and
+# float32 tanh (sigmoid too) has a vectorisable lowering of our own (numba_math.py).
+SIMD_IN_NUMPY = {"float32": frozenset({"exp", "expm1", "log", "log1p", "sin", "cos", "pow"})}
 
 
 def uses_numba(program: Program, xp) -> bool:
@@ -38,11 +38,12 @@ def make_kernel(program: Program, xp):
     large = None
 
     def kernel(out, *arrays):
-        """NumPy's ufuncs below jit.MIN_SIZE elements, numba above (compiled or loaded from
-        the cache at the first large call, so small models never import numba)."""
+        """NumPy's ufuncs below jit.KERNEL_MIN_SIZE elements, numba above (compiled or
+        loaded from the cache at the first large call, so a plan run under jit.held_back()
+        never imports numba)."""
         nonlocal large
         size = out.size if out is not None else max((a.size for a in arrays), default=0)
-        if not jit.worth(size):
+        if not jit.worth(size, jit.KERNEL_MIN_SIZE):
             return small(out, *arrays)
         if large is None:
             from nnctl.compile.kernels.numba_cpu import numba_kernel

@@ -25,8 +25,9 @@ import numpy as np
 
 from nnctl import jit
 from nnctl.compile.kernels.expr import Program, flatten
+from nnctl.compile.kernels.numba_math import MATH_VERSION
 
-GENERATOR_VERSION = 1  # part of the source, so a change here makes new files
+GENERATOR_VERSION = 2  # part of the source, so a change here makes new files
 # Outputs with more elements than this run the parallel variant. Measured on a busy 2-core
 # machine the OpenMP wake-up costs ~16 ms, so the bar is high; set it to 0 to always use it.
 PARALLEL_MIN_SIZE = 1 << 20
@@ -46,12 +47,16 @@ _RENDER = {
     "where": "{1} if {0} else {2}",
 }
 
+# float32 functions numba would call libm for one element at a time: our own, vectorisable
+_RENDER_F32 = {"tanh": "tanh32({0})"}
+
 _modules: dict[str, object] = {}
 
 
 def source(program: Program) -> str:
     """The kernel module's Python source for `program`."""
     instrs = flatten(program)
+    render = {**_RENDER, **_RENDER_F32} if program.dtype == "float32" else _RENDER
     groups = program.groups()
     depth_of = len(groups) or 1  # a program with no varying dim still loops once
     consts: dict[float, str] = {}
@@ -76,16 +81,17 @@ def source(program: Program) -> str:
     for ins in instrs[:-1]:
         level[ins.dest] = max([level[a] for a in ins.args if isinstance(a, str)], default=0)
         by_level[level[ins.dest]].append(
-            f"{ins.dest} = " + _RENDER[ins.fn].format(*[arg(a) for a in ins.args]))
+            f"{ins.dest} = " + render[ins.fn].format(*[arg(a) for a in ins.args]))
     last = instrs[-1]
     by_level[depth_of].append(f"out[{index(tuple(range(depth_of)))}] = "
-                              + _RENDER[last.fn].format(*[arg(a) for a in last.args]))
+                              + render[last.fn].format(*[arg(a) for a in last.args]))
 
     dtype = program.dtype
     params = ", ".join(["out"] + [f"in{k}" for k in range(program.n_inputs)])
     counters = ", ".join(f"n{g}" for g in range(depth_of))
-    lines = [f"# nnctl fused kernel (generator {GENERATOR_VERSION}), {dtype}",
+    lines = [f"# nnctl fused kernel (generator {GENERATOR_VERSION}, math {MATH_VERSION}), {dtype}",
              f"# {program}", "import math", "", "import numba as nb", "import numpy as np", "",
+             "from nnctl.compile.kernels.numba_math import tanh32  # noqa: F401", "",
              f"ONE = np.{dtype}(1.0)", f"ZERO = np.{dtype}(0.0)"]
     lines += [f"{name} = np.{dtype}({value!r})" for value, name in consts.items()]
     for variant, loop in (("serial", "range"), ("parallel", "nb.prange")):
@@ -154,7 +160,8 @@ def numba_kernel(program: Program):
         out_shape, in_shapes = entry
         # NOTE: an array with as many dims as its loop groups already has the collapsed shape
         # (strided or not: numba indexes any layout); the others are reshaped, a view when
-        # contiguous, a copy for a strided input whose dims must merge
+        # contiguous, a copy for a strided input whose dims must merge (one cheap pass: a
+        # loop over a strided row is not vectorised, measured 2x slower than copy + kernel)
         flat = [a if a.ndim == len(s) else a.reshape(s) for a, s in zip(arrays, in_shapes)]
         run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
         run(out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
