@@ -131,6 +131,17 @@ def _broadcast(node: Node, ctx: Rewrite):
     return None
 
 
+def _sub_one_hot(node: Node, ctx: Rewrite):
+    """x - one_hot(labels) -> sub_one_hot(x, labels): the softmax cross-entropy gradient
+    subtracts 1 at each label, not a dense one-hot it first has to build (bitwise the same:
+    x - 0 is x)."""
+    a, b = node.inputs
+    if b.op != "one_hot" or b.aval != node.aval or a.aval != node.aval:
+        return None
+    return "x - one_hot(labels) -> sub_one_hot(x, labels)", make("sub_one_hot", (a, b.inputs[0]),
+                                                                node)
+
+
 def _unit_reduction(node: Node, ctx: Rewrite):
     """sum/mean/max over axes of size 1 (or over no axis) -> x, or a reshape of x."""
     (x,) = node.inputs
@@ -148,7 +159,7 @@ RULES = {
     "mul": [_identity, _implicit_broadcast, _scalar_into_broadcast],
     "div": [_identity, _implicit_broadcast, _scalar_into_broadcast],
     "add": [_identity, _minus_neg, _implicit_broadcast, _scalar_into_broadcast],
-    "sub": [_identity, _minus_neg, _implicit_broadcast, _scalar_into_broadcast],
+    "sub": [_identity, _minus_neg, _sub_one_hot, _implicit_broadcast, _scalar_into_broadcast],
     "neg": [_neg_neg],
     "transpose": [_transpose],
     "reshape": [_reshape],

@@ -30,7 +30,8 @@ class Softmax(Op):
 
     def forward(self, xp, x, axis=-1):
         e = xp.exp(max_shifted(xp, x, axis)[0])
-        return e / xp.sum(e, axis=axis, keepdims=True)
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
 
     def workspace(self, x: Aval, axis=-1):
         m = kept(x, axis)
@@ -40,7 +41,7 @@ class Softmax(Op):
         m, flag = work
         max_shifted_into(xp, x, axis, out, m, flag)
         xp.exp(out, out=out)
-        xp.divide(out, xp.sum(out, axis=axis, keepdims=True, out=m), out=out)
+        xp.divide(out, out.sum(axis=axis, keepdims=True, out=m), out=out)
         return out
 
     def vjp(self, g, out, x, axis=-1):
@@ -73,7 +74,7 @@ class LogSoftmax(Op):
         m, flag, e = work
         max_shifted_into(xp, x, axis, out, m, flag)
         xp.exp(out, out=e)
-        xp.log(xp.sum(e, axis=axis, keepdims=True, out=m), out=m)
+        xp.log(e.sum(axis=axis, keepdims=True, out=m), out=m)
         xp.subtract(out, m, out=out)
         return out
 
@@ -129,6 +130,65 @@ class OneHot(Op):
         yield Sample(shapes=((5,),), attrs={"depth": 4}, int_inputs={0: 4})
 
 
+def _in_range(labels, depth: int) -> bool:
+    flat = labels.reshape(-1)
+    return not flat.size or (int(flat.min()) >= 0 and int(flat.max()) < depth)
+
+
+def _picked(xp, x, labels):
+    """x[..., label] per position; 0 where the label is outside [0, classes), as a one-hot
+    mask would give (plain indexing would wrap -1 to the last class)."""
+    depth = x.shape[-1]
+    if _in_range(labels, depth):
+        flat = labels.reshape(-1)
+        return x.reshape(-1, depth)[xp.arange(flat.size), flat].reshape(labels.shape)
+    return xp.where(labels[..., None] == xp.arange(depth), x, 0).sum(axis=-1)
+
+
+@register
+class SubOneHot(Op):
+    """y = x - one_hot(labels, x.shape[-1]): the softmax cross-entropy gradient's pattern,
+    one subtraction at each label instead of a dense one-hot (simplify.py rewrites to it);
+    dx = g (labels outside [0, classes) subtract nothing, as one_hot)"""
+    name = "sub_one_hot"
+    nondifferentiable = (1,)
+    arity = 2
+
+    def infer(self, x: Aval, labels: Aval) -> Aval:
+        require_float(x)
+        if labels.dtype not in INT_DTYPES:
+            fail(f"sub_one_hot needs integer labels, got {labels}")
+        if labels.shape != x.shape[:-1]:
+            fail(f"sub_one_hot: labels {list(labels.shape)} do not match x {list(x.shape)}")
+        return x
+
+    def forward(self, xp, x, labels):
+        y = x.copy()
+        depth = x.shape[-1]
+        if _in_range(labels, depth):
+            flat = labels.reshape(-1)
+            y.reshape(-1, depth)[xp.arange(flat.size), flat] -= 1
+            return y
+        return xp.subtract(y, 1, out=y, where=labels[..., None] == xp.arange(depth))
+
+    def workspace(self, x: Aval, labels: Aval):
+        return Aval(x.shape, "bool"), Aval((labels.size,), "int64")
+
+    def forward_into(self, xp, out, x, labels, work=None):
+        # large batches: through a one-hot mask, so no temporary grows with the batch
+        hits = one_hot_into(xp, *work, labels)
+        if out is not x:
+            xp.copyto(out, x)
+        return xp.subtract(out, 1, out=out, where=hits)
+
+    def vjp(self, g, out, x, labels):
+        return g, None
+
+    def samples(self):
+        yield Sample(shapes=((5, 4), (5,)), int_inputs={1: 4})
+        yield Sample(shapes=((2, 3, 4), (2, 3)), int_inputs={1: 4})
+
+
 @register
 class CrossEntropy(Op):
     """loss = mean over positions of logsumexp(x) - x[label], from logits [..., classes] and
@@ -150,11 +210,7 @@ class CrossEntropy(Op):
 
     def forward(self, xp, logits, labels):
         lse = logsumexp(xp, logits, -1, guard=False)  # a non-finite row is NaN anyway
-        # NOTE: picking through a one-hot mask (not take_along_axis, which wraps -1 to the
-        # last class) keeps forward and vjp in agreement for every label value
-        target = labels[..., None] == xp.arange(logits.shape[-1])
-        picked = xp.sum(xp.where(target, logits, 0), axis=-1)
-        return xp.mean(lse - picked)
+        return (lse - _picked(xp, logits, labels)).mean()
 
     def workspace(self, logits: Aval, labels: Aval):
         m = kept(logits, -1)
@@ -165,13 +221,13 @@ class CrossEntropy(Op):
         z, m, lse, flag, target, rows = work
         max_shifted_into(xp, logits, -1, z, m, flag)
         xp.exp(z, out=z)
-        xp.log(xp.sum(z, axis=-1, keepdims=True, out=lse), out=lse)
+        xp.log(z.sum(axis=-1, keepdims=True, out=lse), out=lse)
         xp.add(lse, m, out=lse)
         one_hot_into(xp, target, rows, labels)
         z.fill(0)
         xp.copyto(z, logits, where=target)  # the picked logit, as forward's where()
-        xp.subtract(lse, xp.sum(z, axis=-1, keepdims=True, out=m), out=lse)
-        return xp.mean(lse, out=out)
+        xp.subtract(lse, z.sum(axis=-1, keepdims=True, out=m), out=lse)
+        return lse.mean(out=out)
 
     def vjp(self, g, out, logits, labels):
         target = labels.one_hot(logits.shape[-1], logits.dtype)

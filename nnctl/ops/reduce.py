@@ -33,7 +33,7 @@ def max_shifted(xp, x, axis=None, guard: bool = False):
     overflowing: the one place it is written (softmax, log_softmax, logsumexp, cross_entropy).
     `guard` replaces a non-finite maximum by 0, which only logsumexp needs (an all -inf row
     then gives -inf, not inf - inf); the others give NaN on such a row either way."""
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = x.max(axis=axis, keepdims=True)  # NOTE: the method: np.max adds ~5 us of Python
     if guard:
         m = xp.where(xp.isfinite(m), m, 0)
     return x - m, m
@@ -42,7 +42,7 @@ def max_shifted(xp, x, axis=None, guard: bool = False):
 def max_shifted_into(xp, x, axis, z, m, flag):
     """`max_shifted` without temporaries: z = x - m into z, m (keepdims) into m; `flag` is a
     bool scratch of m's shape."""
-    xp.max(x, axis=axis, keepdims=True, out=m)
+    x.max(axis=axis, keepdims=True, out=m)
     xp.isfinite(m, out=flag)
     xp.logical_not(flag, out=flag)
     xp.copyto(m, 0, where=flag)
@@ -65,7 +65,7 @@ def _leading(x, axis) -> int:
 
 def logsumexp(xp, x, axis=None, keepdims=False, guard: bool = True):
     z, m = max_shifted(xp, x, axis, guard)
-    s = xp.sum(xp.exp(z), axis=axis, keepdims=keepdims)
+    s = xp.exp(z, out=z).sum(axis=axis, keepdims=keepdims)
     return xp.log(s) + (m if keepdims else xp.squeeze(m, axis=axis))
 
 
@@ -87,7 +87,7 @@ class Sum(Reduce):
     name = "sum"
 
     def forward(self, xp, x, axis=None, keepdims=False):
-        return xp.sum(x, axis=axis, keepdims=keepdims)
+        return x.sum(axis=axis, keepdims=keepdims)
 
     def workspace(self, x: Aval, axis=None, keepdims=False):
         k = _leading(x, axis)
@@ -106,7 +106,7 @@ class Sum(Reduce):
             ones.fill(1)
             xp.matmul(ones, x.reshape(ones.shape[0], -1), out=out.reshape(-1))
             return out
-        return xp.sum(x, axis=axis, keepdims=keepdims, out=out)
+        return x.sum(axis=axis, keepdims=keepdims, out=out)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         return (_keep(g, x, axis, keepdims).broadcast_to(x.shape),)
@@ -118,10 +118,10 @@ class Mean(Reduce):
     name = "mean"
 
     def forward(self, xp, x, axis=None, keepdims=False):
-        return xp.mean(x, axis=axis, keepdims=keepdims)
+        return x.mean(axis=axis, keepdims=keepdims)
 
     def forward_into(self, xp, out, x, axis=None, keepdims=False):
-        return xp.mean(x, axis=axis, keepdims=keepdims, out=out)
+        return x.mean(axis=axis, keepdims=keepdims, out=out)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         return (_keep(g, x, axis, keepdims).broadcast_to(x.shape) * per_element(x, axis),)
@@ -133,10 +133,10 @@ class Max(Reduce):
     name = "max"
 
     def forward(self, xp, x, axis=None, keepdims=False):
-        return xp.max(x, axis=axis, keepdims=keepdims)
+        return x.max(axis=axis, keepdims=keepdims)
 
     def forward_into(self, xp, out, x, axis=None, keepdims=False):
-        return xp.max(x, axis=axis, keepdims=keepdims, out=out)
+        return x.max(axis=axis, keepdims=keepdims, out=out)
 
     def vjp(self, g, out, x, axis=None, keepdims=False):
         mask = x.equal(_keep(out, x, axis, keepdims))

@@ -172,3 +172,19 @@ def test_cross_entropy_gradient_agrees_with_its_forward_for_any_accepted_label()
         numeric[k] = (Tensor(up).cross_entropy(Tensor(np.array([-1]))).item()
                       - Tensor(down).cross_entropy(Tensor(np.array([-1]))).item()) / (2 * eps)
     np.testing.assert_allclose(g.numpy()[0], numeric, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [[0, 3, 1, 2, 3], [0, -1, 4, 2, 3]], ids=["in", "out"])
+def test_sub_one_hot_in_place_path_equals_forward(labels):
+    """The allocation-free path (a one-hot mask in its workspace, for large batches) and the
+    indexing path give the same result, labels outside [0, classes) included."""
+    from nnctl.ops.registry import REGISTRY
+    op = REGISTRY["sub_one_hot"]
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    y = np.array(labels)
+    expected = x - np.array([np.eye(4)[k] if 0 <= k < 4 else np.zeros(4) for k in y],
+                            dtype=np.float32)
+    work = [np.empty(a.shape, a.dtype) for a in op.workspace(x, y)]
+    out = np.full_like(x, np.nan)
+    np.testing.assert_array_equal(op.forward_into(np, out, x, y, work=work), expected)
+    np.testing.assert_array_equal(op.forward(np, x, y), expected)

@@ -68,6 +68,7 @@ REFERENCES = {
     "softmax": lambda x, axis=-1: np.exp(x) / np.exp(x).sum(axis=axis, keepdims=True),
     "log_softmax": _log_softmax,
     "one_hot": lambda labels, depth, dtype="float32": np.eye(depth)[labels],
+    "sub_one_hot": lambda x, labels: x - np.eye(x.shape[-1])[labels],
     "numel": lambda x, axis=None: np.float64(np.prod([x.shape[a] for a in (
         range(x.ndim) if axis is None else axis)])),
     "cross_entropy": _cross_entropy,
