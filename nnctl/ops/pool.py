@@ -34,13 +34,17 @@ def _jit_loop(xp, which: str, x, kernel, stride, padding):
     from nnctl import jit
     if xp.__name__ != "numpy" or not jit.worth(x.size):
         return None
-    from nnctl.ops.pool_kernels import kernels, pick
+    from nnctl.ops.pool_kernels import bits, kernels, pick
     compiled = kernels()
     if not compiled:
         return None
     (kh, kw), (sh, sw), (ph, pw) = _pool_attrs(kernel, stride, padding)
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and which != "gather":
-        return pick(compiled, which + "_2x2", x.size)  # gather (second order only): general
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and which == "forward":
+        return pick(compiled, "forward_2x2", x.size)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0) and which == "grad":
+        grad = pick(compiled, "grad_2x2", x.size)
+        return lambda g, x, out: grad(bits(g), x, bits(out))
+    # gather (second order only) has no 2x2 loop: the general one
     if which == "forward":  # the value at each window's maximum: gather(x, x)
         gather = pick(compiled, "gather", x.size)
         return lambda x, out: gather(x, x, out, kh, kw, sh, sw, ph, pw)

@@ -228,10 +228,12 @@ def test_pooling_matches_torch(torch, op, kernel, stride, padding):
     np.testing.assert_allclose(dx, tdx, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kernel, stride, padding", [((2, 2), None, (0, 0)),
                                                      ((3, 3), (2, 2), (1, 1)),
                                                      ((2, 3), (1, 2), (1, 1))])
-def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding, monkeypatch):
+def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding, dtype,
+                                                        monkeypatch):
     """The numba loops (pool_kernels.py) against the NumPy strided-view path, on ties (a
     rounded input), a NaN and an infinity: the same values, the same routing of gradients."""
     from nnctl import jit
@@ -244,15 +246,17 @@ def test_max_pool_loops_of_the_jit_equal_the_numpy_path(kernel, stride, padding,
     rng = np.random.default_rng(0)
     x = np.round(rng.normal(size=(2, 3, 7, 6)), 1)
     x[0, 1, 2, 3], x[1, 2, 0, 0] = np.nan, np.inf
+    x = x.astype(dtype)
     attrs = {"kernel": kernel, "stride": stride, "padding": padding}
-    pooled = REGISTRY["max_pool2d"].infer(Aval(x.shape, "float64"), **attrs).shape
-    g, v = rng.normal(size=pooled), rng.normal(size=x.shape)
+    pooled = REGISTRY["max_pool2d"].infer(Aval(x.shape, dtype), **attrs).shape
+    g, v = rng.normal(size=pooled).astype(dtype), rng.normal(size=x.shape).astype(dtype)
     for name, args in (("max_pool2d", (x,)), ("max_pool2d_grad", (g, x)),
                        ("max_pool2d_gather", (v, x))):
         op = REGISTRY[name]
         expected = op.forward(np, *args, **attrs)
-        out = np.full(expected.shape, 7.0)
+        out = np.full(expected.shape, 7.0, dtype=dtype)
         op.forward_into(np, out, *args, **attrs)
         # overlapping windows add their gradients in another order: round-off only
-        np.testing.assert_allclose(out, expected, rtol=1e-15, atol=1e-15, err_msg=name)
+        tol = 1e-15 if dtype == "float64" else 1e-6
+        np.testing.assert_allclose(out, expected, rtol=tol, atol=tol, err_msg=name)
         assert np.array_equal(np.isnan(out), np.isnan(expected))
