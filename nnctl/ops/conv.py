@@ -148,6 +148,37 @@ class Conv2d(Op):
         y = w.reshape(groups, o // groups, k) @ cols  # [N, groups, O/groups, OH*OW]
         return y.reshape(n, o, oh, ow)
 
+    def workspace(self, x: Aval, w: Aval, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                  groups=1):
+        n, o, oh, ow = _conv_shape(x.shape, w.shape, stride, padding, dilation, groups)
+        ph, pw = _pair(padding, "padding", 0)
+        k = w.shape[1] * w.shape[2] * w.shape[3]
+        cols = Aval((n, groups, k, oh * ow), x.dtype)
+        if not (ph or pw):
+            return (cols,)
+        return cols, Aval((n, x.shape[1], x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), x.dtype)
+
+    def forward_into(self, xp, out, x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                     groups=1, work=None):
+        # forward's im2col and GEMM, with the padded input and the columns in the arena and
+        # the GEMM writing y in place: [N, groups, O/groups, OH*OW] is y's own layout
+        n, o, oh, ow = out.shape
+        stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+        (ph, pw), (kh, kw) = padding, w.shape[2:]
+        cols = work[0]
+        if ph or pw:
+            xpad = work[1]
+            h, wd = x.shape[2:]
+            xpad[:, :, :ph], xpad[:, :, ph + h:], xpad[:, :, :, :pw], xpad[:, :, :, pw + wd:] = (
+                0, 0, 0, 0)
+            xpad[:, :, ph:ph + h, pw:pw + wd] = x
+            x, padding = xpad, (0, 0)
+        view = _windows(xp, x, (kh, kw), stride, padding, dilation, (oh, ow))
+        xp.copyto(cols.reshape(view.shape), view)
+        xp.matmul(w.reshape(groups, o // groups, cols.shape[2]), cols,
+                  out=out.reshape(n, groups, o // groups, oh * ow))
+        return out
+
     def vjp(self, g, out, x, w, **attrs):
         return (g.apply("conv2d_grad_input", w, input_shape=x.shape, **attrs),
                 x.apply("conv2d_grad_weight", g, weight_shape=w.shape, **attrs))
