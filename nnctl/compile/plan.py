@@ -42,6 +42,11 @@ def _view(forward, xp, attrs, out, *inputs):
     return forward(xp, *inputs, **attrs)
 
 
+def _fed(root: Node) -> bool:
+    """Whether a storage root is an array passed anew at each run (an input or a parameter)."""
+    return root.is_leaf and root.op != "constant"
+
+
 def _lone_program(node: Node, xp):
     """The one-op Program of an elementwise node that numba runs faster than the op's own
     NumPy calls (a sigmoid: four ufunc passes, a float32 tanh: libm per element), else None.
@@ -191,6 +196,11 @@ class ExecutionPlan:
                 template[s] = self._view_of(node, node.aval, sizes)
             if node.op == "random":
                 steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
+            elif node in memory.views and not _fed(memory.root[node]):
+                # a view of an arena buffer or a constant is the same array object at every
+                # run: made here once, no step (the LSTM's gate slices, reshapes, transposes)
+                view = self._kernels[node](sizes, True, ())
+                template[s] = view(None, *[template[self.slot[i]] for i in node.inputs])
             elif not node.is_leaf:
                 work = tuple(self._view_of(key, memory.avals[key], sizes)
                              for key in memory.work.get(node, ()))

@@ -205,3 +205,19 @@ def test_lone_sigmoid_and_tanh_run_as_numba_kernels_with_the_same_values():
     numpy_outs = _sigmoid_plan(64, False)([x])
     for a, b in zip(outs, numpy_outs):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-6)
+
+
+def test_views_of_arena_buffers_are_made_once_and_follow_every_run():
+    """A slice or transpose of an intermediate result is the same view of the arena at every
+    run: it gets no step, and still shows each run's values; a view of a feed is remade."""
+    x = input_placeholder("x", (4, 6), "float64")
+    h = x.tanh()
+    outs = [h[:, 2:4].T * 2.0, x.T * 1.0]
+    plan = compile_graph(outs, [x], CPU)
+    ops = [plan.graph.nodes[s].op for _, _, s in plan.binding([np.zeros((4, 6))]).steps]
+    assert "getitem" not in ops and ops.count("transpose") == 1  # x.T only
+    for seed in range(3):
+        v = np.random.default_rng(seed).normal(size=(4, 6))
+        a, b = plan([v])
+        np.testing.assert_allclose(a, np.tanh(v)[:, 2:4].T * 2.0, rtol=1e-15)
+        np.testing.assert_array_equal(b, v.T)
