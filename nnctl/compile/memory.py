@@ -55,12 +55,22 @@ class MemoryPlan:
     in_place: dict = field(default_factory=dict)    # node -> the input buffer it overwrites
     work: dict = field(default_factory=dict)        # node -> its workspace keys, in order
     avals: dict = field(default_factory=dict)       # workspace key -> its Aval
+    joined: dict = field(default_factory=dict)      # concat -> its pieces, written in place
+    slices: dict = field(default_factory=dict)      # piece -> (its concat, pieces before it)
     arena_bytes: int = 0                            # the planned peak: the arena's size
     capacity: dict = field(default_factory=dict)    # symbolic sizes the layout is made for
 
     @property
     def buffers(self) -> list:
         return list(self.offsets)
+
+    def offset_at(self, key, sizes: dict) -> int:
+        """The byte offset of a buffer at these sizes (a piece of a joined concat sits after
+        the pieces before it, whose sizes depend on the batch)."""
+        if key in self.slices:
+            concat, before = self.slices[key]
+            return self.offsets[concat] + sum(nbytes_at(p, sizes) for p in before)
+        return self.offsets[key]
 
     def live_peak(self) -> int:
         """The most bytes alive at one moment: a lower bound no placement can beat; the
@@ -123,6 +133,7 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
                     owner[node] = owner[inp]
                     plan.in_place[node] = inp
                     break
+    _join_concats(plan, buffers, owner, set(graph.outputs) | set(keep))
     for node in order:  # scratch arrays an op asks for: alive while it runs, nowhere else
         op = REGISTRY.get(node.op)
         if op is None or node.is_leaf:
@@ -137,6 +148,8 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
                 plan.sizes[key] = _aligned(nbytes_at(None, capacity, aval))
     for node in buffers:
         o = owner[node]
+        if node in plan.slices:  # stored inside its concat's buffer: alive as part of it
+            o = plan.slices[node][0]
         first = position[node]
         lo, hi = plan.intervals.get(o, (first, first))
         plan.intervals[o] = (min(lo, first), max(hi, last.get(node, first)))
@@ -155,9 +168,36 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
         plan.offsets[o] = offset
         plan.arena_bytes = max(plan.arena_bytes, offset + size)
     for node in buffers:
-        if owner[node] is not node:
+        if node in plan.slices:
+            plan.offsets[node] = plan.offset_at(node, capacity)
+        elif owner[node] is not node:
             plan.offsets[node] = plan.offsets[owner[node]]
     return plan
+
+
+def _join_concats(plan: MemoryPlan, buffers: list, owner: dict, kept: set) -> None:
+    """concat(p1, p2, ...) along the leading axis, where every piece is a buffer of its own
+    (not a view, not written in place over another, not kept, in no other joined concat):
+    each piece is stored as its slice of the concat's buffer, so the concat copies nothing
+    and runs no step (the recurrent weight gradients concat one piece per time step).
+    Neither a piece nor the concat may be overwritten in place by a reader: the storage is
+    shared, so that would change the other's values."""
+    shared = {o for n, o in owner.items() if o is not n} | set(plan.in_place.values())
+    taken: set = set()
+    for node in buffers:
+        if node.op != "concat" or node.attrs.get("axis") != 0 or owner[node] is not node \
+                or node in shared:
+            continue
+        pieces = node.inputs
+        if len(set(pieces)) != len(pieces) or any(
+                p.is_leaf or plan.root.get(p) is not p or owner.get(p) is not p or p in shared
+                or p in kept or p in taken or p.op == "random"
+                or p.aval.shape[1:] != node.aval.shape[1:] for p in pieces):
+            continue
+        plan.joined[node] = tuple(pieces)
+        for k, p in enumerate(pieces):
+            plan.slices[p] = (node, tuple(pieces[:k]))
+        taken.update(pieces)
 
 
 def last_uses(graph: Graph, keep: set) -> dict:

@@ -178,7 +178,7 @@ class ExecutionPlan:
 
     def _view_of(self, key, aval, sizes: dict):
         """The arena's bytes planned for `key`, as an array of `aval` at these sizes."""
-        off, n = self.memory.offsets[key], nbytes_at(None, sizes, aval)
+        off, n = self.memory.offset_at(key, sizes), nbytes_at(None, sizes, aval)
         return self._arena[off:off + n].view(aval.dtype).reshape(resolve(aval.shape, sizes))
 
     def _bind(self, sizes: dict) -> _Binding:
@@ -196,6 +196,8 @@ class ExecutionPlan:
                 template[s] = self._view_of(node, node.aval, sizes)
             if node.op == "random":
                 steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
+            elif node in memory.joined:
+                continue  # its pieces were written into its buffer: nothing left to do
             elif node in memory.views and not _fed(memory.root[node]):
                 # a view of an arena buffer or a constant is the same array object at every
                 # run: made here once, no step (the LSTM's gate slices, reshapes, transposes)

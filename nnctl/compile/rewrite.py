@@ -53,6 +53,7 @@ class Rewrite:
         self.graph = graph
         self.origin: dict[Node, Node] = {}  # rebuilt node -> the node of `graph` it stands for
         self.outputs = set(graph.outputs)
+        self._live_users: dict | None = None
 
     def single_use(self, node: Node) -> bool:
         """Whether `node` has exactly one reader (an output counts as a reader), so a rule
@@ -61,7 +62,23 @@ class Rewrite:
         old = self.origin.get(node)
         if old is None:
             return False
-        return len(self.graph.users.get(old, ())) + (old in self.outputs) == 1
+        return len(self.live_users.get(old, ())) + (old in self.outputs) == 1
+
+    @property
+    def live_users(self) -> dict:
+        """node -> its readers that the outputs still depend on: an earlier sweep leaves the
+        nodes it bypassed in the graph (DCE removes them later), and they read nothing that
+        counts."""
+        if self._live_users is None:
+            live, stack = set(), list(self.graph.outputs)
+            while stack:
+                node = stack.pop()
+                if node not in live:
+                    live.add(node)
+                    stack.extend(node.inputs)
+            self._live_users = {n: [u for u in us if u in live]
+                                for n, us in self.graph.users.items()}
+        return self._live_users
 
 
 def rewrite(graph: Graph, visit: Callable[[Node, Rewrite], Node]) -> Graph:

@@ -61,3 +61,50 @@ def test_nbytes_by_dtype():
     assert input_placeholder("b", (3, 2), "float64").node.aval.nbytes == 48
     assert input_placeholder("c", (5,), "int64").node.aval.nbytes == 40
     assert input_placeholder("d", (), "float64").node.aval.nbytes == 8
+
+
+def test_pieces_of_a_leading_axis_concat_are_written_into_its_buffer():
+    """concat(p1, p2, p3) along axis 0: each piece is stored as its slice of the concat's
+    buffer, so the concat runs no step; right at the capacity and at a smaller batch (the
+    pieces' offsets follow the batch), with the pieces read elsewhere too."""
+    from nnctl.graph.tensor import concat
+    from nnctl.ops.registry import Dim
+    x = input_placeholder("x", (Dim("B"), 3), "float64")
+    pieces = [(x * float(k)).tanh() for k in (1, 2, 3)]
+    joined = concat(pieces, axis=0)
+    outs = [joined.sum(axis=1), pieces[1].sum(axis=1)]
+    plan = compile_graph(outs, [x], get_backend("cpu"), capacity={"B": 5})
+    (node,) = plan.memory.joined
+    assert node.op == "concat" and len(plan.memory.joined[node]) == 3
+    for b in (5, 2, 5):
+        v = np.random.default_rng(b).normal(size=(b, 3))
+        ops = [plan.graph.nodes[s].op for _, _, s in plan.binding([v]).steps]
+        assert "concat" not in ops
+        a, c = plan([v])
+        expected = np.concatenate([np.tanh(v * k) for k in (1, 2, 3)])
+        np.testing.assert_allclose(a, expected.sum(axis=1), rtol=1e-15)
+        np.testing.assert_allclose(c, np.tanh(v * 2.0).sum(axis=1), rtol=1e-15)
+
+
+def test_a_concat_of_a_leaf_or_of_a_piece_written_in_place_copies_as_before():
+    from nnctl.graph.tensor import concat
+    x = input_placeholder("x", (2, 3), "float64")
+    plan = compile_graph([concat([x, x.tanh()], axis=0) * 2.0], [x], get_backend("cpu"))
+    assert not plan.memory.joined
+    v = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(plan([v])[0], np.concatenate([v, np.tanh(v)]) * 2.0)
+    # the concat written in place by its reader (* 2) while a piece is read after it
+    pieces = [x.tanh(), (x * 2.0).tanh()]
+    outs = [concat(pieces, axis=0) * 2.0, pieces[1].sum(axis=1)]
+    plan = compile_graph(outs, [x], get_backend("cpu"))
+    assert plan.memory.in_place and not plan.memory.joined
+    a, b = plan([v])
+    np.testing.assert_allclose(b, np.tanh(v * 2.0).sum(axis=1), rtol=1e-15)
+    # a piece whose last reader overwrites it after the concat (x.sin() + 1 in place)
+    s, t = x.sin(), x.cos()
+    outs = [concat([s, t], axis=0).sum(axis=0), s + 1.0]
+    plan = compile_graph(outs, [x], get_backend("cpu"), passes=())
+    assert plan.memory.in_place and not plan.memory.joined
+    a, b = plan([v])
+    np.testing.assert_allclose(a, (np.sin(v).sum(0) + np.cos(v).sum(0)), rtol=1e-14)
+    np.testing.assert_allclose(b, np.sin(v) + 1.0, rtol=1e-15)

@@ -70,3 +70,22 @@ def test_overlapping_or_gapped_slices_are_left_alone():
     graph = Graph([g.node])
     joined = eliminate_dead_code(join_slice_gradients(graph))
     assert _ops(joined)["scatter_index"] == _ops(graph)["scatter_index"] == 3
+
+
+def test_a_long_recurrence_joins_its_step_gradients_into_one_flat_concat():
+    """The LSTM layer over 32 steps: joining the gradients of its steps' input slices step
+    after step nests concats; flattening them needs each inner concat to be read once, which
+    only counts readers the outputs still depend on (a sweep leaves the nodes it bypassed
+    until DCE). After the passes no concat reads a concat along its own axis."""
+    from nnctl.compile.passes import PASSES, run_passes
+    from nnctl.layers.recurrent import LSTM
+    x = input_placeholder("x", (Dim("B"), 32, 3), "float64")
+    layer = LSTM("l", 4)
+    loss = layer(x, False, np.random.default_rng(0)).sum()
+    grads = grad(loss, list(layer.params.values()))
+    graph, _ = run_passes(Graph([loss.node] + [g.node for g in grads]), PASSES)
+    for node in graph.nodes:
+        if node.op == "concat":
+            axis = node.attrs["axis"] % node.aval.ndim
+            assert not any(i.op == "concat" and i.attrs["axis"] % i.aval.ndim == axis
+                           for i in node.inputs), node
