@@ -25,9 +25,20 @@ class MatMul(Op):
         return a @ b
 
     def forward_into(self, xp, out, a, b):
+        if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and out.flags.c_contiguous:
+            # [..., M, K] @ [K, N] is one GEMM of all the rows: NumPy's matmul would run one
+            # small GEMM per leading index (a transformer's dense layers: 16 of 64 rows, 5x
+            # slower than one of 1024)
+            xp.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, out.shape[-1]))
+            return out
         return xp.matmul(a, b, out=out)
 
     def vjp(self, g, out, a, b):
+        if b.ndim == 2 and a.ndim > 2:
+            # b is shared by every leading index: its gradient is one GEMM over all the rows,
+            # not a batch of products summed afterwards
+            k, n = b.shape
+            return (g @ b.mT).sum_to(a.shape), a.reshape(-1, k).mT @ g.reshape(-1, n)
         return (g @ b.mT).sum_to(a.shape), (a.mT @ g).sum_to(b.shape)
 
     def samples(self):

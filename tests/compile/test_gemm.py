@@ -45,3 +45,24 @@ def test_the_gradient_is_the_same_to_round_off():
     joined = compile_graph([loss, *grads], [x, w], cpu, passes=(batch_weight_gradients,))(feeds)
     for a, b in zip(plain, joined):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
+
+
+def test_a_dense_layer_on_a_sequence_is_one_gemm_forward_and_for_its_weight_gradient():
+    """x [B, T, K] @ w [K, N]: the weight's gradient is x's rows (B*T) against g's in one
+    matmul, no batch of products summed; forward runs as one GEMM of all rows, also for a
+    strided x (which takes NumPy's batched path). Values as NumPy's."""
+    x = input_placeholder("x", (Dim("B"), 5, 3), "float64")
+    w = parameter("w", (3, 4), "float64")
+    y = x @ w
+    loss = (y * y).sum()
+    (gw,) = grad(loss, [w])
+    graph = eliminate_dead_code(Graph([gw.node]))
+    ops = Counter(n.op for n in graph.nodes)
+    assert ops["matmul"] == 2 and ops["sum"] == 0  # y, and one matmul for dw
+    plan = compile_graph([y, gw], [x, w], get_backend("cpu"))
+    rng = np.random.default_rng(0)
+    xv, wv = rng.normal(size=(6, 5, 3)), rng.normal(size=(3, 4))
+    for xin in (xv, np.ascontiguousarray(xv.transpose(1, 0, 2)).transpose(1, 0, 2)):
+        yv, gwv = plan([xin, wv])
+        np.testing.assert_allclose(yv, xv @ wv, rtol=1e-14)
+        np.testing.assert_allclose(gwv, np.einsum("btk,btn->kn", xv, 2 * (xv @ wv)), rtol=1e-13)
