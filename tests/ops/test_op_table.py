@@ -211,8 +211,11 @@ def test_forward_into_writes_the_forward_result_into_the_given_buffer(name, k):
         returned = op.forward_into(np, out, *arrays, **sample.attrs,
                                    **({"work": work} if work else {}))
         assert returned is out  # written in place, not a new array
+        # float32: a reduction may sum in another order (the conv weight gradient's one GEMM
+        # against forward's per-image products): round-off of O(1) terms, absolute
         np.testing.assert_allclose(out, np.asarray(op.forward(np, *arrays, **sample.attrs)),
-                                   rtol=1e-12 if dtype == np.float64 else 1e-6, atol=1e-14)
+                                   rtol=1e-12 if dtype == np.float64 else 1e-6,
+                                   atol=1e-14 if dtype == np.float64 else 2e-6)
 
 
 def test_every_op_declares_a_kind_the_compiler_knows():
