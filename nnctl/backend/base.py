@@ -29,6 +29,10 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU); needed for honest timings."""
 
+    def warm_up(self) -> None:
+        """Once per process, before the first plan runs: whatever the device's libraries
+        need to reach their steady speed (nothing by default)."""
+
     def bernoulli(self, rng, shape, p: float, dtype: str):
         """A 0/1 array of `shape`, 1 with probability p, drawn from `rng`."""
         return (rng.random(shape, dtype="float32") < p).astype(dtype)

@@ -175,6 +175,7 @@ class ExecutionPlan:
                 self.memory = plan_memory(self.graph, capacity)
                 self._bindings.clear()
             self._arena = self.backend.xp.empty(max(self.memory.arena_bytes, 1), dtype="uint8")
+            self.backend.warm_up()
 
     def _view_of(self, key, aval, sizes: dict):
         """The arena's bytes planned for `key`, as an array of `aval` at these sizes."""

@@ -82,3 +82,30 @@ def test_bernoulli_into_draws_the_masks_of_bernoulli_without_allocating(dtype, p
         tracemalloc.stop()
     assert peak - before < 1024 < out.nbytes  # a few scalars, never an array
     np.testing.assert_array_equal(out, backend.bernoulli(second, (40, 50), p, dtype))
+
+
+def test_a_plan_warms_its_backend_up_before_its_first_run():
+    """The CPU backend runs one large GEMM once per process (OpenBLAS's small GEMMs are
+    slower until it has: docs/performance.md); a plan asks for it when it lays out its
+    arena, so every run, training and evaluation alike, starts warm."""
+    import numpy as np
+
+    from nnctl.backend.numpy_backend import NumpyBackend
+    from nnctl.compile import compile_graph
+    from nnctl.graph.tensor import input_placeholder
+
+    class Counting(NumpyBackend):
+        calls = 0
+
+        def warm_up(self):
+            Counting.calls += 1
+            super().warm_up()
+
+    x = input_placeholder("x", (3, 2), "float64")
+    plan = compile_graph([x.tanh()], [x], Counting())
+    assert Counting.calls == 0  # compiling alone runs nothing
+    plan([np.ones((3, 2))])
+    plan([np.ones((3, 2))])
+    assert Counting.calls == 1
+    import nnctl.backend.numpy_backend as nb
+    assert nb._blas_warm
