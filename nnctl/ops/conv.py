@@ -312,9 +312,9 @@ class Conv2dGradWeight(Op):
                      dilation=(1, 1), groups=1, work=None):
         # Large batches: the columns laid out [C*KH*KW, N*OH*OW] and one GEMM per group,
         # dw^T = cols @ g^T, whose long inner dimension (every position of every image)
-        # BLAS splits across threads. Measured for the benchmark CNN's second conv: 5.7 ms
-        # at 1 thread and 4.1 at 2, against 8.1 for the per-image loop of `forward`; the
-        # other orientation, dw = g @ cols^T, ran 7.6-10 ms at 1 thread (OpenBLAS).
+        # BLAS splits across threads. Measured for the benchmark CNN's second conv: 6.2-6.5
+        # ms at 1 thread and 4.8 at 2, against 6.4-6.7 and 6.7-6.9 for the per-image
+        # products of `forward`, which a second thread does not help.
         cols, gt, dwt = work[:3]
         n, o, oh, ow = g.shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
