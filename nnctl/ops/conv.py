@@ -237,6 +237,44 @@ class Conv2dGradInput(Op):
                 flat[..., at:at + span] += wt[:, :, :, i, j].swapaxes(-1, -2) @ gy
         return xp.ascontiguousarray(dx[:, :n, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3))
 
+    def workspace(self, g: Aval, w: Aval, input_shape, stride=(1, 1), padding=(0, 0),
+                  dilation=(1, 1), groups=1):
+        if _pair(stride, "stride", 1) != (1, 1):
+            return ()  # the column path (forward, then a copy)
+        n, c, h, wd = input_shape
+        (ph, pw), o, cg = _pair(padding, "padding", 0), w.shape[0], w.shape[1]
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        return (Aval((o, n, hp, wp), g.dtype), Aval((c, n, hp, wp), g.dtype),
+                Aval((groups, cg, n * hp * wp), g.dtype))
+
+    def forward_into(self, xp, out, g, w, input_shape, stride=(1, 1), padding=(0, 0),
+                     dilation=(1, 1), groups=1, work=None):
+        if not work:
+            return Op.forward_into(self, xp, out, g, w, input_shape, stride, padding, dilation,
+                                   groups)
+        # `_stride_one` with its three arrays in the arena. The image after the last is not
+        # needed here: an offset's product is zero past span - offset (g is zero-padded
+        # there), so each add stops at the end of the buffer.
+        gy, dx, prod = work
+        n, c, h, wd = input_shape
+        (ph, pw), (dh, dw) = _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+        o, cg, kh, kw = w.shape
+        wp = wd + 2 * pw
+        span = prod.shape[2]
+        gy.fill(0)
+        gy[:, :, :g.shape[2], :g.shape[3]] = g.transpose(1, 0, 2, 3)
+        gflat = gy.reshape(groups, o // groups, span)
+        wt = w.reshape(groups, o // groups, cg, kh, kw)
+        dx.fill(0)
+        flat = dx.reshape(groups, cg, span)
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dh * wp + j * dw
+                xp.matmul(wt[:, :, :, i, j].swapaxes(-1, -2), gflat, out=prod)
+                xp.add(flat[..., at:], prod[..., :span - at], out=flat[..., at:])
+        xp.copyto(out, dx[:, :, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3))
+        return out
+
     def vjp(self, gx, out, g, w, input_shape, **attrs):
         return (gx.apply("conv2d", w, **attrs),
                 gx.apply("conv2d_grad_weight", g, weight_shape=w.shape, **attrs))
