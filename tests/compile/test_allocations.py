@@ -92,3 +92,32 @@ def test_the_planned_peak_is_what_a_step_holds():
     assert planned <= measured <= 1.10 * planned, (planned, measured)
     # and the arena is no bigger than the most bytes ever alive at once (no fragmentation)
     assert plan.memory.arena_bytes <= 1.10 * plan.memory.live_peak()
+
+
+def test_a_convolutional_step_allocates_no_array_either():
+    """conv2d, its two gradients (stride 1, padded) and 2x2 max pooling keep their columns,
+    padded copies and products in the arena: 4x the batch allocates nothing more."""
+    from nnctl import jit
+    x = input_placeholder("x", (B, 2, 10, 10), "float32")
+    y = input_placeholder("y", (B,), "int64")
+    w = parameter("w", (4, 2, 3, 3), "float32")
+    d = parameter("d", (4 * 5 * 5, 10), "float32")
+    from nnctl.graph.tensor import apply
+    h = apply("max_pool2d", apply("conv2d", x, w, padding=(1, 1)).relu(), kernel=(2, 2))
+    loss = (h.reshape(-1, 4 * 5 * 5) @ d).cross_entropy(y)
+    outputs = [loss, *grad(loss, [w, d])]
+    plan = compile_graph(outputs, [x, y, w, d], get_backend("cpu"), capacity={"B": 2048},
+                         jit=jit.enabled())
+    rng = np.random.default_rng(0)
+    params = [rng.normal(scale=0.1, size=(4, 2, 3, 3)).astype(np.float32),
+              rng.normal(scale=0.1, size=(100, 10)).astype(np.float32)]
+
+    def feeds(n):
+        return [rng.normal(size=(n, 2, 10, 10)).astype(np.float32), rng.integers(0, 10, n),
+                *params]
+    # batches whose [B, 10] logits are past the ops' small-array path (4096 elements, which
+    # runs forward and copies) and NumPy's buffer cap
+    small, large = _transient_bytes(plan, feeds(1024)), _transient_bytes(plan, feeds(2048))
+    # [2048, 4, 10, 10] float32 (one activation) is 3.2 MB; the columns 4.5x that
+    assert large < 40_000, large
+    assert large <= small + 4096, (small, large)
