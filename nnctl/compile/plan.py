@@ -65,6 +65,18 @@ def _lone_program(node: Node, xp):
     return program
 
 
+_lone_kernels: dict = {}
+
+
+def _lone_kernel(program):
+    """One numba kernel per distinct one-op program (a plan's 95 sigmoids share one)."""
+    from nnctl.compile.kernels.numba_cpu import numba_kernel
+    kernel = _lone_kernels.get(program)
+    if kernel is None:
+        kernel = _lone_kernels[program] = numba_kernel(program)
+    return kernel
+
+
 def _describe(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -156,8 +168,7 @@ class ExecutionPlan:
                 return functools.partial(_view, op.forward, xp, a)
             if lone is not None and jit_policy.worth(node.aval.at(sizes).size,
                                                      jit_policy.KERNEL_MIN_SIZE):
-                from nnctl.compile.kernels.numba_cpu import numba_kernel
-                return numba_kernel(lone)
+                return _lone_kernel(lone)
             if work and max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
                 # small arrays: NumPy's few calls with their temporaries, then one copy, cost
                 # less than the dozen in-place calls that keep large batches allocation-free
@@ -191,10 +202,15 @@ class ExecutionPlan:
         for s, value in self.constants.items():
             template[s] = value
         steps = []
+        # slots holding the same array object at every run: buffers (every kernel writes into
+        # the `out` it is given and returns it: tested for every op), constants, and views
+        # of those; not feeds nor views of feeds
+        stable = set(self.constants)
         for node in self.graph.nodes:
             s = self.slot[node]
             if node in memory.offsets:
                 template[s] = self._view_of(node, node.aval, sizes)
+                stable.add(s)
             if node.op == "random":
                 steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
             elif node in memory.joined:
@@ -204,11 +220,20 @@ class ExecutionPlan:
                 # run: made here once, no step (the LSTM's gate slices, reshapes, transposes)
                 view = self._kernels[node](sizes, True, ())
                 template[s] = view(None, *[template[self.slot[i]] for i in node.inputs])
+                stable.add(s)
             elif not node.is_leaf:
                 work = tuple(self._view_of(key, memory.avals[key], sizes)
                              for key in memory.work.get(node, ()))
                 fn = self._kernels[node](sizes, node in memory.views, work)
-                steps.append((fn, tuple(self.slot[i] for i in node.inputs), s))
+                ins = tuple(self.slot[i] for i in node.inputs)
+                bind = getattr(fn, "bind", None)
+                if bind is not None and s in stable and all(i in stable for i in ins):
+                    # a generated kernel on arrays that never change: its launcher with the
+                    # reshapes done once, called with no arguments gathered
+                    launch = bind(template[s], *[template[i] for i in ins])
+                    if launch is not None:
+                        fn, ins = launch, ()
+                steps.append((fn, ins, s))
         return _Binding(template, steps)
 
     # ---- running -------------------------------------------------------------------------------

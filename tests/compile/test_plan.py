@@ -221,3 +221,26 @@ def test_views_of_arena_buffers_are_made_once_and_follow_every_run():
         a, b = plan([v])
         np.testing.assert_allclose(a, np.tanh(v)[:, 2:4].T * 2.0, rtol=1e-15)
         np.testing.assert_array_equal(b, v.T)
+
+
+def test_generated_kernels_on_arena_buffers_are_bound_once_and_follow_every_run():
+    """A numba kernel whose inputs and output are arena buffers is bound to them when the
+    plan binds a batch size (its step gathers no inputs); one that reads a feed is not.
+    Both follow each run's feeds."""
+    from nnctl import jit
+    if not jit.enabled():
+        pytest.skip("the JIT is off")
+    x = input_placeholder("x", (64, 32), "float32")
+    h = x @ Tensor(np.full((32, 32), 0.01, dtype=np.float32))
+    y = (h * 2.0 + 1.0).tanh() * 3.0  # a fused group of arena buffers only
+    z = (x * 0.5 - 1.0) * x  # a fused group reading the feed
+    plan = compile_graph([y, z], [x], CPU, jit=True)
+    v0 = np.zeros((64, 32), np.float32)
+    steps = {plan.graph.nodes[s].op + str(len(ins)) for _, ins, s in plan.binding([v0]).steps}
+    assert "fused0" in steps and "fused1" in steps
+    for seed in range(3):
+        v = np.random.default_rng(seed).normal(size=(64, 32)).astype(np.float32)
+        a, b = plan([v])
+        hv = v @ np.full((32, 32), 0.01, dtype=np.float32)
+        np.testing.assert_allclose(a, np.tanh(hv * 2.0 + 1.0) * 3.0, rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(b, (v * 0.5 - 1.0) * v, rtol=1e-6)

@@ -49,4 +49,17 @@ def make_kernel(program: Program, xp):
             from nnctl.compile.kernels.numba_cpu import numba_kernel
             large = numba_kernel(program)
         return large(out, *arrays)
+
+    def bind(out, *arrays):
+        """The numba kernel's launcher bound to these arrays (numba_cpu.numba_kernel), or
+        None where the NumPy evaluator runs them."""
+        nonlocal large
+        if not jit.worth(out.size, jit.KERNEL_MIN_SIZE):
+            return None
+        if large is None:
+            from nnctl.compile.kernels.numba_cpu import numba_kernel
+            large = numba_kernel(program)
+        return large.bind(out, *arrays)
+
+    kernel.bind = bind
     return kernel

@@ -167,6 +167,31 @@ def numba_kernel(program: Program):
         run(out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
         return out
 
+    def bind(out, *arrays):
+        """A launcher for these very arrays, their reshapes and the variant decided once:
+        `launch(out, *arrays)` ignores its arguments and runs on the bound ones. For a plan
+        whose buffers are the same arrays at every run (~3 us less per call). None where an
+        input is a strided array that would have to be copied at each call."""
+        if not out.flags.c_contiguous:
+            return None
+        entry = shapes.get(out.shape)
+        if entry is None:
+            entry = shapes[out.shape] = collapsed(out.shape)
+        out_shape, in_shapes = entry
+        flat = []
+        for a, s in zip(arrays, in_shapes):
+            if a.ndim != len(s) and not a.flags.c_contiguous:
+                return None
+            flat.append(a if a.ndim == len(s) else a.reshape(s))
+        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
+        bound = (out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
+
+        def launch(_out, *_arrays):
+            run(*bound)
+            return out
+        return launch
+
     kernel.program = program
     kernel.serial, kernel.parallel = serial, parallel
+    kernel.bind = bind
     return kernel
