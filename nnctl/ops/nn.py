@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nnctl.ops.registry import (INT_DTYPES, REDUCTION, Aval, Op, Sample, fail, register,
                                 require_float)
-from nnctl.ops.reduce import kept, logsumexp, max_shifted, max_shifted_into
+from nnctl.ops.reduce import kept, max_shifted, max_shifted_into
 from nnctl.ops.shape import per_element
 
 
@@ -130,21 +130,6 @@ class OneHot(Op):
         yield Sample(shapes=((5,),), attrs={"depth": 4}, int_inputs={0: 4})
 
 
-def _in_range(labels, depth: int) -> bool:
-    flat = labels.reshape(-1)
-    return not flat.size or (int(flat.min()) >= 0 and int(flat.max()) < depth)
-
-
-def _picked(xp, x, labels):
-    """x[..., label] per position; 0 where the label is outside [0, classes), as a one-hot
-    mask would give (plain indexing would wrap -1 to the last class)."""
-    depth = x.shape[-1]
-    if _in_range(labels, depth):
-        flat = labels.reshape(-1)
-        return x.reshape(-1, depth)[xp.arange(flat.size), flat].reshape(labels.shape)
-    return xp.where(labels[..., None] == xp.arange(depth), x, 0).sum(axis=-1)
-
-
 @register
 class SubOneHot(Op):
     """y = x - one_hot(labels, x.shape[-1]): the softmax cross-entropy gradient's pattern,
@@ -206,8 +191,15 @@ class CrossEntropy(Op):
         return Aval((), logits.dtype)
 
     def forward(self, xp, logits, labels):
-        lse = logsumexp(xp, logits, -1, guard=False)  # a non-finite row is NaN anyway
-        return (lse - _picked(xp, logits, labels)).mean()
+        # logsumexp(logits) - logits[label], shifted by the max (a non-finite row is NaN
+        # anyway); the label picked through a mask, as the one-hot it stands for (an
+        # out-of-range label picks 0, as in the vjp); the fewest array calls, as small
+        # batches are per-call bound (the workspace path below serves the large ones)
+        m = logits.max(axis=-1, keepdims=True)
+        lse = xp.log(xp.exp(logits - m).sum(axis=-1)) + m[..., 0]
+        hit = labels[..., None] == xp.arange(logits.shape[-1])
+        losses = lse - xp.where(hit, logits, 0).sum(axis=-1)
+        return losses.sum() / losses.dtype.type(losses.size)
 
     def workspace(self, logits: Aval, labels: Aval):
         m = kept(logits, -1)

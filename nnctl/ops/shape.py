@@ -54,6 +54,8 @@ class Transpose(Op):
         return Aval(tuple(x.shape[a] for a in axes), x.dtype)
 
     def forward(self, xp, x, axes):
+        if hasattr(x, "transpose"):  # the method: np.transpose's wrapper costs ~1 us more
+            return x.transpose(axes)
         return xp.transpose(x, axes)
 
     def vjp(self, g, out, x, axes):
