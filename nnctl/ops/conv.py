@@ -102,6 +102,15 @@ def _scatter_windows(xp, cols, input_shape, stride, padding, dilation):
 # they add nothing. KH*KW matmuls on operands the size of x and g beat one matmul on a
 # KH*KW-times-larger column matrix that has to go through memory (docs/performance.md).
 
+def _pad_into(xpad, x, padding):
+    """x zero-padded by (ph, pw) into the preallocated xpad (a workspace: only its border is
+    zeroed, the inside is x)."""
+    (ph, pw), (h, w) = padding, x.shape[2:]
+    xpad[:, :, :ph], xpad[:, :, ph + h:], xpad[:, :, :, :pw], xpad[:, :, :, pw + w:] = 0, 0, 0, 0
+    xpad[:, :, ph:ph + h, pw:pw + w] = x
+    return xpad
+
+
 def _flat_input(xp, x, padding):
     """x zero-padded, plus one spare row (the last offset's slice runs past the end), as
     [N, C, (Hp + 1) * Wp]."""
@@ -167,12 +176,7 @@ class Conv2d(Op):
         (ph, pw), (kh, kw) = padding, w.shape[2:]
         cols = work[0]
         if ph or pw:
-            xpad = work[1]
-            h, wd = x.shape[2:]
-            xpad[:, :, :ph], xpad[:, :, ph + h:], xpad[:, :, :, :pw], xpad[:, :, :, pw + wd:] = (
-                0, 0, 0, 0)
-            xpad[:, :, ph:ph + h, pw:pw + wd] = x
-            x, padding = xpad, (0, 0)
+            x, padding = _pad_into(work[1], x, padding), (0, 0)
         view = _windows(xp, x, (kh, kw), stride, padding, dilation, (oh, ow))
         xp.copyto(cols.reshape(view.shape), view)
         xp.matmul(w.reshape(groups, o // groups, cols.shape[2]), cols,
@@ -356,14 +360,8 @@ class Conv2dGradWeight(Op):
         cols, gt, dwt = work[:3]
         n, o, oh, ow = g.shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
-        (ph, pw), (kh, kw) = padding, tuple(weight_shape[2:])
-        if ph or pw:
-            xpad = work[3]
-            h, wd = x.shape[2:]
-            xpad[:, :, :ph], xpad[:, :, ph + h:], xpad[:, :, :, :pw], xpad[:, :, :, pw + wd:] = (
-                0, 0, 0, 0)
-            xpad[:, :, ph:ph + h, pw:pw + wd] = x
-            x = xpad
+        if padding != (0, 0):
+            x = _pad_into(work[3], x, padding)
         (sh, sw), (dh, dw) = stride, dilation
         sn, sc, s_h, s_w = x.strides
         view = xp.lib.stride_tricks.as_strided(
