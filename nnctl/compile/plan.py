@@ -169,7 +169,8 @@ class ExecutionPlan:
             if lone is not None and jit_policy.worth(node.aval.at(sizes).size,
                                                      jit_policy.KERNEL_MIN_SIZE):
                 return _lone_kernel(lone)
-            if work and max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
+            if work and op.copy_small and \
+                    max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
                 # small arrays: NumPy's few calls with their temporaries, then one copy, cost
                 # less than the dozen in-place calls that keep large batches allocation-free
                 return functools.partial(Op.forward_into, op, xp, **a)

@@ -85,6 +85,7 @@ class Reduce(Op):
 class Sum(Reduce):
     """y = sum of x over axes;  dx = g broadcast back to x's shape"""
     name = "sum"
+    copy_small = False  # the GEMV is the cheaper path at every size (2.9 us vs 5.5 on 64x128)
 
     def forward(self, xp, x, axis=None, keepdims=False):
         return x.sum(axis=axis, keepdims=keepdims)

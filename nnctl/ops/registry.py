@@ -190,6 +190,10 @@ class Op:
     nondifferentiable: tuple[int, ...] = ()
     twice_differentiable: bool = True
     arity: int = 1
+    # An op with a workspace runs `forward` and a copy on small arrays (a compiled plan's
+    # SMALL_WORK), where NumPy's few calls cost less than its allocation-free path; False
+    # where the workspace path is the cheaper one at every size (a sum as a GEMV).
+    copy_small: bool = True
 
     def infer(self, *avals: Aval, **attrs) -> Aval:
         raise NotImplementedError

@@ -51,11 +51,11 @@ def make_kernel(program: Program, xp):
         return large(out, *arrays)
 
     def bind(out, *arrays):
-        """The numba kernel's launcher bound to these arrays (numba_cpu.numba_kernel), or
-        None where the NumPy evaluator runs them."""
+        """The launcher bound to these arrays of the kernel that would run them (see
+        numba_cpu.numba_kernel; None where numba's needs a copy at each call)."""
         nonlocal large
         if not jit.worth(out.size, jit.KERNEL_MIN_SIZE):
-            return None
+            return small.bind(out, *arrays)
         if large is None:
             from nnctl.compile.kernels.numba_cpu import numba_kernel
             large = numba_kernel(program)

@@ -104,7 +104,23 @@ def numpy_kernel(program: Program, xp):
         run(*arrays, out)
         return out
 
+    def bind(out, *arrays):
+        """A launcher for these very arrays (a plan's buffers, the same at every run): the
+        straight-line function looked up once, `launch(out, *arrays)` ignores its args."""
+        key = (out.shape,) + tuple(getattr(a, "shape", ()) for a in arrays)
+        run = layouts.get(key)
+        if run is None:
+            steps, temps = layout(key[1:], program.input_dtypes, out.shape)
+            run = layouts[key] = _straight_line(steps, temps, n_in, xp)
+        bound = (*arrays, out)
+
+        def launch(_out, *_arrays):
+            run(*bound)
+            return out
+        return launch
+
     kernel.program = program
+    kernel.bind = bind
     return kernel
 
 
