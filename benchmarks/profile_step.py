@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
     args = ap.parse_args(argv)
     if args.threads:
+        import numpy  # noqa: F401  (threadpoolctl limits only the BLAS already loaded)
         from threadpoolctl import threadpool_limits
         main.limiter = threadpool_limits(limits=args.threads)
     from impl_nnctl import NnctlStep
