@@ -142,6 +142,24 @@ def _sub_one_hot(node: Node, ctx: Rewrite):
                                                                 node)
 
 
+def _softmax_xent_grad(node: Node, ctx: Rewrite):
+    """sub_one_hot(softmax(x), labels) * s -> softmax_xent_grad(x, labels, s) for a 0-d s:
+    the cross-entropy gradient in one kernel (the same calls in the same order: bitwise)."""
+    for i, inp in enumerate(node.inputs):
+        s = node.inputs[1 - i]
+        if inp.op != "sub_one_hot" or s.aval.shape != () or s.aval.dtype != node.aval.dtype \
+                or inp.aval != node.aval or not ctx.single_use(inp):
+            continue
+        soft, labels = inp.inputs
+        axis = soft.attrs.get("axis", -1) if soft.op == "softmax" else None
+        if axis is None or axis % soft.aval.ndim != soft.aval.ndim - 1 or \
+                not ctx.single_use(soft):
+            continue
+        return ("sub_one_hot(softmax(x), labels) * s -> softmax_xent_grad(x, labels, s)",
+                make("softmax_xent_grad", (soft.inputs[0], labels, s), node))
+    return None
+
+
 def _unit_reduction(node: Node, ctx: Rewrite):
     """sum/mean/max over axes of size 1 (or over no axis) -> x, or a reshape of x."""
     (x,) = node.inputs
@@ -156,7 +174,7 @@ def _unit_reduction(node: Node, ctx: Rewrite):
 
 
 RULES = {
-    "mul": [_identity, _implicit_broadcast, _scalar_into_broadcast],
+    "mul": [_identity, _softmax_xent_grad, _implicit_broadcast, _scalar_into_broadcast],
     "div": [_identity, _implicit_broadcast, _scalar_into_broadcast],
     "add": [_identity, _minus_neg, _implicit_broadcast, _scalar_into_broadcast],
     "sub": [_identity, _minus_neg, _sub_one_hot, _implicit_broadcast, _scalar_into_broadcast],

@@ -172,6 +172,56 @@ class SubOneHot(Op):
 
 
 @register
+class SoftmaxXentGrad(Op):
+    """y = (softmax(x) - one_hot(labels)) * s along the last axis, s a 0-d scale: the
+    cross-entropy gradient as one kernel (simplify.py rewrites the three ops to it; NumPy's
+    per-call cost decides small batches). dx = s p (g - sum(g p)) with p = softmax(x),
+    ds = sum(g (p - one_hot(labels)))"""
+    name = "softmax_xent_grad"
+    kind = REDUCTION
+    nondifferentiable = (1,)
+    arity = 3
+
+    def infer(self, x: Aval, labels: Aval, s: Aval) -> Aval:
+        require_float(x)
+        if labels.dtype not in INT_DTYPES or labels.shape != x.shape[:-1]:
+            fail(f"softmax_xent_grad: labels {labels} do not fit x {x}")
+        if s.shape != () or s.dtype != x.dtype:
+            fail(f"softmax_xent_grad: the scale must be a 0-d {x.dtype}, got {s}")
+        return x
+
+    def forward(self, xp, x, labels, s):
+        # the same calls as softmax, sub_one_hot and mul one after the other: the same bits
+        e = xp.exp(max_shifted(xp, x, -1)[0])
+        e /= e.sum(axis=-1, keepdims=True)
+        xp.subtract(e, 1, out=e, where=labels[..., None] == xp.arange(x.shape[-1]))
+        e *= s
+        return e
+
+    def workspace(self, x: Aval, labels: Aval, s: Aval):
+        m = kept(x, -1)
+        return m, Aval(m.shape, "bool"), Aval(x.shape, "bool"), Aval((labels.size,), "int64")
+
+    def forward_into(self, xp, out, x, labels, s, work=None):
+        m, flag, hits, rows = work
+        max_shifted_into(xp, x, -1, out, m, flag)
+        xp.exp(out, out=out)
+        xp.divide(out, out.sum(axis=-1, keepdims=True, out=m), out=out)
+        xp.subtract(out, 1, out=out, where=one_hot_into(xp, hits, rows, labels))
+        return xp.multiply(out, s, out=out)
+
+    def vjp(self, g, out, x, labels, s):
+        p = x.softmax(-1)
+        gs = g * s
+        return (p * (gs - (gs * p).sum(-1, keepdims=True)), None,
+                (g * p.apply("sub_one_hot", labels)).sum())
+
+    def samples(self):
+        yield Sample(shapes=((4, 3), (4,), ()), int_inputs={1: 3})
+        yield Sample(shapes=((2, 3, 4), (2, 3), ()), int_inputs={1: 4})
+
+
+@register
 class CrossEntropy(Op):
     """loss = mean over positions of logsumexp(x) - x[label], from logits [..., classes] and
     integer labels [...];  dx = g (softmax(x) - onehot(label)) / N (N = number of labels)"""

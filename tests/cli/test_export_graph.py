@@ -85,11 +85,11 @@ def test_passes_writes_every_stage_and_prints_the_table(cli, tmp_path):
     docs = {s.split("-", 1)[1]: json.loads((folder / f"{s}.json").read_text()) for s in stages}
     counts = {s: len(d["nodes"]) for s, d in docs.items()}
     # digits_mlp, batch 4: 37 nodes as built; the CE seed 1 * (1/4) folds, two bias gradients'
-    # sum+reshape become one sum, softmax - one_hot(labels) becomes sub_one_hot, CSE merges the
-    # folded scalar with the equal constant, and DCE drops what those bypassed
+    # sum+reshape become one sum, (softmax - one_hot(labels)) * (1/4) becomes softmax_xent_grad,
+    # CSE merges the folded scalar with the equal constant, and DCE drops what those bypassed
     assert [counts[s] for s in ("input", "fold_constants", "simplify_algebra",
                                 "stabilize_numerics", "eliminate_common_subexpressions",
-                                "eliminate_dead_code")] == [37, 37, 37, 37, 36, 32]
+                                "eliminate_dead_code")] == [37, 37, 37, 37, 36, 30]
     assert docs["input"]["stage"] == "input" and docs["input"]["batch"] == 4
     ops = lambda s: [n["op"] for n in docs[s]["nodes"]]  # noqa: E731
     assert ops("input").count("reshape") == 2 and ops("eliminate_dead_code").count(
@@ -101,19 +101,21 @@ def test_passes_writes_every_stage_and_prints_the_table(cli, tmp_path):
                      "grad dense_2.weight", "grad dense_2.bias"]
     dot = next(folder.glob("*-eliminate_dead_code.dot")).read_text()
     assert dot.startswith('digraph "digits_mlp eliminate_dead_code" {')
-    assert len(re.findall(r"^\s*n\d+ \[label=", dot, re.M)) == 32
+    assert len(re.findall(r"^\s*n\d+ \[label=", dot, re.M)) == 30
     summary = json.loads((folder / "passes.json").read_text())
     rows = {p["name"]: p for p in summary["passes"]}
     assert rows["simplify_algebra"]["rewrites"] == [
         {"pattern": "x - one_hot(labels) -> sub_one_hot(x, labels)",
          "scope": "grad(cross_entropy)"},
         {"pattern": "reshape(sum(x, keepdims)) -> sum(x)", "scope": "grad(dense_0)"},
-        {"pattern": "reshape(sum(x, keepdims)) -> sum(x)", "scope": "grad(dense_2)"}]
+        {"pattern": "reshape(sum(x, keepdims)) -> sum(x)", "scope": "grad(dense_2)"},
+        {"pattern": "sub_one_hot(softmax(x), labels) * s -> softmax_xent_grad(x, labels, s)",
+         "scope": "grad(cross_entropy)"}]
     assert rows["eliminate_dead_code"]["nodes_before"] == 36
     assert rows["eliminate_dead_code"]["bytes_after"] < rows["eliminate_dead_code"][
         "bytes_before"]
     out = result.stdout
-    assert re.search(r"eliminate_dead_code\s+│\s+32\s+│\s+-4\s+│", out)
+    assert re.search(r"eliminate_dead_code\s+│\s+30\s+│\s+-6\s+│", out)
     assert re.search(r"input\s+│\s+37\s+│", out)
     assert "2  reshape(sum(x, keepdims)) -> sum(x)" in out
     assert "numerics rewrites: none" in out
