@@ -65,18 +65,6 @@ def _lone_program(node: Node, xp):
     return program
 
 
-_lone_kernels: dict = {}
-
-
-def _lone_kernel(program):
-    """One numba kernel per distinct one-op program (a plan's 95 sigmoids share one)."""
-    from nnctl.compile.kernels.numba_cpu import numba_kernel
-    kernel = _lone_kernels.get(program)
-    if kernel is None:
-        kernel = _lone_kernels[program] = numba_kernel(program)
-    return kernel
-
-
 def _describe(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -168,7 +156,8 @@ class ExecutionPlan:
                 return functools.partial(_view, op.forward, xp, a)
             if lone is not None and jit_policy.worth(node.aval.at(sizes).size,
                                                      jit_policy.KERNEL_MIN_SIZE):
-                return _lone_kernel(lone)
+                from nnctl.compile.kernels.numba_cpu import numba_kernel
+                return numba_kernel(lone)
             if work and op.copy_small and \
                     max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
                 # small arrays: NumPy's few calls with their temporaries, then one copy, cost

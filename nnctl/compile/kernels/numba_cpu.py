@@ -131,10 +131,22 @@ def load(text: str):
     return module
 
 
+_kernels: dict = {}
+
+
 def numba_kernel(program: Program):
     """`kernel(out, *arrays) -> out` running `program`'s generated loops; `out` may be None,
     else it must be C-contiguous of the output's shape. The parallel variant runs when the
-    output has more than PARALLEL_MIN_SIZE elements."""
+    output has more than PARALLEL_MIN_SIZE elements. One kernel per distinct program (a
+    plan's 95 lone sigmoids share one). `kernel.bind(out, *arrays)` gives a launcher for
+    arrays that never change (see below)."""
+    kernel = _kernels.get(program)
+    if kernel is None:
+        kernel = _kernels[program] = _make_kernel(program)
+    return kernel
+
+
+def _make_kernel(program: Program):
     module = load(source(program))
     serial, parallel = module.serial, module.parallel
     groups = program.groups()
@@ -144,9 +156,24 @@ def numba_kernel(program: Program):
     shapes: dict[tuple, tuple] = {}
 
     def collapsed(out_shape: tuple) -> tuple:
-        sizes = [int(np.prod([out_shape[d] for d in members])) for members in groups]
-        return (tuple(sizes) or (1,),
+        """(the output's loop shape, each input's) for an output of this shape."""
+        entry = shapes.get(out_shape)
+        if entry is None:
+            sizes = [int(np.prod([out_shape[d] for d in members])) for members in groups]
+            entry = shapes[out_shape] = (
+                tuple(sizes) or (1,),
                 tuple(tuple(sizes[g] for g in gs) or (1,) for gs in input_groups))
+        return entry
+
+    def launch_args(out, arrays, out_shape, in_shapes) -> tuple:
+        # NOTE: an array with as many dims as its loop groups already has the collapsed shape
+        # (strided or not: numba indexes any layout); the others are reshaped, a view when
+        # contiguous, a copy for a strided input whose dims must merge (one cheap pass: a
+        # loop over a strided row is not vectorised, measured 2x slower than copy + kernel)
+        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
+        return run, (out if out.ndim == len(out_shape) else out.reshape(out_shape),
+                     *[a if a.ndim == len(s) else a.reshape(s)
+                       for a, s in zip(arrays, in_shapes)])
 
     def kernel(out, *arrays):
         if out is None:
@@ -154,17 +181,8 @@ def numba_kernel(program: Program):
         elif not out.flags.c_contiguous:
             out[...] = kernel(None, *arrays)
             return out
-        entry = shapes.get(out.shape)
-        if entry is None:
-            entry = shapes[out.shape] = collapsed(out.shape)
-        out_shape, in_shapes = entry
-        # NOTE: an array with as many dims as its loop groups already has the collapsed shape
-        # (strided or not: numba indexes any layout); the others are reshaped, a view when
-        # contiguous, a copy for a strided input whose dims must merge (one cheap pass: a
-        # loop over a strided row is not vectorised, measured 2x slower than copy + kernel)
-        flat = [a if a.ndim == len(s) else a.reshape(s) for a, s in zip(arrays, in_shapes)]
-        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
-        run(out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
+        run, args = launch_args(out, arrays, *collapsed(out.shape))
+        run(*args)
         return out
 
     def bind(out, *arrays):
@@ -174,17 +192,11 @@ def numba_kernel(program: Program):
         input is a strided array that would have to be copied at each call."""
         if not out.flags.c_contiguous:
             return None
-        entry = shapes.get(out.shape)
-        if entry is None:
-            entry = shapes[out.shape] = collapsed(out.shape)
-        out_shape, in_shapes = entry
-        flat = []
-        for a, s in zip(arrays, in_shapes):
-            if a.ndim != len(s) and not a.flags.c_contiguous:
-                return None
-            flat.append(a if a.ndim == len(s) else a.reshape(s))
-        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
-        bound = (out if out.ndim == len(out_shape) else out.reshape(out_shape), *flat)
+        out_shape, in_shapes = collapsed(out.shape)
+        if any(a.ndim != len(s) and not a.flags.c_contiguous
+               for a, s in zip(arrays, in_shapes)):
+            return None
+        run, bound = launch_args(out, arrays, out_shape, in_shapes)
 
         def launch(_out, *_arrays):
             run(*bound)

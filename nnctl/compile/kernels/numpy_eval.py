@@ -92,27 +92,26 @@ def numpy_kernel(program: Program, xp):
                 steps.append((None, (dest,), n_in, "copy"))
         return [steps, temps]
 
-    def kernel(out, *arrays):
-        if out is None:
-            shape = _broadcast(ones, *[getattr(a, "shape", ()) for a in arrays])
-            out = xp.empty(shape, dtype=program.dtype)
+    def runner(out, arrays):
+        """The straight-line function for these shapes (built at their first call)."""
         key = (out.shape,) + tuple(getattr(a, "shape", ()) for a in arrays)
         run = layouts.get(key)
         if run is None:
             steps, temps = layout(key[1:], program.input_dtypes, out.shape)
             run = layouts[key] = _straight_line(steps, temps, n_in, xp)
-        run(*arrays, out)
+        return run
+
+    def kernel(out, *arrays):
+        if out is None:
+            shape = _broadcast(ones, *[getattr(a, "shape", ()) for a in arrays])
+            out = xp.empty(shape, dtype=program.dtype)
+        runner(out, arrays)(*arrays, out)
         return out
 
     def bind(out, *arrays):
         """A launcher for these very arrays (a plan's buffers, the same at every run): the
         straight-line function looked up once, `launch(out, *arrays)` ignores its args."""
-        key = (out.shape,) + tuple(getattr(a, "shape", ()) for a in arrays)
-        run = layouts.get(key)
-        if run is None:
-            steps, temps = layout(key[1:], program.input_dtypes, out.shape)
-            run = layouts[key] = _straight_line(steps, temps, n_in, xp)
-        bound = (*arrays, out)
+        run, bound = runner(out, arrays), (*arrays, out)
 
         def launch(_out, *_arrays):
             run(*bound)
