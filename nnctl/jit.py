@@ -40,6 +40,11 @@ MIN_SIZE = 1 << 16
 KERNEL_MIN_SIZE = 1 << 10
 # An optimizer uses its fused kernels when the model has at least this many parameters.
 MIN_TOTAL = 1 << 16
+# Loops on numba's thread pool (fused kernels, pooling, optimizer updates) only from this
+# many elements, and only when the pool has more than one thread: waking the pool costs
+# milliseconds when another process (or OpenBLAS's spinning threads) holds a core, measured
+# ~16 ms on the busy 2-core machine (docs/performance.md); set it to 0 to always use it.
+PARALLEL_MIN_SIZE = 1 << 20
 
 
 # False inside `held_back()`: a plan whose model is small runs on NumPy even for its few
@@ -51,6 +56,15 @@ def worth(size: int, minimum: int | None = None) -> bool:
     """Use a numba kernel for an array of `size` elements: the JIT is on, not held back, and
     the array is large enough for it to pay (`minimum`, MIN_SIZE by default)."""
     return size >= (MIN_SIZE if minimum is None else minimum) and _allowed.get() and enabled()
+
+
+def parallel_pays(size: int) -> bool:
+    """Run a loop of `size` elements on numba's thread pool (numba is imported: the caller
+    is about to run a numba kernel)."""
+    if size < PARALLEL_MIN_SIZE:
+        return False
+    import numba as nb
+    return nb.get_num_threads() > 1
 
 
 @contextlib.contextmanager

@@ -138,17 +138,13 @@ def kernels():
     return _compiled
 
 
-# Parallel loops only from this many input elements: waking numba's threads costs more than
-# it gains below (and on a busy machine, much more: the other thread pools spin against it)
-PARALLEL_MIN_SIZE = 1 << 20
-
-
 def pick(compiled: dict, name: str, size: int):
-    """The serial or the parallel loop `name`, for an input of `size` elements."""
-    import numba
+    """The serial or the parallel loop `name`, for an input of `size` elements
+    (`nnctl.jit.parallel_pays`)."""
+    from nnctl import jit
 
     serial, parallel = compiled[name]
-    return parallel if size >= PARALLEL_MIN_SIZE and numba.get_num_threads() > 1 else serial
+    return parallel if jit.parallel_pays(size) else serial
 
 
 def bits(a):

@@ -23,10 +23,6 @@ from __future__ import annotations
 
 from nnctl import jit as _jit
 
-#: parameters of at least this many elements are updated on numba's thread pool, when it has
-#: more than one thread; the fused elementwise kernels' threshold too: waking the pool's
-#: threads costs milliseconds when another process holds a core (docs/performance.md)
-PARALLEL_MIN_SIZE = 1 << 20
 _FLOATS = ("float32", "float64")
 
 
@@ -104,7 +100,6 @@ class Optimizer:
                   *self.coefficients())
         for c in self._coef.values():
             self._fill(c, values)
-        threads = k.numba.get_num_threads()
         for i, (p, g) in enumerate(zip(params, grads)):
             if g.dtype != p.dtype or g.shape != p.shape:
                 self._update(i, p, g)
@@ -127,7 +122,7 @@ class Optimizer:
                 c = self._coef[p.dtype] = self.xp.empty(len(values), dtype=p.dtype)
                 self._fill(c, values)
             self.fused(k, pf, gf, entry[2], c, l2,
-                       threads > 1 and pf.size >= PARALLEL_MIN_SIZE, entry[3])
+                       _jit.parallel_pays(pf.size), entry[3])
             entry[3] = False
 
     @staticmethod

@@ -105,10 +105,10 @@ def test_fused_matches_numpy(name, dtype):
 def test_parallel_kernels_match_numpy(name, dtype, monkeypatch):
     import numba
 
-    from nnctl.optim import base
+    from nnctl import jit
     if numba.get_num_threads() < 2:
         monkeypatch.setattr(numba, "get_num_threads", lambda: 2)  # picks the parallel form
-    monkeypatch.setattr(base, "PARALLEL_MIN_SIZE", 1 << 16)
+    monkeypatch.setattr(jit, "PARALLEL_MIN_SIZE", 1 << 16)
     shapes = [((1 << 16) + 12345,), (300, 400), (3,)]
     params, grads = problem(dtype, shapes, seed=1)
     grads = grads[:5]

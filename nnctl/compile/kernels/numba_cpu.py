@@ -28,9 +28,6 @@ from nnctl.compile.kernels.expr import Program, flatten
 from nnctl.compile.kernels.numba_math import MATH_VERSION
 
 GENERATOR_VERSION = 2  # part of the source, so a change here makes new files
-# Outputs with more elements than this run the parallel variant. Measured on a busy 2-core
-# machine the OpenMP wake-up costs ~16 ms, so the bar is high; set it to 0 to always use it.
-PARALLEL_MIN_SIZE = 1 << 20
 
 _RENDER = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
@@ -137,7 +134,7 @@ _kernels: dict = {}
 def numba_kernel(program: Program):
     """`kernel(out, *arrays) -> out` running `program`'s generated loops; `out` may be None,
     else it must be C-contiguous of the output's shape. The parallel variant runs when the
-    output has more than PARALLEL_MIN_SIZE elements. One kernel per distinct program (a
+    output is large enough (`nnctl.jit.parallel_pays`). One kernel per distinct program (a
     plan's 95 lone sigmoids share one). `kernel.bind(out, *arrays)` gives a launcher for
     arrays that never change (see below)."""
     kernel = _kernels.get(program)
@@ -170,7 +167,7 @@ def _make_kernel(program: Program):
         # (strided or not: numba indexes any layout); the others are reshaped, a view when
         # contiguous, a copy for a strided input whose dims must merge (one cheap pass: a
         # loop over a strided row is not vectorised, measured 2x slower than copy + kernel)
-        run = serial if out.size <= PARALLEL_MIN_SIZE else parallel
+        run = parallel if jit.parallel_pays(out.size) else serial
         return run, (out if out.ndim == len(out_shape) else out.reshape(out_shape),
                      *[a if a.ndim == len(s) else a.reshape(s)
                        for a, s in zip(arrays, in_shapes)])
