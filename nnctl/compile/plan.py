@@ -70,12 +70,43 @@ def _describe(shape) -> str:
 
 
 class _Binding:
-    """The plan's kernels and slot template for one set of symbolic sizes."""
+    """The plan's kernels and slot template for one set of symbolic sizes, and `run(feeds)`:
+    the steps as one generated straight-line function."""
 
-    __slots__ = ("template", "steps")
+    __slots__ = ("template", "steps", "run")
 
-    def __init__(self, template, steps):
+    def __init__(self, template, steps, feed_slots, output_slots):
         self.template, self.steps = template, steps
+        self.run = _straight_line(template, steps, feed_slots, output_slots)
+
+
+def _straight_line(template, steps, feed_slots, output_slots):
+    """`run(feeds) -> outputs`: each step one line `v7 = K3(v7, v2, v5)` over local
+    variables, the kernels and the arena's stable arrays bound as globals. The loop it
+    replaces (a slot list copied, each step's inputs gathered into a list) cost ~1 us a step
+    in Python's own bookkeeping: 19 us of the digits MLP's 480, 0.5 ms of the LSTM's 20."""
+    scope: dict = {}
+    known: set = set()
+    lines = ["def run(feeds):"]
+    fed = [f"v{s}" if s is not None else "_" for s in feed_slots]
+    if fed:
+        lines.append(f"    {', '.join(fed)}, = feeds")
+    known.update(s for s in feed_slots if s is not None)
+
+    def ref(s: int) -> str:
+        if s in known:
+            return f"v{s}"
+        scope[f"T{s}"] = template[s]  # an arena buffer, a constant, a view of them, or None
+        return f"T{s}"
+
+    for k, (fn, ins, out) in enumerate(steps):
+        scope[f"K{k}"] = fn
+        args = ", ".join([ref(out), *[ref(i) for i in ins]])
+        lines.append(f"    v{out} = K{k}({args})")
+        known.add(out)
+    lines.append(f"    return [{', '.join(ref(s) for s in output_slots)}]")
+    exec(compile("\n".join(lines) + "\n", "<nnctl plan>", "exec"), scope)
+    return scope["run"]
 
 
 class ExecutionPlan:
@@ -224,7 +255,7 @@ class ExecutionPlan:
                     if launch is not None:
                         fn, ins = launch, ()
                 steps.append((fn, ins, s))
-        return _Binding(template, steps)
+        return _Binding(template, steps, self.feed_slots, self.output_slots)
 
     # ---- running -------------------------------------------------------------------------------
     def _draw(self, p: float, out):
@@ -300,10 +331,7 @@ class ExecutionPlan:
         return bound, slots
 
     def _run(self, feeds: Sequence) -> list:
-        bound, slots = self._slots(feeds)
-        for fn, ins, out in bound.steps:
-            slots[out] = fn(slots[out], *[slots[i] for i in ins])
-        return [slots[i] for i in self.output_slots]
+        return self.binding(feeds).run(feeds)
 
     def first_nonfinite(self, feeds: Sequence):
         """Run once more, checking every op's result; the first node (in execution order)

@@ -6,6 +6,7 @@ getitem, so no split op is needed (Tensor.split is getitem too).
 
 from __future__ import annotations
 
+from nnctl.ops.blocks import constant_block
 from nnctl.ops.elementwise import _BROADCAST_SHAPES, Binary, Unary
 from nnctl.ops.registry import (ELEMENTWISE, FLOAT_DTYPES, INT_DTYPES, MOVEMENT, Aval, Op,
                                 Sample, broadcast_shapes, fail, register, require_float,
@@ -207,10 +208,12 @@ class Clip(Unary):
         return x
 
     def forward_into(self, xp, out, x, low=None, high=None):
+        def bound(value):
+            return constant_block(xp, value, out.shape, out.dtype)
         if low is None:
-            return xp.minimum(x, high, out=out)
-        xp.maximum(x, low, out=out)
-        return out if high is None else xp.minimum(out, high, out=out)
+            return xp.minimum(x, bound(high), out=out)
+        xp.maximum(x, bound(low), out=out)
+        return out if high is None else xp.minimum(out, bound(high), out=out)
 
     def scalar(self, x, low=None, high=None):
         if low is not None:

@@ -5,6 +5,7 @@ Binary ops undo broadcasting in their vjp with `sum_to`, the single unbroadcast 
 
 from __future__ import annotations
 
+from nnctl.ops.blocks import constant_block
 from nnctl.ops.registry import (ELEMENTWISE, Aval, Op, Sample, broadcast_shapes, fail,
                                 register, require_float, same_dtype)
 
@@ -359,7 +360,7 @@ class Relu(Unary):
         return xp.maximum(x, 0)
 
     def forward_into(self, xp, out, x):
-        return xp.maximum(x, 0, out=out)
+        return xp.maximum(x, constant_block(xp, 0.0, out.shape, out.dtype), out=out)
 
     def scalar(self, x):
         return f"maximum({x}, 0.0)"

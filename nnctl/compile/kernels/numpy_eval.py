@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnctl.compile.kernels.expr import COMPARE, Program, flatten
+from nnctl.ops.blocks import constant_block
 
 _UFUNCS = {  # instruction -> name of the xp ufunc
     "add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "neg": "negative",
@@ -77,6 +78,10 @@ def numpy_kernel(program: Program, xp):
                                           if isinstance(a, str)))
             dest = n_in if direct else alloc(shape, dtype)
             fn = getattr(xp, _UFUNCS[ins.fn]) if ins.fn in _UFUNCS else None
+            if ins.fn in ("maximum", "minimum"):
+                # a literal as a block of the constant: NumPy's fast loop needs two arrays
+                args = [constant_block(xp, a, shape, program.dtype) if type(a) is float else a
+                        for a in args]
             if ins.fn == "where" and ins.args[1:] == (1.0, 0.0) and \
                     shape_of(ins.args[0]) == shape:
                 # where(c, 1, 0) of a bool c is c as a number (step's lowering): one casting
@@ -132,7 +137,12 @@ def _straight_line(steps: list, temps: list, n_in: int, xp):
     scope: dict = {"copyto": xp.copyto, **{f"T{k}": t for k, t in enumerate(temps)}}
 
     def arg(a) -> str:
-        return names[a] if type(a) is int else repr(float(a))
+        if type(a) is int:
+            return names[a]
+        if isinstance(a, float):
+            return repr(a)
+        scope[f"C{id(a)}"] = a  # an array constant (ops/blocks.py)
+        return f"C{id(a)}"
 
     lines = [f"def run({', '.join(names[:n_in + 1])}):"]
     for i, (fn, args, dest, kind) in enumerate(steps):
