@@ -86,10 +86,14 @@ class MemoryPlan:
         return peak
 
 
-def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
+def plan_memory(graph: Graph, capacity: dict, keep=(), runs_at=None) -> MemoryPlan:
     """Lay out the buffers of `graph` for the symbolic sizes in `capacity` (e.g. {"B": 64}).
 
-    `keep`: nodes whose storage must survive the whole run besides the graph's outputs."""
+    `keep`: nodes whose storage must survive the whole run besides the graph's outputs.
+    `runs_at`: node -> the node at whose place in the schedule its kernel runs (a companion
+    pair, plan.py): its buffer is alive from the earlier of the two places on, its
+    workspace at that place."""
+    runs_at = runs_at or {}
     plan = MemoryPlan(capacity=dict(capacity))
     position = {}
     contiguous: dict = {}
@@ -124,6 +128,8 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
     owner: dict = {}  # buffer -> the buffer whose storage it shares (in-place chains)
     for node in buffers:
         owner[node] = node
+        if node in runs_at:
+            continue  # written away from its own place: never over an input
         if REGISTRY.get(node.op) is not None and REGISTRY[node.op].kind == ELEMENTWISE or \
                 node.op == "fused":
             for inp in node.inputs:
@@ -144,13 +150,14 @@ def plan_memory(graph: Graph, capacity: dict, keep=()) -> MemoryPlan:
             plan.work[node] = keys
             for key, aval in zip(keys, wanted):
                 plan.avals[key] = aval
-                plan.intervals[key] = (position[node], position[node])
+                at = position[runs_at.get(node, node)]
+                plan.intervals[key] = (at, at)
                 plan.sizes[key] = _aligned(nbytes_at(None, capacity, aval))
     for node in buffers:
         o = owner[node]
         if node in plan.slices:  # stored inside its concat's buffer: alive as part of it
             o = plan.slices[node][0]
-        first = position[node]
+        first = min(position[node], position[runs_at.get(node, node)])
         lo, hi = plan.intervals.get(o, (first, first))
         plan.intervals[o] = (min(lo, first), max(hi, last.get(node, first)))
         plan.sizes[o] = max(plan.sizes.get(o, 0), _aligned(nbytes_at(node, capacity)))

@@ -65,6 +65,54 @@ def _lone_program(node: Node, xp):
     return program
 
 
+def companions(graph: Graph) -> tuple[Graph, dict]:
+    """The graph scheduled for pairs of nodes one kernel computes together, and the pairs,
+    first -> second. Op.companion names the second's op, on the same leading inputs, later
+    in the schedule; the kernel runs at the first's place, after the second's other inputs
+    are hoisted there (the 1/batch scale of a loss gradient), which is possible unless one
+    depends on the first. The memory plan keeps the second's buffer alive from the first's
+    place on (plan_memory's runs_at), so writing it there clobbers nothing."""
+    by_inputs: dict = {}
+    for node in graph.nodes:
+        if not node.is_leaf:
+            by_inputs.setdefault((node.op, node.inputs[:2]), []).append(node)
+    pairs: dict = {}
+    for first in graph.nodes:
+        op = REGISTRY.get(first.op)
+        if first.is_leaf or op is None or op.companion is None or first.attrs:
+            continue
+        k = len(first.inputs)
+        for second in by_inputs.get((op.companion[0], first.inputs[:2]), ()):
+            if second in pairs.values() or second.inputs[:k] != first.inputs or second.attrs:
+                continue
+            order = _hoisted(graph.nodes, first, second.inputs[k:])
+            if order is not None and order.index(second) > order.index(first):
+                graph = Graph(graph.outputs, order)
+                pairs[first] = second
+                break
+    return graph, pairs
+
+
+def _hoisted(nodes, first: Node, needed) -> tuple | None:
+    """`nodes` reordered so that everything `needed` comes before `first` (the nodes it
+    takes moved up, in their order); None where one of them depends on `first`."""
+    position = {n: i for i, n in enumerate(nodes)}
+    late: set = set()
+    stack = [n for n in needed if position[n] >= position[first]]
+    while stack:
+        n = stack.pop()
+        if n is first:
+            return None
+        if n not in late:
+            late.add(n)
+            stack.extend(i for i in n.inputs if position[i] >= position[first])
+    if not late:
+        return tuple(nodes)
+    at = position[first]
+    moved = [n for n in nodes[at:] if n in late]
+    return (*nodes[:at], *moved, *[n for n in nodes[at:] if n not in late])
+
+
 def _describe(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -114,6 +162,7 @@ class ExecutionPlan:
 
     def __init__(self, graph: Graph, feeds: Sequence[Node], backend: Backend, rng=None,
                  pass_stats=(), capacity: dict | None = None, jit: bool | str = "auto"):
+        graph, self.companions = companions(graph)
         self.graph, self.backend, self.pass_stats = graph, backend, list(pass_stats)
         self.rng = rng if rng is not None else backend.rng(0)
         slot = {node: i for i, node in enumerate(graph.nodes)}
@@ -135,7 +184,7 @@ class ExecutionPlan:
                 self.constants[slot[node]] = backend.asarray(node.value, dtype=node.aval.dtype)
         self._kernels = None  # made at the first run: planning memory needs no kernel
         symbols = {d.name for f in feeds for d in f.aval.shape if isinstance(d, Dim)}
-        self.memory: MemoryPlan = plan_memory(graph, capacity or dict.fromkeys(symbols, 1))
+        self.memory: MemoryPlan = self._plan_memory(capacity or dict.fromkeys(symbols, 1))
         self._arena = None
         self._bindings: dict = {}
         # False: NumPy kernels only, whatever the sizes (nnctl.jit.held_back). "auto": numba
@@ -199,12 +248,16 @@ class ExecutionPlan:
             return functools.partial(op.forward_into, xp, **a)
         return make
 
+    def _plan_memory(self, capacity: dict) -> MemoryPlan:
+        return plan_memory(self.graph, capacity,
+                           runs_at={b: a for a, b in self.companions.items()})
+
     def _ensure_arena(self, sizes: dict) -> None:
         grow = any(sizes[k] > self.memory.capacity.get(k, 0) for k in sizes)
         if self._arena is None or grow:
             if grow:
                 capacity = {k: max(v, self.memory.capacity.get(k, 0)) for k, v in sizes.items()}
-                self.memory = plan_memory(self.graph, capacity)
+                self.memory = self._plan_memory(capacity)
                 self._bindings.clear()
             self._arena = self.backend.xp.empty(max(self.memory.arena_bytes, 1), dtype="uint8")
             self.backend.warm_up()
@@ -223,6 +276,7 @@ class ExecutionPlan:
         for s, value in self.constants.items():
             template[s] = value
         steps = []
+        seconds = set(self.companions.values())
         # slots holding the same array object at every run: buffers (every kernel writes into
         # the `out` it is given and returns it: tested for every op), constants, and views
         # of those; not feeds nor views of feeds
@@ -234,8 +288,10 @@ class ExecutionPlan:
                 stable.add(s)
             if node.op == "random":
                 steps.append((functools.partial(self._draw, node.attrs["p"]), (), s))
-            elif node in memory.joined:
-                continue  # its pieces were written into its buffer: nothing left to do
+            elif node in memory.joined or node in seconds:
+                continue  # written already: its pieces into its buffer, or with its companion
+            elif node in self.companions:
+                steps.append(self._pair_step(node, sizes))
             elif node in memory.views and not _fed(memory.root[node]):
                 # a view of an arena buffer or a constant is the same array object at every
                 # run: made here once, no step (the LSTM's gate slices, reshapes, transposes)
@@ -256,6 +312,19 @@ class ExecutionPlan:
                         fn, ins = launch, ()
                 steps.append((fn, ins, s))
         return _Binding(template, steps, self.feed_slots, self.output_slots)
+
+    def _pair_step(self, first: Node, sizes: dict) -> tuple:
+        """The step of `first` that also writes its companion's buffer (see companions)."""
+        second = self.companions[first]
+        op = REGISTRY[first.op]
+        work = tuple(self._view_of(key, self.memory.avals[key], sizes)
+                     for key in self.memory.work.get(first, ()))
+        if op.copy_small and max(n.aval.at(sizes).size
+                                 for n in (first, second, *first.inputs)) <= SMALL_WORK:
+            work = ()  # small arrays: temporaries cost less than the workspace's calls
+        fn = functools.partial(getattr(op, op.companion[1]), self.backend.xp, work=work or None,
+                               other=self._view_of(second, second.aval, sizes))
+        return fn, tuple(self.slot[i] for i in second.inputs), self.slot[first]
 
     # ---- running -------------------------------------------------------------------------------
     def _draw(self, p: float, out):

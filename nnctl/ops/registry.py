@@ -194,6 +194,12 @@ class Op:
     # SMALL_WORK), where NumPy's few calls cost less than its allocation-free path; False
     # where the workspace path is the cheaper one at every size (a sum as a GEMV).
     copy_small: bool = True
+    # Another op this one computes in the same pass when a graph has both on the same
+    # leading inputs (a loss and its gradient share the softmax): (its name, the method
+    # `m(xp, out, *inputs, *its extra inputs, other=its buffer, work=this op's workspace or
+    # None)` that writes both). A compiled plan pairs them (plan.py); the results must be
+    # the bits each op's own kernel gives.
+    companion: tuple[str, str] | None = None
 
     def infer(self, *avals: Aval, **attrs) -> Aval:
         raise NotImplementedError
