@@ -7,6 +7,9 @@ node counts per pass say what each one did.
 
     fold_constants              ops whose inputs are all constants become one constant
     simplify_algebra            x*1, x+0, neg(neg x), transpose/reshape chains, broadcasts ...
+    join_slice_gradients        (scatter.py) the gradients of a value's slices as one concat
+    batch_weight_gradients      (gemm.py) sums of a_i^T @ b_i as one GEMM
+    share_conv_columns          (conv_columns.py) conv2d and its weight gradient on one im2col
     stabilize_numerics          log(sigmoid x) -> -softplus(-x), log(softmax) -> log_softmax ...
     eliminate_common_subexpressions   same op, same inputs, same attrs: computed once
     eliminate_dead_code         drop what no output needs
@@ -18,8 +21,9 @@ from __future__ import annotations
 import importlib.util
 from typing import Callable, NamedTuple
 
-from nnctl.compile.numerics import stabilize_numerics
+from nnctl.compile.conv_columns import share_conv_columns
 from nnctl.compile.gemm import batch_weight_gradients
+from nnctl.compile.numerics import stabilize_numerics
 from nnctl.compile.scatter import join_slice_gradients
 from nnctl.compile.rewrite import (SMALL_CONSTANT, Rewrite, collect_rewrites, constant_value,
                                    host, note, rewrite)
@@ -126,6 +130,7 @@ PASSES: tuple[Callable[[Graph], Graph], ...] = (
     simplify_algebra,
     join_slice_gradients,
     batch_weight_gradients,
+    share_conv_columns,
     stabilize_numerics,
     eliminate_common_subexpressions,
     eliminate_dead_code,

@@ -23,8 +23,10 @@ from nnctl.errors import ConfigError
 
 MAX_BYTES = 1 << 20          # configs are small; anything bigger is refused before parsing
 MAX_ALIASES = 100            # per document; aliases are rare in a hand-written config
-MAX_ALIAS_NODES = 10_000     # nodes that aliases may copy in total (the "lol" bomb has only 72 aliases)
-MAX_DEPTH = 100              # nesting, counted after alias expansion; keeps recursion far from the limit
+# nodes that aliases may copy in total (the "lol" bomb has only 72 aliases)
+MAX_ALIAS_NODES = 10_000
+# nesting, counted after alias expansion; keeps recursion far from the limit
+MAX_DEPTH = 100
 
 _T = "tag:yaml.org,2002:"
 _MERGE = _T + "merge"
@@ -68,7 +70,8 @@ class _Loader(yaml.SafeLoader):
                 raise ConfigError(f"more than {MAX_ALIASES} aliases in one document, refused",
                                   file=self.file, line=line)
         elif self._depth >= MAX_DEPTH:
-            raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=self.file, line=line)
+            raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=self.file,
+                              line=line)
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -90,7 +93,8 @@ class _Loader(yaml.SafeLoader):
                                   file=self.file, line=line)
         else:
             kids = [self._info[id(c)] for c in _children(node)]
-            self._info[id(node)] = (1 + sum(k[0] for k in kids), 1 + max((k[1] for k in kids), default=0))
+            self._info[id(node)] = (1 + sum(k[0] for k in kids),
+                                    1 + max((k[1] for k in kids), default=0))
         return node
 
 

@@ -383,6 +383,122 @@ class Conv2dGradWeight(Op):
             yield Sample(shapes=(x, y), attrs={"weight_shape": w, **attrs})
 
 
+# ---- the column matrix as a value of its own -------------------------------------------------
+# A training graph lays out the same columns of x twice, for conv2d and for its weight
+# gradient. The compiler's conv_columns pass makes them one `im2col` node that both GEMMs
+# read (nnctl/compile/conv_columns.py); `col2im` is its adjoint.
+
+def _column_geometry(input_shape, kernel, stride, padding, dilation):
+    """(kernel, stride, padding, dilation) as pairs and (OH, OW), checked."""
+    kernel = _pair(kernel, "kernel", 1)
+    stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+    n, c = input_shape[:2]
+    oh_ow = _conv_shape(tuple(input_shape), (1, c) + kernel, stride, padding, dilation, 1)[2:]
+    return kernel, stride, padding, dilation, oh_ow
+
+
+def _column_view(xp, xpad, kernel, stride, dilation, out_hw):
+    """v[c, i, j, n, p, q] = xpad[n, c, p*sh + i*dh, q*sw + j*dw]: [C, KH, KW, N, OH, OW],
+    the order in which the columns are one [C*KH*KW, N*OH*OW] matrix (read-only: aliases)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    sn, sc, s_h, s_w = xpad.strides
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(xpad.shape[1], kh, kw, xpad.shape[0]) + tuple(out_hw),
+        strides=(sc, s_h * dh, s_w * dw, sn, s_h * sh, s_w * sw))
+
+
+@register
+class Im2col(Op):
+    """cols[(c, i, j), (n, p, q)] = xpad[n, c, p*sh + i*dh, q*sw + j*dw]: the convolution's
+    columns as one [C*KH*KW, N*OH*OW] matrix, so that conv2d is one GEMM w @ cols and its
+    weight gradient one GEMM g @ cols^T;  linear: dx = col2im(g)"""
+    name = "im2col"
+    arity = 1
+
+    def infer(self, x: Aval, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)) -> Aval:
+        require_float(x, "x")
+        if x.ndim != 4:
+            fail(f"im2col needs x as [N, C, H, W], got {list(x.shape)}")
+        (kh, kw), _, _, _, (oh, ow) = _column_geometry(x.shape, kernel, stride, padding,
+                                                       dilation)
+        n, c = x.shape[:2]
+        return Aval((c * kh * kw, n * oh * ow), x.dtype)
+
+    def forward(self, xp, x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+        kernel, stride, (ph, pw), dilation, out_hw = _column_geometry(
+            x.shape, kernel, stride, padding, dilation)
+        xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
+        view = _column_view(xp, xpad, kernel, stride, dilation, out_hw)
+        return xp.ascontiguousarray(view).reshape(view.shape[0] * view.shape[1] * view.shape[2],
+                                                  -1)
+
+    def workspace(self, x: Aval, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+        ph, pw = _pair(padding, "padding", 0)
+        if not (ph or pw):
+            return ()
+        n, c, h, w = x.shape
+        return (Aval((n, c, h + 2 * ph, w + 2 * pw), x.dtype),)
+
+    def forward_into(self, xp, out, x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                     work=None):
+        kernel, stride, padding, dilation, out_hw = _column_geometry(
+            x.shape, kernel, stride, padding, dilation)
+        xpad = _pad_into(work[0], x, padding) if work else x
+        view = _column_view(xp, xpad, kernel, stride, dilation, out_hw)
+        xp.copyto(out.reshape(view.shape), view)
+        return out
+
+    def vjp(self, g, out, x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+        return (g.apply("col2im", input_shape=x.shape, kernel=kernel, stride=stride,
+                        padding=padding, dilation=dilation),)
+
+    def samples(self):
+        for x, w, attrs in CONV_CASES:
+            if attrs.get("groups", 1) == 1:
+                yield Sample(shapes=(x,), attrs={"kernel": w[2:], **attrs})
+
+
+@register
+class Col2im(Op):
+    """dx[n, c, h, w] = the sum of the column entries im2col took from xpad[n, c, h+ph, w+pw]:
+    the adjoint of im2col;  linear: dcols = im2col(g)"""
+    name = "col2im"
+    arity = 1
+
+    def infer(self, cols: Aval, input_shape, kernel, stride=(1, 1), padding=(0, 0),
+              dilation=(1, 1)) -> Aval:
+        require_float(cols, "cols")
+        expected = REGISTRY_IM2COL.infer(Aval(tuple(input_shape), cols.dtype), kernel, stride,
+                                         padding, dilation)
+        if cols.shape != expected.shape:
+            fail(f"col2im: cols {list(cols.shape)} are not the columns {list(expected.shape)} "
+                 f"of an input {list(input_shape)}")
+        return Aval(tuple(input_shape), cols.dtype)
+
+    def forward(self, xp, cols, input_shape, kernel, stride=(1, 1), padding=(0, 0),
+                dilation=(1, 1)):
+        n, c, h, w = input_shape
+        (kh, kw), stride, (ph, pw), dilation, (oh, ow) = _column_geometry(
+            input_shape, kernel, stride, padding, dilation)
+        blocks = cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+        return xp.ascontiguousarray(
+            _scatter_windows(xp, blocks, input_shape, stride, (ph, pw), dilation))
+
+    def vjp(self, g, out, cols, input_shape, kernel, stride=(1, 1), padding=(0, 0),
+            dilation=(1, 1)):
+        return (g.apply("im2col", kernel=kernel, stride=stride, padding=padding,
+                        dilation=dilation),)
+
+    def samples(self):
+        for x, w, attrs in CONV_CASES:
+            if attrs.get("groups", 1) == 1:
+                cols = Im2col().infer(Aval(x, "float64"), w[2:], **attrs)
+                yield Sample(shapes=(cols.shape,),
+                             attrs={"input_shape": x, "kernel": w[2:], **attrs})
+
+
+REGISTRY_IM2COL = Im2col()
+
 CONV_DEFAULTS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
 
 # (x shape, w shape, attrs): small, since gradcheck perturbs every element

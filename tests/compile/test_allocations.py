@@ -118,6 +118,9 @@ def test_a_convolutional_step_allocates_no_array_either():
     # batches whose [B, 10] logits are past the ops' small-array path (4096 elements, which
     # runs forward and copies) and NumPy's buffer cap
     small, large = _transient_bytes(plan, feeds(1024)), _transient_bytes(plan, feeds(2048))
-    # [2048, 4, 10, 10] float32 (one activation) is 3.2 MB; the columns 4.5x that
-    assert large < 40_000, large
+    # [2048, 4, 10, 10] float32 (one activation) is 3.2 MB; the columns 4.5x that. What
+    # remains is NumPy's iterator buffers, at most 8192 elements per operand: the relu reads
+    # the conv's GEMM result as a transposed view (compile/conv_columns.py), which a ufunc
+    # buffers (2 x 32 KiB), the same at every batch size
+    assert large < 100_000, large
     assert large <= small + 4096, (small, large)

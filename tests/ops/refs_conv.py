@@ -157,7 +157,40 @@ def avg_pool2d_grad(g, input_shape, kernel, stride=None, padding=(0, 0)):
     return dxpad[:, :, ph:ph + h, pw:pw + w]
 
 
+def im2col(x, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """cols[(c, i, j), (n, p, q)]: each output pixel's patch, one column per (n, p, q)."""
+    n, c = x.shape[:2]
+    kh, kw = _two(kernel)
+    oh, ow, sh, sw, dh, dw = _conv_geometry(x.shape, (0, 0, kh, kw), stride, padding, dilation)
+    xpad = _pad(x, padding)
+    cols = np.zeros((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for p in range(oh):
+        for q in range(ow):
+            patch = _patch(xpad, p, q, kh, kw, sh, sw, dh, dw)  # [N, C, KH, KW]
+            cols[:, :, :, :, p, q] = patch.transpose(1, 2, 3, 0)
+    return cols.reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(cols, input_shape, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """The adjoint of im2col: every column entry added back where it was read from."""
+    n, c, h, w = input_shape
+    kh, kw = _two(kernel)
+    oh, ow, sh, sw, dh, dw = _conv_geometry(input_shape, (0, 0, kh, kw), stride, padding,
+                                            dilation)
+    ph, pw = _two(padding)
+    blocks = cols.reshape(c, kh, kw, n, oh, ow)
+    dx = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for p in range(oh):
+        for q in range(ow):
+            r, k = p * sh, q * sw
+            dx[:, :, r:r + dh * (kh - 1) + 1:dh, k:k + dw * (kw - 1) + 1:dw] += \
+                blocks[:, :, :, :, p, q].transpose(3, 0, 1, 2)
+    return dx[:, :, ph:ph + h, pw:pw + w]
+
+
 REFERENCES = {
+    "im2col": im2col,
+    "col2im": col2im,
     "conv2d": conv2d,
     "conv2d_grad_input": conv2d_grad_input,
     "conv2d_grad_weight": conv2d_grad_weight,
