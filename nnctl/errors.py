@@ -6,6 +6,35 @@ expected, so a user never has to read a traceback to fix a config or a data file
 
 from __future__ import annotations
 
+import re
+
+# C0 and C1 control characters (a line break, ESC of a terminal escape, DEL): never printed raw
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped (\\n, \\x1b), so an
+    echoed value can neither split the one-line message nor drive the terminal."""
+    escapes = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return _CONTROL.sub(lambda m: escapes.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def excerpt(value, limit: int = 24) -> str:
+    """A short quoted excerpt of file contents: enough to find the mistake, never a whole
+    row of someone's data (a password hash, say)."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text)
+
+
+def capped(items, limit: int = 8) -> str:
+    """`a, b, c, ... and 59,990 more`: a list in a message stays short."""
+    items = list(items)
+    shown = ", ".join(str(x) for x in items[:limit])
+    more = len(items) - limit
+    return f"{shown}, ... and {more:,} more" if more > 0 else shown
+
 
 class NnctlError(Exception):
     """Base class. `exit_code` is what the CLI exits with when this error reaches it."""
@@ -17,7 +46,7 @@ class NnctlError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message
+        return one_line(self.message)
 
 
 class ConfigError(NnctlError):
@@ -35,7 +64,7 @@ class ConfigError(NnctlError):
         if self.file:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         key = f"{self.key_path}: " if self.key_path else ""
-        return f"{where}{key}{self.message}"
+        return one_line(f"{where}{key}{self.message}")
 
 
 class DataError(NnctlError):
@@ -64,7 +93,7 @@ class ShapeError(NnctlError):
         if self.op:
             parts.append(f"op {self.op}")
         prefix = (" / ".join(parts) + ": ") if parts else ""
-        return prefix + self.detail
+        return one_line(prefix + self.detail)
 
 
 class UsageError(NnctlError):

@@ -44,9 +44,9 @@ def load_dataset(config: Config) -> Dataset:
     if d.dataset == "spirals":
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
-        return load_npz(d.path, d.x_key, d.y_key)
+        return load_npz(d.path, d.x_key, d.y_key, dtype=config.spec.train.dtype)
     if d.dataset == "idx":
-        return load_idx(d.images, d.labels)
+        return load_idx(d.images, d.labels, dtype=config.spec.train.dtype)
     if d.dataset == "parity":
         return make_parity(d.samples, d.length, seed=config.spec.seed)
     if d.dataset == "adding":
@@ -54,7 +54,8 @@ def load_dataset(config: Config) -> Dataset:
     if d.dataset == "words":
         data, _ = load_words(d.path, d.seq_len, d.stride)
         return data
-    return load_csv(d.path, d.label_column, d.header, d.delimiter)
+    return load_csv(d.path, d.label_column, d.header, d.delimiter,
+                    dtype=config.spec.train.dtype)
 
 
 def vocabulary(config: Config):
@@ -79,7 +80,7 @@ def load_splits(config: Config) -> Splits:
                                f"{list(data.y.shape)}")
         num_classes = data.num_classes
     else:
-        y = data.y.astype(np.float32)
+        y = data.y.astype(spec.train.dtype)
         data = Dataset(data.x, y[:, None] if y.ndim == 1 else y, data.name)  # one target: (N, 1)
         num_classes = None
     d = spec.data

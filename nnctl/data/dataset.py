@@ -12,10 +12,27 @@ import numpy as np
 from nnctl.errors import DataError
 
 
+# Class labels are 0..K-1 and the model gets K outputs. A few classes absent from the data
+# are normal; a label far beyond the labels present (an id column, a typo such as 10**9) would
+# size a model of billions of parameters, so it is refused before any model is built.
+MAX_ABSENT_CLASSES = 1000
+
+
+def check_class_labels(largest: int, distinct: int, what: str, where: str) -> None:
+    """Refuse labels whose largest value implies many more classes than the data has.
+    `what` says where the largest label is (a line, an index), for the message."""
+    classes = largest + 1
+    if classes - distinct > max(MAX_ABSENT_CLASSES, distinct):
+        raise DataError(f"{what} implies {classes:,} classes, but only {distinct:,} distinct "
+                        f"labels appear; expected class labels numbered 0..K-1 (write "
+                        f"regression targets as floats, e.g. {largest}.0)", path=where)
+
+
 @dataclass
 class Dataset:
-    """Samples in memory. x: float32 (N, *features); y: int64 class labels (N,) or
-    float32 regression targets (N,) / (N, k). Loaders enforce the dtypes; this class trusts them."""
+    """Samples in memory. x: float (N, *features) in the run's dtype (float32 unless
+    train.dtype says float64); y: int64 class labels (N,) or float regression targets (N,) /
+    (N, k). Loaders enforce the dtypes; this class trusts them."""
 
     x: np.ndarray
     y: np.ndarray
@@ -139,11 +156,13 @@ class Normalizer:
         return cls(method, np.asarray(offset, np.float64), np.asarray(scale, np.float64))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
+        """The normalised samples in float64: the caller casts them to the run's dtype, so
+        a float64 run keeps every bit."""
         x = np.asarray(x)
         if x.shape[1:] != self.offset.shape:
             raise DataError(f"normalizer was fitted on samples of shape {self.offset.shape}, "
                             f"got samples of shape {x.shape[1:]}")
-        return ((x.astype(np.float64) - self.offset) / self.scale).astype(np.float32)
+        return (x.astype(np.float64) - self.offset) / self.scale
 
     def to_dict(self) -> dict[str, Any]:
         # Plain lists of Python floats: JSON round-trips float64 exactly.

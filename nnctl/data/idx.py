@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnctl.data.dataset import Dataset
+from nnctl.data.dataset import Dataset, check_class_labels
 from nnctl.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -180,10 +180,11 @@ def _stem(p: Path) -> str:
     return Path(name).stem
 
 
-def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> Dataset:
+def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike,
+             dtype: str = "float32") -> Dataset:
     """An IDX image file and an IDX label file (MNIST's layout) as a Dataset.
 
-    x: float32 (N, H*W) -- flattened row-major like digits.npz, values unchanged (0..255 for
+    x: `dtype` (the run's train.dtype) (N, H*W) -- flattened row-major like digits.npz, values unchanged (0..255 for
     MNIST; scaling is the normaliser's job). y: int64 (N,) class labels."""
     ip, lp = Path(images_path), Path(labels_path)
     images = read_idx(ip)
@@ -210,8 +211,11 @@ def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> 
         i = int(np.argmin(labels))
         raise DataError(f"label {int(labels[i])} at index {i} is negative; expected class "
                         "labels 0..K-1", path=str(lp))
+    top = int(np.argmax(labels))
+    check_class_labels(int(labels[top]), len(np.unique(labels)),
+                       f"label {int(labels[top])} at index {top}", str(lp))
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        x = images.reshape(len(images), -1).astype(np.float32)
+        x = images.reshape(len(images), -1).astype(dtype)
     if images.dtype.kind == "f":
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():

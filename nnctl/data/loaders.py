@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnctl.data.dataset import Dataset
-from nnctl.errors import DataError
+from nnctl.data.dataset import Dataset, check_class_labels
+from nnctl.errors import DataError, capped, excerpt
 
 # The shipped data sets live next to the package in a source checkout; NNCTL_DATASETS points
 # elsewhere (an installed package, a test fixture).
@@ -52,8 +52,10 @@ def load_digits(path: str | os.PathLike | None = None) -> Dataset:
     return ds
 
 
-def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y") -> Dataset:
-    """Read arrays x_key (features) and y_key (labels/targets) from a NumPy .npz archive."""
+def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
+             dtype: str = "float32") -> Dataset:
+    """Read arrays x_key (features) and y_key (labels/targets) from a NumPy .npz archive;
+    features and float targets become `dtype` (the run's train.dtype)."""
     p = Path(path)
     where = str(p)
     expected = f"an .npz archive with arrays '{x_key}' and '{y_key}'"
@@ -65,8 +67,8 @@ def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y") -> Dat
             arrays = {}
             for key in (x_key, y_key):
                 if key not in keys:
-                    raise DataError(f"no array named '{key}'; the file has "
-                                    f"{', '.join(repr(k) for k in keys) or 'no arrays'}",
+                    raise DataError(f"no array named {excerpt(key)}; the file has "
+                                    f"{capped(excerpt(k) for k in keys) or 'no arrays'}",
                                     path=where)
                 arrays[key] = _read_member(npz, key, where)
     except DataError:
@@ -76,7 +78,7 @@ def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y") -> Dat
         # header parser (BadZipFile, zlib.error, EOFError, ValueError, even SyntaxError).
         raise DataError(f"cannot read as .npz (corrupt or truncated?): "
                         f"{type(e).__name__}: {e}", path=where) from None
-    return _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem)
+    return _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem, dtype)
 
 
 def _open_npz(f, where: str, expected: str):
@@ -106,7 +108,7 @@ def _read_member(npz, key: str, where: str) -> np.ndarray:
 
 
 def _to_dataset(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str, where: str,
-                name: str) -> Dataset:
+                name: str, dtype: str = "float32") -> Dataset:
     for key, a in ((x_key, x), (y_key, y)):
         if a.dtype.kind not in "biuf":  # bool, int, uint, float; not complex/str/datetime/void
             raise DataError(f"array '{key}' has dtype {a.dtype}; expected numbers "
@@ -122,7 +124,7 @@ def _to_dataset(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str, where: str
     # A 1-D x is N scalar samples: give it the (N, 1) feature axis every model expects.
     x = x.reshape(len(x), -1) if x.ndim == 1 else x
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        x = x.astype(np.float32)
+        x = x.astype(dtype)
     _check_finite(x, f"array '{x_key}'", where)  # after the cast: huge float64 become inf
     if y.dtype.kind in "biu":
         if y.ndim == 2 and y.shape[1] == 1:
@@ -133,12 +135,16 @@ def _to_dataset(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str, where: str
         if y.min() < 0:
             raise DataError(f"labels '{y_key}' include negative value {int(y.min())}; "
                             "expected class labels 0..K-1", path=where)
+        top = int(np.argmax(y))  # before the int64 cast, which would wrap a huge uint64
+        check_class_labels(int(y[top]), len(np.unique(y)), f"class label {int(y[top])} at "
+                           f"index {top} of '{y_key}'", where)
         y = y.astype(np.int64)
     else:
         if y.ndim > 2:
             raise DataError(f"targets '{y_key}' have shape {y.shape}; expected (N,) or (N, k)",
                             path=where)
-        y = y.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = y.astype(dtype)
         _check_finite(y, f"targets '{y_key}'", where)
     return Dataset(x, y, name)
 
@@ -154,13 +160,13 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
 def load_csv(path: str | os.PathLike, label_column: int | str = -1, header: bool | None = None,
-             delimiter: str = ",") -> Dataset:
+             delimiter: str = ",", dtype: str = "float32") -> Dataset:
     """Read a CSV of numbers: one sample per row, one column holding the label.
 
     header=None detects a header row (a first row in which no cell is a number).
     label_column is an index (negative counts from the end) or a header name. Labels written
     as integers ("3") become int64 class labels; any other number ("3.0", "0.5") makes all of
-    them float32 regression targets."""
+    them regression targets. Features and targets become `dtype` (the run's train.dtype)."""
     p = Path(path)
     where = str(p)
     _check_file(p, "a CSV file of numbers")
@@ -203,10 +209,11 @@ def load_csv(path: str | os.PathLike, label_column: int | str = -1, header: bool
                 values[i, j] = float(cell)
             except ValueError:
                 hint = " (if it is a header, pass header=True)" if i == 0 and not header else ""
-                raise DataError(f"line {line}, column {j + 1}: {cell.strip()!r} is not a "
-                                f"number{hint}", path=where) from None
+                raise DataError(f"line {line}, column {j + 1}: {excerpt(cell.strip())} is not "
+                                f"a number{hint}", path=where) from None
 
-    x = np.delete(values, label, axis=1).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        x = np.delete(values, label, axis=1).astype(dtype)
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -218,15 +225,30 @@ def load_csv(path: str | os.PathLike, label_column: int | str = -1, header: bool
         raise DataError(f"line {data[i][0]}: label is NaN or Inf; expected a finite number",
                         path=where)
     if all(_INT_RE.match(row[label].strip()) for _, row in data):
-        if y_raw.min() < 0:
-            i = int(np.argmin(y_raw))
-            raise DataError(f"line {data[i][0]}: class label {int(y_raw[i])} is negative; "
-                            "expected labels 0..K-1 (write regression targets as floats, "
-                            "e.g. -1.0)", path=where)
-        y = y_raw.astype(np.int64)
+        y = _class_labels(data, label, where)
     else:
-        y = y_raw.astype(np.float32)
+        with np.errstate(over="ignore"):
+            y = y_raw.astype(dtype)
+        if not np.isfinite(y).all():
+            i = int(np.argmax(~np.isfinite(y)))
+            raise DataError(f"line {data[i][0]}: label {excerpt(data[i][1][label].strip())} "
+                            f"does not fit in {dtype}; expected a finite {dtype} target",
+                            path=where)
     return Dataset(x, y, p.stem)
+
+
+def _class_labels(data: list, label: int, where: str) -> np.ndarray:
+    """Integer label cells as int64 class labels, read exactly (float() would round 2**63+5
+    and the int64 cast wrap it), range-checked before any model is sized by them."""
+    labels = [int(row[label]) for _, row in data]
+    low, high = min(labels), max(labels)
+    if low < 0:
+        i = labels.index(low)
+        raise DataError(f"line {data[i][0]}: class label {low} is negative; expected labels "
+                        "0..K-1 (write regression targets as floats, e.g. -1.0)", path=where)
+    i = labels.index(high)
+    check_class_labels(high, len(set(labels)), f"line {data[i][0]}: class label {high}", where)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _is_number(cell: str) -> bool:
@@ -245,10 +267,10 @@ def _label_index(label_column: int | str, names: list[str] | None, ncols: int,
                             "header row; pass a column index or add a header", path=where)
         if names.count(label_column) != 1:
             close = difflib.get_close_matches(label_column, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {excerpt(close[0])}?" if close else ""
             problem = "is not unique" if label_column in names else "not found"
-            raise DataError(f"label column {label_column!r} {problem}; columns are "
-                            f"{', '.join(names)}{hint}", path=where)
+            raise DataError(f"label column {excerpt(label_column)} {problem}; columns are "
+                            f"{capped(excerpt(n, 16) for n in names)}{hint}", path=where)
         return names.index(label_column)
     if isinstance(label_column, bool) or not isinstance(label_column, (int, np.integer)):
         raise DataError(f"label column must be an index or a header name, got "

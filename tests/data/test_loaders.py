@@ -275,7 +275,8 @@ def test_csv_non_numeric_cell(tmp_path):
 def test_csv_unknown_label_column(tmp_path):
     p = write(tmp_path, "a,b,label\n1,2,0\n")
     msg = csv_error(p, label_column="lable")
-    assert "label column 'lable' not found; columns are a, b, label; did you mean 'label'?" in msg
+    assert ("label column 'lable' not found; columns are 'a', 'b', 'label'; did you mean "
+            "'label'?") in msg
     assert "label column 3 is out of range; the file has 3 columns" in csv_error(
         p, label_column=3)
     assert "out of range" in csv_error(p, label_column=-4)
