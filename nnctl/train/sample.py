@@ -9,6 +9,7 @@ temperature.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,9 @@ def _read_vocab(path: Path) -> Vocabulary:
 def sample_text(run_dir: Path, length: int = 200, prompt: str = "", temperature: float = 1.0,
                 seed: int = 0) -> str:
     """`prompt` followed by `length` sampled characters."""
-    if temperature <= 0:
-        raise UsageError(f"--temperature must be > 0, got {temperature}")
+    # NaN passes `<= 0` and would reach the sampler as NaN probabilities: test what is wanted
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise UsageError(f"--temperature must be a finite number > 0, got {temperature}")
     if (run_dir / "config.yaml").is_file():
         dataset = load_config(run_dir / "config.yaml").spec.data.dataset
         if dataset != "words":
