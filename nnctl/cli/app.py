@@ -7,6 +7,7 @@ imported inside the commands, so `nnctl --help` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -44,18 +45,57 @@ def root(
     state["debug"] = debug
 
 
+def silence(stream) -> None:
+    """Point a stream whose reader is gone (a closed pipe, a lost terminal) at /dev/null, so
+    that no later write, nor Python's flush at exit, fails again: losing the log never ends
+    the work. Streams without a file descriptor (tests) are left as they are."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def say(text: str, stream=None) -> None:
+    """print(), except that a stream nobody reads any more is silenced, not fatal."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except OSError:
+        silence(stream)
+
+
 def fail(err: BaseException) -> "typer.Exit":
     """Print an nnctl error as one line per problem on stderr; the exit code it carries."""
     from rich.console import Console
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for e in [err, *getattr(err, "others", [])]:
-        console.print(f"[bold red]error:[/] {e}", markup=True, emoji=False) \
-            if console.is_terminal else print(f"error: {e}", file=sys.stderr)
+        try:
+            console.print(f"[bold red]error:[/] {e}", markup=True, emoji=False) \
+                if console.is_terminal else say(f"error: {e}", sys.stderr)
+        except OSError:
+            silence(sys.stderr)
     return typer.Exit(getattr(err, "exit_code", 1))
 
 
+def os_failure(err: OSError):
+    """An OSError no command anticipated, as one line: the path (shortened) and the cause;
+    exit 2 when the path itself is unusable (no such folder, read-only, too long), else 1."""
+    from nnctl.errors import NnctlError
+    from nnctl.train.run_dir import PATH_ERRNOS, os_cause, short_path
+    where = f"{short_path(err.filename)}: " if err.filename is not None else ""
+    failure = NnctlError(f"{where}{os_cause(err)}")
+    failure.exit_code = 2 if err.errno in PATH_ERRNOS else 1
+    return failure
+
+
 def guarded(fn):
-    """Run a command body; NnctlError and Ctrl-C become one message and an exit code."""
+    """Run a command body; NnctlError, OSError and Ctrl-C become one message and an exit
+    code."""
     from nnctl.errors import NnctlError
     try:
         return fn()
@@ -63,10 +103,20 @@ def guarded(fn):
         if state["debug"]:
             raise
         raise fail(err) from None
+    except BrokenPipeError:  # the reader of our output left (`| head`): nothing to tell it
+        if state["debug"]:
+            raise
+        silence(sys.stdout)
+        silence(sys.stderr)
+        raise typer.Exit(1) from None
+    except OSError as err:
+        if state["debug"]:
+            raise
+        raise fail(os_failure(err)) from None
     except KeyboardInterrupt:
         if state["debug"]:
             raise
-        print("interrupted", file=sys.stderr)
+        say("interrupted", sys.stderr)
         raise typer.Exit(130) from None
 
 
@@ -80,4 +130,10 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        try:  # what is still buffered, while a closed pipe can still be silenced
+            sys.stdout.flush()
+        except OSError:
+            silence(sys.stdout)

@@ -70,6 +70,8 @@ def predict(
         from nnctl.backend import get_backend
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train.inference import predict_run
+        from nnctl.train.run_dir import check_writable_folder
+        check_writable_folder(output.parent, "--output")  # before the predictions are computed
         with use_threads(parse_threads(threads)):
             n = predict_run(run_dir, inputs, output, get_backend(device), weights)
         print(f"wrote {n} predictions to {output}")

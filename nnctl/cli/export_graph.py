@@ -37,7 +37,10 @@ def export_graph(
         from nnctl.config import load_config
         from nnctl.errors import UsageError
         from nnctl.export import FORMATS, export_graph as export
+        from nnctl.train.run_dir import check_writable_folder
 
+        if output is not None:  # before the work: a read-only or missing place fails at once
+            check_writable_folder(output if passes else output.parent, "--output")
         if passes:
             _export_passes(load_config(config), output or Path(f"{config.stem}-passes"), batch)
             return
@@ -51,7 +54,6 @@ def export_graph(
             print(text, end="")
             return
         from nnctl.train.run_dir import atomic_write
-        output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(output, lambda f: f.write(text.encode()))
         print(f"wrote {output}")
     guarded(run)
@@ -105,7 +107,6 @@ def _export_memory(config, output, batch) -> None:
         import json
 
         from nnctl.train.run_dir import atomic_write
-        output.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(plan, indent=2) + "\n"
         atomic_write(output, lambda f: f.write(text.encode()))
     console = Console(highlight=False)

@@ -1,12 +1,19 @@
-"""Rendering trainer events: a rich live bar on a terminal, plain log lines elsewhere."""
+"""Rendering trainer events: a rich live bar on a terminal, plain log lines elsewhere.
+
+Output is never worth the run: when the reader of the log goes away (`2>&1 | head -1`, a
+closed terminal, a full disk under a redirected log), the stream is silenced and training
+goes on to its checkpoint, weights and summary.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
 from rich.console import Console
 
+from nnctl.cli.app import say, silence
 from nnctl.train.events import TrainerEvents
 
 
@@ -30,7 +37,10 @@ class PlainReporter(TrainerEvents):
         self.threads = ""  # how many BLAS/numba threads, set by the command: "1 thread (default)"
 
     def say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        say(text, self.stream)
+
+    def on_warning(self, message):
+        self.say(f"warning: {message}")
 
     def on_train_start(self, info):
         self.epochs = info["epochs"]
@@ -56,9 +66,20 @@ class PlainReporter(TrainerEvents):
 
     def final(self, summary: dict) -> None:
         lines = [f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("test_")]
-        print("test: " + "  ".join(lines) if lines else "no test split")
+        say("test: " + "  ".join(lines) if lines else "no test split")
         if summary.get("run_dir"):
-            print(f"run folder: {summary['run_dir']}")
+            say(f"run folder: {summary['run_dir']}")
+
+
+def _survives_lost_output(method):
+    """A rich call that fails to write (the terminal is gone) silences stderr and returns."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError:
+            silence(self.console.file)
+    return wrapper
 
 
 class RichReporter(PlainReporter):
@@ -80,9 +101,11 @@ class RichReporter(PlainReporter):
         self.task = None
         self.last = 0.0
 
+    @_survives_lost_output
     def say(self, text):
         self.console.print(text, highlight=False)
 
+    @_survives_lost_output
     def on_train_start(self, info):
         super().on_train_start(info)
         self.steps = info["steps_per_epoch"]
@@ -91,6 +114,7 @@ class RichReporter(PlainReporter):
                                            epoch=0, epochs=info["epochs"], loss=float("nan"),
                                            acc="", rate=0.0)
 
+    @_survives_lost_output
     def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
         now = time.perf_counter()
         if now - self.last < 0.1 and step != steps:
@@ -100,9 +124,11 @@ class RichReporter(PlainReporter):
                              loss=loss, acc=f"acc {metric:.3f}" if metric is not None else "",
                              rate=samples_per_s)
 
+    @_survives_lost_output
     def on_epoch_end(self, record):
         self.progress.console.print(_fmt_record(record), highlight=False)
 
+    @_survives_lost_output
     def close(self):
         self.progress.stop()
 

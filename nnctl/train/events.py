@@ -18,3 +18,6 @@ class TrainerEvents:
     def on_epoch_end(self, record: dict) -> None: ...
 
     def on_train_end(self, summary: dict) -> None: ...
+
+    def on_warning(self, message: str) -> None:
+        """Something was recovered or ignored, and the user should know (e.g. a torn log)."""

@@ -2,32 +2,75 @@
 (one line per epoch), weights.npz, normalizer.json and summary.json.
 
 Every file but the metrics log is written atomically (temp file in the same folder, fsync,
-rename), so an interrupted run never leaves a half-written file behind.
+rename), so an interrupted run never leaves a half-written file behind; a write the OS refuses
+(full disk, read-only mount) is a one-line WriteError naming the file. The metrics log is
+appended to, so a crash can tear its last line: reading it keeps the complete records before
+the tear. One process trains in a folder at a time (RunLock).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import yaml
 
-from nnctl.errors import DataError
+from nnctl.errors import DataError, NnctlError, UsageError
 
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+# The user named a path that cannot hold a file: a usage error (exit 2). Anything else (a full
+# disk, an I/O error) happened to a usable path while working: a runtime error (exit 1).
+PATH_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST,
+                         errno.EISDIR, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def short_path(path, limit: int = 120) -> str:
+    """A path for a one-line message: a 5,000-character one is cut, with its length."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit - 40]}...{text[-20:]} " \
+        f"({len(text):,} characters)"
+
+
+def os_cause(err: OSError) -> str:
+    """The OS's words for an error ("No space left on device"), without the path."""
+    if err.strerror:
+        return err.strerror
+    return os.strerror(err.errno) if err.errno else str(err)
+
+
+class WriteError(NnctlError):
+    """A file nnctl had to write could not be written; the path and the OS's reason."""
+
+    def __init__(self, path, err: OSError, hint: str = ""):
+        self.path, self.os_error = Path(path), err
+        self.exit_code = 2 if err.errno in PATH_ERRNOS else 1
+        super().__init__(f"cannot write {short_path(path)}: {os_cause(err)}{hint}")
+
+    def with_hint(self, hint: str) -> WriteError:
+        """The same error, followed by what to do about it (e.g. how to resume)."""
+        return WriteError(self.path, self.os_error, hint)
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temp file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call write(file) on a temp file beside `path`, then rename it over `path`; the old
+    file is untouched and no temp file is left when that fails (WriteError)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError(path, err) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
@@ -35,10 +78,38 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as err:
+        with _ignoring_os_errors():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise WriteError(path, err) from None
         raise
+
+
+class _ignoring_os_errors:
+    """Cleaning up after a failed write must not hide why it failed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, OSError)
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Make `folder` (and its parents) and prove a file can be created in it, before any work
+    that would be lost when writing later fails; UsageError naming `option` otherwise."""
+    where = f"{option} {short_path(folder)}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{where}: not a folder (it is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".nnctl-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError(f"{where}: cannot write there ({os_cause(err)})") from None
 
 
 def write_json(path: Path, data) -> None:
@@ -49,10 +120,11 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = path
         self.metrics_path = path / "metrics.jsonl"
+        self.metrics_warning = ""  # set when reading found a torn log (said once, on resume)
 
     @classmethod
     def create(cls, parent: Path, name: str) -> "RunDir":
-        parent.mkdir(parents=True, exist_ok=True)
+        check_writable_folder(parent, "--out")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for k in range(1000):
             path = parent / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
@@ -61,7 +133,10 @@ class RunDir:
                 return cls(path)
             except FileExistsError:
                 continue
-        raise FileExistsError(f"could not create a fresh run folder in {parent}")
+            except OSError as err:
+                raise WriteError(path, err) from None
+        raise UsageError(f"--out {short_path(parent)}: could not create a fresh run folder "
+                         "(1,000 names taken)")
 
     def write_config(self, resolved: dict) -> None:
         text = "# resolved config: every key, defaults filled in\n" + \
@@ -70,17 +145,34 @@ class RunDir:
 
     def append_metrics(self, record: dict) -> None:
         """One JSON line per epoch in metrics.jsonl, and metrics.csv rewritten to match."""
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise WriteError(self.metrics_path, err) from None
         self._write_csv()
 
     def read_metrics(self) -> list[dict]:
+        """The epoch records; a torn or unreadable line (a crash or a full disk mid-append)
+        ends them, and `metrics_warning` says what was dropped."""
         if not self.metrics_path.exists():
             return []
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        records, lines = [], self.metrics_path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            record = _parse_record(line)
+            if record is None:
+                dropped = sum(1 for rest in lines[number - 1:] if rest.strip())
+                self.metrics_warning = (
+                    f"{self.metrics_path}:{number}: a torn or unreadable record "
+                    f"({_excerpt(line)}); kept the {len(records)} complete records before it "
+                    f"and dropped {dropped} line{'s' if dropped != 1 else ''}")
+                break
+            records.append(record)
+        return records
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the records of the first `epochs` epochs (a resumed run rewrites the rest)."""
@@ -108,6 +200,88 @@ class RunDir:
 
     def write_json(self, name: str, data) -> None:
         write_json(self.path / name, data)
+
+
+def _parse_record(line: bytes) -> dict | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("epoch"), int) else None
+
+
+def _excerpt(line: bytes, limit: int = 40) -> str:
+    text = repr(line[:limit])[1:]
+    return text + ("..." if len(line) > limit else "")
+
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """Exclusive use of a run folder by this process: flock on `.lock` (holding our pid), held
+    until release. The OS drops a flock when its process dies, so a kill -9 never leaves a
+    folder locked: the next process takes the file over. The file is unlinked on release;
+    a process that locked a file already unlinked retries on the new one."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.path, self.fd = Path(folder), Path(folder) / LOCK_NAME, None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> Self:
+        while self.fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise UsageError(f"--resume {short_path(self.folder)}: cannot lock the run "
+                                 f"folder ({os_cause(err)})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise UsageError(
+                    f"{short_path(self.folder)} is in use by process {holder or '(unknown)'}, "
+                    "which trains in it; wait for it to finish, or stop it, then resume"
+                ) from None
+            if _same_file(fd, self.path):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                self.fd = fd
+            else:  # its holder released (and unlinked) it between our open and flock
+                os.close(fd)
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with _ignoring_os_errors():
+            os.unlink(self.path)  # while still held, so nobody locks a file about to vanish
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ from nnctl.train import checkpoint as ckpt
 from nnctl.train.events import TrainerEvents
 from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums
-from nnctl.train.run_dir import RunDir
+from nnctl.train.run_dir import RunDir, RunLock, WriteError, check_writable_folder
 
 MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2"}
 
@@ -92,8 +92,19 @@ class Trainer:
         self._train_plan = self._eval_plan = self._forward_plan = None
         self.run: RunDir | None = None
         self.resume_dir = resume
+        self.lock: RunLock | None = None
+        self.checkpointed: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint
+        if resume is None and out:  # before any work that a failing write would lose
+            check_writable_folder(out, "--out")
         if resume is not None:
-            self._restore(resume)
+            check_writable_folder(resume, "--resume")
+            self.lock = RunLock(resume).acquire()
+            try:
+                self._restore(resume)
+            except BaseException:
+                self.release()
+                raise
+            self.checkpointed = (self.epoch, self.step_in_epoch)
 
     # ---- set-up helpers ---------------------------------------------------------------------
     def _schedule(self):
@@ -132,8 +143,22 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
+        try:
+            return self._fit()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let another process train in the run folder."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _fit(self) -> dict:
         run = self.run or (RunDir.create(self.out, self.config.name) if self.out else None)
         self.run = run
+        if run and self.lock is None:
+            self.lock = RunLock(run.path).acquire()
         if run:
             run.write_config(self.config.resolved())  # on resume: train.epochs may have grown
         if run and self.resume_dir is None:
@@ -151,7 +176,9 @@ class Trainer:
             "passes": plan.pass_stats, "resumed_at": (self.epoch, self.step_in_epoch)
             if self.resume_dir else None,
         })
-        status, error = "completed", None
+        if run and run.metrics_warning:
+            self.events.on_warning(run.metrics_warning + "; the log was rewritten clean")
+        status, error, write_failure = "completed", None, None
         started = time.perf_counter()
         try:
             # NOTE: overflow is caught by the finite checks each step; NumPy's own warnings
@@ -168,6 +195,8 @@ class Trainer:
             if run:  # the failing step changed nothing: this is the state before it
                 self.save_checkpoint()
                 error += f"; the last good state is in {run.path / 'checkpoint.npz'}"
+        except WriteError as err:  # a full disk or a vanished mount: the run folder says how far
+            status, error, write_failure = "failed", str(err) + self._resume_hint(), err
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": self.epoch - 1,
                    "global_step": self.global_step, "skipped_batches": self.skipped,
@@ -179,13 +208,17 @@ class Trainer:
             if self.best is not None:
                 summary[f"best_{self.spec.train.monitor}"] = self.best
         if run:
-            run.save_weights(self.weights())
             summary["run_dir"] = str(run.path)
+            # after a failed write the disk may still be full: these are best effort, and the
+            # first failure is the one reported
+            with contextlib.suppress(*((WriteError,) if write_failure else ())):
+                run.save_weights(self.weights())
             if status in ("completed", "early_stopped") and self.confusion is not None:
                 run.write_json("confusion.json", {"split": "test",
                                                   "labels": list(range(len(self.confusion))),
                                                   "matrix": self.confusion.tolist()})
-            run.write_json("summary.json", summary)
+            with contextlib.suppress(*((WriteError,) if write_failure else ())):
+                run.write_json("summary.json", summary)
             if status in ("completed", "early_stopped"):
                 summary["plots"] = self._plots(run)
         self.events.on_train_end(summary)
@@ -197,9 +230,23 @@ class Trainer:
             command = self.resume_command or f"nnctl train {self.config.path}"
             hint = f"; resume with: {command} --resume {run.path}" if run else ""
             raise Interrupted(f"interrupted after {where}{hint}")
+        if write_failure is not None:
+            raise write_failure.with_hint(error.removeprefix(str(write_failure)))
         if status == "failed":
             raise TrainingError(error)
         return summary
+
+    def _resume_hint(self) -> str:
+        """Where the last checkpoint stands and the command that continues from it."""
+        if self.run is None:
+            return ""
+        if self.checkpointed is None:
+            return "; no checkpoint was written yet: train again once the cause is fixed"
+        epoch, step = self.checkpointed
+        when = f"the end of epoch {epoch - 1}" if step == 0 else f"epoch {epoch}, step {step}"
+        command = self.resume_command or f"nnctl train {self.config.path}"
+        return (f"; the last checkpoint ({self.run.path / 'checkpoint.npz'}) is from {when}; "
+                f"fix the cause and resume with: {command} --resume {self.run.path}")
 
     @contextlib.contextmanager
     def _deferred_interrupt(self):
@@ -215,7 +262,10 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_requested = True
 
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        # a hang-up (the terminal closed) stops cleanly too: checkpointed and resumable
+        stops = (signal.SIGINT, signal.SIGTERM) + \
+            ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+        previous = {s: signal.signal(s, request_stop) for s in stops}
         try:
             yield
         finally:
@@ -399,6 +449,7 @@ class Trainer:
             "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
         }
         ckpt.save_checkpoint(self.run.path / "checkpoint.npz", arrays, meta)
+        self.checkpointed = (self.epoch, self.step_in_epoch)
 
     def _restore(self, run_dir: Path) -> None:
         arrays, meta = ckpt.load_checkpoint(run_dir / "checkpoint.npz")
