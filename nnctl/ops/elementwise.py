@@ -5,6 +5,8 @@ Binary ops undo broadcasting in their vjp with `sum_to`, the single unbroadcast 
 
 from __future__ import annotations
 
+import contextlib
+
 from nnctl.ops.blocks import constant_block
 from nnctl.ops.registry import (ELEMENTWISE, Aval, Op, Sample, broadcast_shapes, fail,
                                 register, require_float, same_dtype)
@@ -17,6 +19,13 @@ def _as_float(xp, mask, *like):
     """A boolean mask as 0/1 in the inputs' float dtype (an input may be a Python float)."""
     dtype = next((v.dtype for v in like if hasattr(v, "dtype")), "float64")
     return xp.asarray(mask).astype(dtype)
+
+
+def _overflow_expected(xp):
+    """Silences NumPy's overflow warning where an inf is the step to the right limit (CuPy
+    has no floating-point error state)."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(over="ignore") if errstate else contextlib.nullcontext()
 
 
 class Unary(Op):
@@ -329,20 +338,28 @@ class Tanh(Unary):
 
 @register
 class Sigmoid(Unary):
-    """y = 1 / (1 + e^-x);  dx = g y (1 - y)"""
+    """y = 1 / (1 + e^-x);  dx = g y (1 - y)
+
+    Computed as written: every step keeps its relative precision for x < 0 too (e^-x is
+    large, not cancelled), so y stays right down to the smallest normal number (x = -87
+    in float32, -708 in float64); below, e^-x overflows and y is 0, as in PyTorch. The tanh
+    form 0.5 tanh(x/2) + 0.5 cancels for x < 0: 0 from x = -38 in float64.
+    """
     name = "sigmoid"
 
     def forward(self, xp, x):
-        return 0.5 * xp.tanh(0.5 * x) + 0.5  # NOTE: tanh form, no exp overflow for large |x|
+        with _overflow_expected(xp):  # e^-x = inf gives the right limit, 0
+            return 1.0 / (1.0 + xp.exp(-x))
 
     def forward_into(self, xp, out, x):
-        xp.multiply(x, 0.5, out=out)
-        xp.tanh(out, out=out)
-        xp.multiply(out, 0.5, out=out)
-        return xp.add(out, 0.5, out=out)
+        with _overflow_expected(xp):
+            xp.negative(x, out=out)
+            xp.exp(out, out=out)
+        xp.add(out, 1.0, out=out)
+        return xp.reciprocal(out, out=out)
 
     def scalar(self, x):
-        return f"((0.5 * tanh((0.5 * {x}))) + 0.5)"
+        return f"(1.0 / (1.0 + exp((-{x}))))"
 
     def vjp(self, g, out, x):
         return (g * out * (1.0 - out),)

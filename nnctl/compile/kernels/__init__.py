@@ -19,8 +19,8 @@ __all__ = ["FUNCTIONS", "ExprError", "Program", "make_kernel", "numpy_kernel", "
 # NumPy runs these on float32 with SIMD (AVX2 and up), numba calls scalar libm for them:
 # measured 3x slower fused than unfused (docs/performance.md), so such programs stay on
 # the ufuncs. float64 and arithmetic-only programs gain from numba (1.5x and 8-11x), and
-# float32 tanh (sigmoid too) has a vectorisable lowering of our own (numba_math.py).
-SIMD_IN_NUMPY = {"float32": frozenset({"exp", "expm1", "log", "log1p", "sin", "cos", "pow"})}
+# float32 tanh and exp (so the sigmoid) have vectorisable lowerings of our own (numba_math.py).
+SIMD_IN_NUMPY = {"float32": frozenset({"expm1", "log", "log1p", "sin", "cos", "pow"})}
 
 
 def uses_numba(program: Program, xp) -> bool:

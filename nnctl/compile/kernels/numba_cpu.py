@@ -45,7 +45,7 @@ _RENDER = {
 }
 
 # float32 functions numba would call libm for one element at a time: our own, vectorisable
-_RENDER_F32 = {"tanh": "tanh32({0})"}
+_RENDER_F32 = {"tanh": "tanh32({0})", "exp": "exp32({0})"}
 
 _modules: dict[str, object] = {}
 
@@ -88,7 +88,7 @@ def source(program: Program) -> str:
     counters = ", ".join(f"n{g}" for g in range(depth_of))
     lines = [f"# nnctl fused kernel (generator {GENERATOR_VERSION}, math {MATH_VERSION}), {dtype}",
              f"# {program}", "import math", "", "import numba as nb", "import numpy as np", "",
-             "from nnctl.compile.kernels.numba_math import tanh32  # noqa: F401", "",
+             "from nnctl.compile.kernels.numba_math import exp32, tanh32  # noqa: F401", "",
              f"ONE = np.{dtype}(1.0)", f"ZERO = np.{dtype}(0.0)"]
     lines += [f"{name} = np.{dtype}({value!r})" for value, name in consts.items()]
     for variant, loop in (("serial", "range"), ("parallel", "nb.prange")):
