@@ -203,9 +203,7 @@ def prepare(config: Config):
     try:
         splits = load_splits(config)
     except DataError as err:
-        raise ConfigError(str(err),
-                          file=config.source.file,
-                          line=config.source.line_of(("data",)), key_path="data") from None
+        raise config.error(("data",), err.message) from None
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("data",), err) from None
     make_augmenter(config, splits)

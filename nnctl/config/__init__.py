@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nnctl.config.loader import LoadedYaml, format_path, load_yaml, load_yaml_text
 from nnctl.config.schema import DEFAULT_METRICS, RunSpec
-from nnctl.config.validate import Context, parse, to_dict
+from nnctl.config.validate import Context, error_at, override_for, parse, reported, to_dict
 from nnctl.errors import ConfigError
 
 
@@ -21,22 +21,33 @@ class Config:
     spec: RunSpec
     source: LoadedYaml
     path: Path
+    overrides: dict = dataclasses.field(default_factory=dict, compare=False)  # path -> --set
 
     @property
     def name(self) -> str:
         return self.path.stem
 
     def error(self, key_path: tuple, message: str) -> ConfigError:
-        """A ConfigError pointing at `key_path` in this file (for mistakes found after
-        validation, such as a shape mismatch discovered while building the model)."""
-        return ConfigError(message, file=self.source.file, line=self.source.line_of(key_path),
-                           key_path=format_path(key_path))
+        """A ConfigError pointing at `key_path` in this file, or at the --set that set it (for
+        mistakes found after validation, such as a shape mismatch found building the model)."""
+        key_path = tuple(key_path)
+        if override_for(self.overrides, key_path) is None:
+            if key_path == ("data",):  # a data error is about the data file, maybe --set's
+                for key in DATA_FILE_KEYS:
+                    if ("data", key) in self.overrides:
+                        return ConfigError(message, key_path="data",
+                                           file=f"--set {self.overrides[('data', key)]}")
+            inside = [text for p, text in self.overrides.items() if p[:len(key_path)] == key_path]
+            if inside:  # the file's line, and the --set that changed something in there
+                message += f" (with {', '.join(f'--set {t}' for t in inside[:3])})"
+        return error_at(self.source, self.overrides, key_path, message)
 
     def resolved(self) -> dict:
         return to_dict(self.spec)
 
 
 TRAIN_METRICS = ("accuracy", "bits_per_char", "mae", "rmse")  # also reported for train_
+DATA_FILE_KEYS = ("path", "images", "labels")
 
 
 def _resolve_monitor(spec: RunSpec, source: LoadedYaml, overridden: dict) -> RunSpec:
@@ -115,17 +126,15 @@ def config_from(source: LoadedYaml, path: Path, overrides=()) -> Config:
     ctx = Context(source, base, overridden)
     spec = parse(RunSpec, source.data, (), ctx)
     if ctx.errors:
-        first = ctx.errors[0]
-        first.others = ctx.errors[1:]
-        raise first
+        raise reported(ctx.errors)
     if spec.metrics is None:
         spec = dataclasses.replace(spec, metrics=list(DEFAULT_METRICS[spec.loss.name]))
     spec = _resolve_monitor(spec, source, overridden)
-    files = {key: str((base / value).resolve()) for key in ("path", "images", "labels")
+    files = {key: str((base / value).resolve()) for key in DATA_FILE_KEYS
              if (value := getattr(spec.data, key, None)) is not None}
     if files:  # relative data paths are relative to the config file
         spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, **files))
-    return Config(spec, source, path)
+    return Config(spec, source, path, overridden)
 
 
 __all__ = ["Config", "ConfigError", "LoadedYaml", "config_from", "load_config", "load_yaml",

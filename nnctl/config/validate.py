@@ -19,6 +19,8 @@ from nnctl.config.loader import LoadedYaml, format_path
 from nnctl.errors import ConfigError
 
 REQUIRED = dataclasses.MISSING
+# errors shown in full; beyond these a config with 60,000 unknown keys gets one summary line
+MAX_REPORTED = 10
 
 
 class Invalid(Exception):
@@ -35,14 +37,38 @@ class Context:
         self.errors: list[ConfigError] = []
 
     def error(self, path: tuple, message: str) -> None:
-        for k in range(len(path), 0, -1):  # a value from --set is blamed on the command line
-            if path[:k] in self.overrides:
-                self.errors.append(ConfigError(message, file=f"--set {self.overrides[path[:k]]}",
-                                               key_path=format_path(path)))
-                return
-        self.errors.append(ConfigError(message, file=self.source.file,
-                                       line=self.source.line_of(path),
-                                       key_path=format_path(path)))
+        self.errors.append(error_at(self.source, self.overrides, path, message))
+
+    @property
+    def reporting(self) -> bool:
+        """Whether another error would still be shown in full (worth a costly hint)."""
+        return len(self.errors) < MAX_REPORTED
+
+
+def override_for(overrides: dict, path: tuple) -> str | None:
+    """The `--set` text that put the value at `path` (or an ancestor of it) there."""
+    for k in range(len(path), 0, -1):
+        if path[:k] in overrides:
+            return overrides[path[:k]]
+    return None
+
+
+def error_at(source: LoadedYaml, overrides: dict, path: tuple, message: str) -> ConfigError:
+    """A ConfigError at `path`: blamed on the --set that set it, else on the file's line."""
+    text = override_for(overrides, path)
+    if text is not None:
+        return ConfigError(message, file=f"--set {text}", key_path=format_path(path))
+    return ConfigError(message, file=source.file, line=source.line_of(path),
+                       key_path=format_path(path))
+
+
+def reported(errors: list[ConfigError]) -> ConfigError:
+    """The first error, carrying the next few as `others` and a count of the rest."""
+    first = errors[0]
+    first.others = errors[1:MAX_REPORTED]
+    if len(errors) > MAX_REPORTED:
+        first.others.append(ConfigError(f"... and {len(errors) - MAX_REPORTED:,} more errors"))
+    return first
 
 
 Check = Callable[[Any, tuple, Context], Any]
@@ -194,7 +220,9 @@ def parse(cls, raw, path: tuple, ctx: Context, skip: tuple[str, ...] = ()):
     errors_before = len(ctx.errors)
     for key in raw:
         if key not in names and key not in skip:
-            ctx.error(path + (key,), f"unknown key{suggest(key, names)}")
+            # difflib per key is what makes 60,000 unknown keys slow: hint only those shown
+            ctx.error(path + (key,), "unknown key" + (suggest(key, names) if ctx.reporting
+                                                      else ""))
     values = {}
     for f in specs:
         if f.name in raw:
