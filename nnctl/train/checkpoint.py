@@ -5,6 +5,8 @@ parameters (`param/<name>`), layer state (`state/<name>`), optimizer state (`opt
 and a JSON document of the rest (`__meta__`, as uint8 bytes): epoch and step, the random
 generators' states, partial-epoch sums, early-stopping bookkeeping, and the fingerprint of the
 resolved config. Written atomically, so a crash mid-write leaves the previous checkpoint.
+Read without trusting it: nnctl.train.safe_npz bounds what the archive may declare, and
+nnctl.train.checkpoint_schema checks every field and array before a resume uses any.
 """
 
 from __future__ import annotations
@@ -12,16 +14,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import re
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from nnctl import __version__
 from nnctl.errors import DataError
+from nnctl.train.checkpoint_schema import (  # noqa: F401
+    FORMAT_VERSION,
+    META,
+    CheckpointSchema,
+    check_header,
+    check_meta_blob,
+)
 from nnctl.train.run_dir import atomic_write, read_npz
+from nnctl.train.safe_npz import NO_LIMITS, NpzLimits, brief
 
-FORMAT_VERSION = 1
-META = "__meta__"
+# atomic_write's temp files: "." + the file's name + "." + mkstemp's 8 random characters
+_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+_MISSING = object()
 
 
 def comparable(resolved: dict) -> dict:
@@ -44,7 +58,7 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b), key=str):
         path = f"{prefix}.{key}" if prefix else str(key)
-        va, vb = a.get(key), b.get(key)
+        va, vb = a.get(key, _MISSING), b.get(key, _MISSING)  # a missing key is not a null one
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(differences(va, vb, path))
         elif va != vb:
@@ -58,20 +72,38 @@ def save_checkpoint(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> No
     atomic_write(path, lambda f: np.savez(f, **arrays, **{META: blob}))
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, meta) of a checkpoint; DataError (one line) for anything unreadable."""
-    arrays = read_npz(path, "checkpoint")
+def load_checkpoint(path: Path, limits: NpzLimits = NO_LIMITS) -> tuple[dict[str, np.ndarray],
+                                                                       dict]:
+    """(arrays, meta) of a checkpoint; DataError (one line) for anything unreadable. `limits`:
+    the most its members may declare (CheckpointSchema.limits), checked before reading any."""
+    arrays = read_npz(path, "checkpoint", limits)
     blob = arrays.pop(META, None)
-    if blob is None or blob.dtype != np.uint8:
-        raise DataError("not an nnctl checkpoint (no metadata)", path=str(path))
+    if blob is None:
+        raise DataError("not an nnctl checkpoint (no metadata; a weights file?)", path=str(path))
+    check_meta_blob(path, blob)
     try:
         meta = json.loads(blob.tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"corrupt checkpoint metadata ({err})", path=str(path)) from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"checkpoint format {meta.get('format_version') if isinstance(meta, dict) else '?'}"
-                        f" is not the supported format {FORMAT_VERSION}", path=str(path))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise DataError(f"corrupt checkpoint metadata ({type(err).__name__}: "
+                        f"{brief(str(err))})", path=str(path)) from None
+    check_header(path, meta)
     return arrays, meta
+
+
+def remove_leftover_temps(run_dir: Path) -> list[str]:
+    """Delete the temp files a crash left in the middle of an atomic write (a partial
+    checkpoint can be as big as the model). Only safe while this process holds the run
+    folder's lock: no other writer can be mid-write then. The names removed."""
+    removed = []
+    for entry in os.scandir(run_dir):
+        if _LEFTOVER.fullmatch(entry.name) and stat.S_ISREG(entry.stat(follow_symlinks=False)
+                                                             .st_mode):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(entry.name)
+    return removed
 
 
 def split_arrays(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

@@ -24,7 +24,7 @@ from typing import Self
 import numpy as np
 import yaml
 
-from nnctl.errors import DataError, NnctlError, UsageError
+from nnctl.errors import NnctlError, UsageError
 
 
 _UMASK = os.umask(0o022)
@@ -284,17 +284,12 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
-    """Every array of an NPZ file; never unpickles (allow_pickle=False), and anything
-    unreadable is a one-line DataError naming `what` the file should have been."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"no such {what}", path=str(path)) from None
-    except Exception as err:  # zipfile, ValueError (pickled object arrays), OSError, ...
-        raise DataError(f"unreadable {what} ({type(err).__name__}: {err})",
-                        path=str(path)) from None
+def read_npz(path: Path, what: str, limits=None) -> dict[str, np.ndarray]:
+    """Every array of an NPZ file; never unpickles, never waits on a FIFO, never allocates more
+    than the archive declares (nor more than `limits`, a safe_npz.NpzLimits, allows), and
+    anything unreadable is a one-line DataError naming `what` the file should have been."""
+    from nnctl.train import safe_npz
+    return safe_npz.read_npz(Path(path), what, limits or safe_npz.NpzLimits())
 
 
 def load_weights(path: Path) -> dict[str, np.ndarray]:

@@ -452,7 +452,9 @@ class Trainer:
         self.checkpointed = (self.epoch, self.step_in_epoch)
 
     def _restore(self, run_dir: Path) -> None:
-        arrays, meta = ckpt.load_checkpoint(run_dir / "checkpoint.npz")
+        path = run_dir / "checkpoint.npz"
+        schema = ckpt.CheckpointSchema.for_trainer(self)
+        arrays, meta = ckpt.load_checkpoint(path, schema.limits())
         resolved = self.config.resolved()
         if meta.get("config_fingerprint") != ckpt.fingerprint(resolved):
             changed = ckpt.differences(ckpt.comparable(meta.get("config", {})),
@@ -460,14 +462,13 @@ class Trainer:
             raise ConfigError(f"cannot resume {run_dir}: its config differs in "
                               f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs "
                               "may change when resuming", file=str(self.config.path))
+        schema.validate(path, arrays, meta)  # the whole checkpoint, before any of it is used
+        ckpt.remove_leftover_temps(run_dir)  # a crash's partial writes (we hold the lock)
         groups = ckpt.split_arrays(arrays)
         asarray = self.backend.asarray
         for names, target, kind in ((self.param_names, self.params, "param"),
                                     (self.state_names, self.states, "state")):
             for i, name in enumerate(names):
-                if name not in groups[kind] or groups[kind][name].shape != tuple(target[i].shape):
-                    raise ConfigError(f"cannot resume {run_dir}: the checkpoint has no matching "
-                                      f"{kind} {name}", file=str(self.config.path))
                 target[i] = asarray(groups[kind][name])
         self.optimizer.load_state_dict(groups["optim"], asarray)
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step_in_epoch"]
