@@ -78,6 +78,23 @@ def _weight_gradient(node: Node, ctx: Rewrite):
                                                          shape=weight_shape)
 
 
+def _input_gradient(node: Node, ctx: Rewrite):
+    g, w = node.inputs
+    attrs = _attrs(node)
+    if attrs["groups"] != 1:
+        return None
+    o = w.aval.shape[0]
+    w2t = make("transpose", (make("reshape", (w,), node, shape=(o, w.aval.size // o)),),
+               node, axes=(1, 0))
+    g2 = make("reshape", (make("transpose", (g,), node, axes=(1, 0, 2, 3)),), node,
+              shape=(o, g.aval.size // o))
+    cols = make("matmul", (w2t, g2), node)
+    dx = make("col2im", (cols,), node, input_shape=tuple(node.attrs["input_shape"]),
+              kernel=tuple(w.aval.shape[2:]), **{k: tuple(attrs[k]) for k in GEOMETRY})
+    return "conv2d_grad_input -> col2im(w^T @ g)", dx
+
+
 def share_conv_columns(graph: Graph) -> Graph:
-    """conv2d and its weight gradient as GEMMs on one im2col of x (see the module)."""
-    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient]})
+    """conv2d and its gradients as GEMMs on one im2col of x (see the module)."""
+    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient],
+                               "conv2d_grad_input": [_input_gradient]})

@@ -68,13 +68,18 @@ def random_feeds(graph: Graph, seed: int = 0) -> dict:
 
 
 def assert_same_results(before: Graph, after: Graph, feeds: dict | None = None, rtol=0.0):
-    """Same outputs, shapes and dtypes; bitwise unless `rtol` allows round-off."""
+    """Same outputs, shapes and dtypes; bitwise unless `rtol` allows round-off. Round-off
+    is relative to the terms summed, not to the sum: a gradient that is zero in theory (a
+    bias before batch norm) comes out as +-1e-16 noise in any order, so the allowance has
+    an absolute part, rtol times the largest output value."""
     feeds = feeds if feeds is not None else random_feeds(before)
     with np.errstate(all="ignore"):
         want, got = evaluate(before, feeds), evaluate(after, feeds)
+    scale = max((float(np.nanmax(np.abs(w), initial=0)) for w in want
+                 if np.issubdtype(np.asarray(w).dtype, np.floating)), default=0.0)
     for w, g, node in zip(want, got, after.outputs):
         assert g.shape == w.shape == node.aval.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=0)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
 
 
 def assert_same_compiled(before: Graph, after: Graph, feeds: list[Tensor], values: list):
@@ -276,6 +281,10 @@ def test_every_pass_alone_and_all_together_keep_a_training_step(name):
             assert_same_results(graph, p(graph), feeds, rtol=ROUND_OFF.get(p.__name__, 0.0))
     optimised, stats = run_passes(graph, REWRITES)
     assert_same_results(graph, optimised, feeds, rtol=max(ROUND_OFF.values()))
-    assert len(optimised) < len(graph) and result_bytes(optimised) < result_bytes(graph)
+    assert len(optimised) < len(graph)
+    # fewer bytes written, but for the convolutions' column matrices, which share_conv_columns
+    # adds on purpose (memory for two GEMMs BLAS threads well: conv_columns.py)
+    lean, _ = run_passes(graph, tuple(p for p in REWRITES if p.__name__ != "share_conv_columns"))
+    assert result_bytes(lean) < result_bytes(graph)
     dce = next(s for s in stats if s.name == "eliminate_dead_code")
     assert dce.nodes_after < dce.nodes_before  # it removes what the rewrites bypassed
