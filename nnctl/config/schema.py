@@ -268,6 +268,22 @@ class AugmentSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DivergenceSpec:
+    """When a finite loss counts as diverged (nnctl.train.divergence); `divergence: false`
+    turns the test off."""
+
+    enabled: bool = field(boolean, True, "stop a run whose loss has clearly diverged")
+    factor: float | None = field(optional(number(1.0, low_open=True)), 1e4,
+                                 "diverged: the loss above factor x the run's first loss "
+                                 "(null: no relative test)")
+    steps: int = field(positive, 10, "for this many steps in a row")
+    max_loss: float | None = field(optional(number(0.0, low_open=True)), None,
+                                   "also diverged: the loss above this bound")
+
+    shorthand: ClassVar[str] = "enabled"
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainSpec:
     epochs: int = field(positive, doc="passes over the training split")
     batch_size: int = field(positive, 32, "samples per training step")
@@ -284,6 +300,8 @@ class TrainSpec:
                                      "clip each gradient element to [-v, v]")
     on_nonfinite: str = field(choice("stop", "skip"), "stop",
                               "a NaN/Inf loss or gradient: stop, or skip that batch")
+    divergence: DivergenceSpec = field(nested(DivergenceSpec), DivergenceSpec(),
+                                       "stop a run whose finite loss has clearly diverged")
     monitor: str | None = field(optional(string), None,
                                 "the metric that picks the best checkpoint and drives early "
                                 "stopping (default: val_loss, or train_loss without a "

@@ -35,7 +35,7 @@ FIELDS = {
     "format_version": None, "nnctl_version": "", "config": None, "config_fingerprint": None,
     "epoch": None, "step_in_epoch": None, "global_step": None, "shuffle_state": None,
     "augment_state": None, "dropout_state": None, "partial": None, "best": None,
-    "bad_epochs": 0, "skipped": 0,
+    "bad_epochs": 0, "skipped": 0, "divergence": None,
 }
 REQUIRED = ("format_version", "config", "config_fingerprint", "epoch", "step_in_epoch",
             "global_step", "shuffle_state", "augment_state")

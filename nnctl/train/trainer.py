@@ -30,6 +30,7 @@ from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
 from nnctl.step import make_augmenter, prepare, seed_streams, vocabulary
 from nnctl.train import checkpoint as ckpt
+from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums
@@ -81,6 +82,7 @@ class Trainer:
         t = self.spec.train
         self.steps_per_epoch = math.ceil(len(self.splits.train) / t.batch_size)
         self.schedule = self._schedule()
+        self.divergence = DivergenceWatch(t.divergence)
         # progress, saved in checkpoints
         self.epoch, self.step_in_epoch, self.global_step = 1, 0, 0
         self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
@@ -189,14 +191,16 @@ class Trainer:
         except KeyboardInterrupt:
             status = "interrupted"
             if run and self._clean_stop:  # a second signal may have cut a step in half
-                self.save_checkpoint()
+                write_failure = self._try_checkpoint()
         except TrainingError as err:
             status, error = "failed", str(err)
             if run:  # the failing step changed nothing: this is the state before it
-                self.save_checkpoint()
+                write_failure = self._try_checkpoint()
                 error += f"; the last good state is in {run.path / 'checkpoint.npz'}"
         except WriteError as err:  # a full disk or a vanished mount: the run folder says how far
-            status, error, write_failure = "failed", str(err) + self._resume_hint(), err
+            status, write_failure = "failed", err
+        if write_failure is not None:
+            error = str(write_failure) + self._resume_hint()
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": self.epoch - 1,
                    "global_step": self.global_step, "skipped_batches": self.skipped,
@@ -222,6 +226,8 @@ class Trainer:
             if status in ("completed", "early_stopped"):
                 summary["plots"] = self._plots(run)
         self.events.on_train_end(summary)
+        if write_failure is not None:  # the state on disk is older than the message below says
+            raise write_failure.with_hint(error.removeprefix(str(write_failure)))
         if status == "interrupted":
             if not self._clean_stop:
                 raise Interrupted("stopped at once (second signal); the last checkpoint is from "
@@ -230,11 +236,18 @@ class Trainer:
             command = self.resume_command or f"nnctl train {self.config.path}"
             hint = f"; resume with: {command} --resume {run.path}" if run else ""
             raise Interrupted(f"interrupted after {where}{hint}")
-        if write_failure is not None:
-            raise write_failure.with_hint(error.removeprefix(str(write_failure)))
         if status == "failed":
             raise TrainingError(error)
         return summary
+
+    def _try_checkpoint(self) -> WriteError | None:
+        """Checkpoint on the way out; a failed write is returned, so the summary still gets
+        written and the error names the checkpoint that is left."""
+        try:
+            self.save_checkpoint()
+        except WriteError as err:
+            return err
+        return None
 
     def _resume_hint(self) -> str:
         """Where the last checkpoint stands and the command that continues from it."""
@@ -262,9 +275,11 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop_requested = True
 
-        # a hang-up (the terminal closed) stops cleanly too: checkpointed and resumable
-        stops = (signal.SIGINT, signal.SIGTERM) + \
-            ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
+        # a hang-up (the terminal closed) stops cleanly too, checkpointed and resumable;
+        # unless it is ignored already (nohup): then the run goes on, as the user asked
+        stops = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            stops.append(signal.SIGHUP)
         previous = {s: signal.signal(s, request_stop) for s in stops}
         try:
             yield
@@ -338,6 +353,7 @@ class Trainer:
                     self.step_in_epoch = step
                     continue
                 raise TrainingError(self._nonfinite_message(plan, feeds, rng_state, loss, step))
+            self.divergence.check(loss, self.epoch, step)  # before the update, as for a NaN
             self.optimizer.lr = self.schedule(self.global_step)
             self.optimizer.step(self.params, grads)
             for state, new in zip(self.states, outs[2 + n_params:]):
@@ -447,6 +463,7 @@ class Trainer:
             "dropout_state": self.dropout_rng.bit_generator.state if self._host_rng else None,
             "partial": vars(partial) | {"xp": None} if partial is not None else None,
             "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
+            "divergence": self.divergence.state_dict(),
         }
         ckpt.save_checkpoint(self.run.path / "checkpoint.npz", arrays, meta)
         self.checkpointed = (self.epoch, self.step_in_epoch)
@@ -484,6 +501,7 @@ class Trainer:
                     setattr(self.partial, key, value)
         self.best, self.bad_epochs = meta.get("best"), meta.get("bad_epochs", 0)
         self.skipped = meta.get("skipped", 0)
+        self.divergence.load_state_dict(meta.get("divergence"))
         if self.epoch > self.epochs:
             raise UsageError(f"{run_dir} already finished epoch {self.epoch - 1} of "
                              f"{self.epochs}; pass --epochs N (N > {self.epoch - 1}) to train "
