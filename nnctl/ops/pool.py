@@ -12,6 +12,16 @@ from nnctl.ops.registry import Aval, Op, Sample, fail, register, require_float, 
 
 # ---- pooling ---------------------------------------------------------------------------------
 
+def _pooled(x: tuple, kernel, stride=None, padding=(0, 0)) -> tuple:
+    """The pooled shape of x for infer: an attr that is neither an int nor a sequence (a float
+    kernel) is refused as a ShapeError here, not a TypeError in conv.py's _pair."""
+    for value, name, minimum in ((kernel, "kernel", 1), (stride, "stride", 1),
+                                 (padding, "padding", 0)):
+        if not (value is None and name == "stride") and not isinstance(value, (int, tuple, list)):
+            fail(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
+    return _pool_shape(x, kernel, stride, padding)
+
+
 def _pool_attrs(kernel, stride, padding):
     kernel = _pair(kernel, "kernel", 1)
     return kernel, _pair(kernel if stride is None else stride, "stride", 1), \
@@ -77,7 +87,7 @@ class MaxPool2d(Op):
 
     def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
         require_float(x, "x")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
+        return Aval(_pooled(x.shape, kernel, stride, padding), x.dtype)
 
     def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
         out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
@@ -108,7 +118,7 @@ class MaxPool2dGrad(Op):
     def infer(self, g: Aval, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
         require_float(g, "g")
         dtype = same_dtype(g, x)
-        expected = _pool_shape(x.shape, kernel, stride, padding)
+        expected = _pooled(x.shape, kernel, stride, padding)
         if g.shape != expected:
             fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x {list(x.shape)}")
         return Aval(x.shape, dtype)
@@ -147,7 +157,7 @@ class MaxPool2dGather(Op):
         dtype = same_dtype(v, x)
         if v.shape != x.shape:
             fail(f"v {list(v.shape)} and x {list(x.shape)} must have the same shape")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), dtype)
+        return Aval(_pooled(x.shape, kernel, stride, padding), dtype)
 
     def forward(self, xp, v, x, kernel, stride=None, padding=(0, 0)):
         index = _argmax(xp, x, kernel, stride, padding)
@@ -176,7 +186,7 @@ class AvgPool2d(Op):
 
     def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
         require_float(x, "x")
-        return Aval(_pool_shape(x.shape, kernel, stride, padding), x.dtype)
+        return Aval(_pooled(x.shape, kernel, stride, padding), x.dtype)
 
     def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
         out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
@@ -199,7 +209,7 @@ class AvgPool2dGrad(Op):
 
     def infer(self, g: Aval, input_shape, kernel, stride=None, padding=(0, 0)) -> Aval:
         require_float(g, "g")
-        expected = _pool_shape(tuple(input_shape), kernel, stride, padding)
+        expected = _pooled(tuple(input_shape), kernel, stride, padding)
         if g.shape != expected:
             fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x "
                  f"{list(input_shape)}")
