@@ -30,7 +30,7 @@ from nnctl.errors import DataError
 HEADER_MAX = 65_536 + 16
 # zlib's deflate cannot expand data more than about 1032 times: a larger declared size is a lie
 DEFLATE_MAX_RATIO = 1100
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
                (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"))
 
@@ -52,6 +52,11 @@ def brief(value, limit: int = 60) -> str:
     shortener.maxstring = shortener.maxlong = shortener.maxother = limit
     short = shortener.repr(value)
     return short if len(short) <= limit + 10 else short[:limit] + "..."
+
+
+def cut(text: str, limit: int = 60) -> str:
+    """Text known to be one line (a dtype, a shape), cut to about `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def size_text(n: int) -> str:
@@ -169,11 +174,11 @@ def _check_header(member, info: zipfile.ZipInfo) -> None:
     except ValueError as err:
         raise _Refused(f"bad .npy header ({brief(str(err))})") from None
     if dtype.hasobject:
-        raise _Refused(f"holds Python objects (dtype {brief(str(dtype))}), which would have "
+        raise _Refused(f"holds Python objects (dtype {cut(str(dtype))}), which would have "
                        "to be unpickled; refused")
     data = math.prod(shape) * dtype.itemsize  # Python ints: a hostile shape cannot overflow
     header = member.tell() if member.seekable() else None
     if header is None or header > HEADER_MAX or header + data != info.file_size:
-        raise _Refused(f"its header declares shape {brief(shape)} of {dtype} "
+        raise _Refused(f"its header declares shape {cut(str(shape))} of {cut(str(dtype))} "
                        f"({size_text(data)}) but the member holds "
                        f"{size_text(max(info.file_size - (header or 0), 0))} of data")
