@@ -32,6 +32,7 @@ from nnctl.step import make_augmenter, prepare, seed_streams, vocabulary
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
+from nnctl.train.preflight import check_memory
 from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums
 from nnctl.train.run_dir import RunDir, RunLock, WriteError, check_writable_folder
@@ -63,7 +64,9 @@ class Trainer:
         self.seed = self.spec.seed
         self.out = out
         streams = seed_streams(self.seed)
-        self.splits, self.builder = prepare(config)
+        # the memory pre-flight runs before any parameter is drawn (host memory: CPU runs)
+        self.splits, self.builder = prepare(
+            config, check=check_memory if backend.name == "cpu" else None)
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
         self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
@@ -180,7 +183,7 @@ class Trainer:
         })
         if run and run.metrics_warning:
             self.events.on_warning(run.metrics_warning + "; the log was rewritten clean")
-        status, error, write_failure = "completed", None, None
+        status, error, write_failure, diverged = "completed", None, None, False
         started = time.perf_counter()
         try:
             # NOTE: overflow is caught by the finite checks each step; NumPy's own warnings
@@ -193,14 +196,15 @@ class Trainer:
             if run and self._clean_stop:  # a second signal may have cut a step in half
                 write_failure = self._try_checkpoint()
         except TrainingError as err:
-            status, error = "failed", str(err)
+            status, error, diverged = "failed", str(err), True
             if run:  # the failing step changed nothing: this is the state before it
                 write_failure = self._try_checkpoint()
-                error += f"; the last good state is in {run.path / 'checkpoint.npz'}"
+                if write_failure is None:
+                    error += f"; the last good state is in {run.path / 'checkpoint.npz'}"
         except WriteError as err:  # a full disk or a vanished mount: the run folder says how far
             status, write_failure = "failed", err
         if write_failure is not None:
-            error = str(write_failure) + self._resume_hint()
+            error = (f"{error}; " if error else "") + str(write_failure) + self._resume_hint()
         summary = {"status": status, "config": self.config.name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": self.epoch - 1,
                    "global_step": self.global_step, "skipped_batches": self.skipped,
@@ -226,8 +230,10 @@ class Trainer:
             if status in ("completed", "early_stopped"):
                 summary["plots"] = self._plots(run)
         self.events.on_train_end(summary)
-        if write_failure is not None:  # the state on disk is older than the message below says
-            raise write_failure.with_hint(error.removeprefix(str(write_failure)))
+        if write_failure is not None and not diverged:
+            # the write failed first, or while stopping: the state on disk is older than
+            # what the interrupt message would say
+            raise write_failure.with_hint(self._resume_hint())
         if status == "interrupted":
             if not self._clean_stop:
                 raise Interrupted("stopped at once (second signal); the last checkpoint is from "

@@ -90,3 +90,21 @@ def test_a_hang_up_checkpoints_and_stops_resumably(tmp_path):
                                      str(summary["epochs_completed"] + 1), "--resume", str(run)],
                             capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_under_nohup_a_hang_up_is_still_ignored(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(NNCTL + ["train", str(SPIRALS), "--epochs", "150", "--out",
+                                     str(tmp_path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        while not proc.stderr.readline().startswith("epoch 1 "):
+            assert proc.poll() is None, "nnctl ended before its first epoch"
+        proc.send_signal(signal.SIGHUP)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads((only(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 150

@@ -63,8 +63,12 @@ def fail_writes(monkeypatch, errnum, *, name=None, after=0, half=True):
                 f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
             raise OSError(errnum, os.strerror(errnum))
         return real(path, torn)
-    for module in (run_dir_module, ckpt):
-        monkeypatch.setattr(module, "atomic_write", faulty)
+    import sys
+    for module in list(sys.modules.values()):  # every module that bound the name on import
+        if getattr(module, "atomic_write", None) is real:
+            monkeypatch.setattr(module, "atomic_write", faulty)
+    import nnctl.train.inference  # noqa: F401  (imported later, it would bind the real one)
+    monkeypatch.setattr("nnctl.train.inference.atomic_write", faulty)
     return seen
 
 
@@ -250,3 +254,51 @@ def test_reading_a_torn_log_keeps_the_complete_records(tmp_path):
     clean = run_dir_module.RunDir(tmp_path)
     log.write_bytes(b'{"epoch": 1}\n{"epoch": 2}')  # a last record without its newline is whole
     assert clean.read_metrics() == [{"epoch": 1}, {"epoch": 2}] and not clean.metrics_warning
+
+
+def test_a_full_disk_when_checkpointing_an_interrupt_still_writes_the_summary(tmp_path,
+                                                                             monkeypatch):
+    from nnctl.backend import get_backend
+    from nnctl.config import load_config
+    from nnctl.train import Trainer
+    from nnctl.train.events import TrainerEvents
+    from nnctl.train.run_dir import WriteError
+
+    trainer = Trainer(load_config(SPIRALS), get_backend("cpu"), out=tmp_path, epochs=3)
+
+    class CtrlCInEpoch2(TrainerEvents):
+        def on_step(self, epoch, step, *rest):
+            if (epoch, step) == (2, 3):
+                trainer._stop_requested = True  # what the first Ctrl-C does
+    trainer.events = CtrlCInEpoch2()
+    fail_writes(monkeypatch, errno.ENOSPC, name="checkpoint.npz", after=1)
+    with pytest.raises(WriteError) as caught:
+        trainer.fit()
+    assert caught.value.exit_code == 1
+    run = only(tmp_path)
+    assert "No space left on device" in str(caught.value)
+    assert "is from the end of epoch 1; fix the cause and resume with: " in str(caught.value)
+    _, meta = ckpt.load_checkpoint(run / "checkpoint.npz")
+    assert (meta["epoch"], meta["step_in_epoch"]) == (2, 0)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "No space left" in summary["error"]
+
+
+def test_divergence_on_a_full_disk_keeps_its_diagnosis_and_exit_3(tmp_path, monkeypatch):
+    import yaml
+    config = tmp_path / "diverge.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "spirals", "samples": 200},
+        "model": {"layers": [{"dense": {"units": 16, "activation": "relu"}},
+                             {"dense": {"units": 2}}]},
+        "loss": "cross_entropy", "optimizer": {"name": "sgd", "lr": 1e30},
+        "train": {"epochs": 3}}))
+    fail_writes(monkeypatch, errno.ENOSPC, name="checkpoint.npz")
+    result = cli("train", config, "--out", tmp_path / "runs")
+    assert result.exit_code == 3
+    line = assert_one_error_line(result, "the loss became nan at epoch 1, step 2",
+                                 "checkpoint.npz: No space left on device",
+                                 "no checkpoint was written yet")
+    assert "the last good state is in" not in line
+    summary = json.loads((only(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["status"] == "failed"
