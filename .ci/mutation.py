@@ -227,7 +227,7 @@ def _run_tests(workdir: Path, tests: list[str], timeout: float) -> tuple[bool, f
            "--no-header", *tests]
     started = time.perf_counter()
     try:
-        result = subprocess.run(cmd, cwd=workdir, env=env, timeout=timeout,
+        result = subprocess.run(cmd, cwd=workdir, env=env, timeout=timeout, check=False,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return False, time.perf_counter() - started

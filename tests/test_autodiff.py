@@ -178,3 +178,62 @@ def test_float32_gradient_of_a_fused_loss_is_float32():
     x = Tensor(np.ones((2, 3), dtype=np.float32))
     (g,) = grad(x.cross_entropy(Tensor(np.array([0, 2]))), [x])
     assert g.dtype == "float32" and np.asarray(g.value).dtype == np.float32
+
+
+# ---- a vjp that breaks its contract (issue 8, point 13) ------------------------------------------
+
+def _planted(name: str, vjp):
+    """A unary op `name` whose vjp is `vjp(g, x)`; the caller unregisters it."""
+    from nnctl.ops.elementwise import Unary
+    from nnctl.ops.registry import Sample, register
+
+    class Planted(Unary):
+        def forward(self, xp, x):
+            return x * 2.0
+
+        def vjp(self, g, out, x):
+            return vjp(g, x)
+
+        def samples(self):
+            yield Sample(shapes=((3,),))
+
+    Planted.name = name
+    register(Planted)
+
+
+@pytest.mark.parametrize("returned", [lambda g, x: (g, g), lambda g, x: ()],
+                         ids=["two-for-one", "none-for-one"])
+def test_a_vjp_returning_the_wrong_number_of_gradients_is_refused(returned):
+    from nnctl.ops.registry import unregister
+    _planted("planted_count", returned)
+    try:
+        x = Tensor(np.ones(3))
+        with pytest.raises(NnctlError, match=r"vjp of planted_count returned \d gradients "
+                                             r"for 1 inputs"):
+            grad(x.apply("planted_count").sum(), [x])
+    finally:
+        unregister("planted_count")
+
+
+def test_a_vjp_returning_a_gradient_of_the_wrong_shape_is_refused():
+    from nnctl.ops.registry import unregister
+    _planted("planted_shape", lambda g, x: (g.sum(),))
+    try:
+        x = Tensor(np.ones(3))
+        with pytest.raises(NnctlError, match=r"vjp of planted_shape gave a gradient of shape "
+                                             r"\[\] for an input of shape \[3\]"):
+            grad(x.apply("planted_shape").sum(), [x])
+    finally:
+        unregister("planted_shape")
+
+
+def test_a_right_planted_vjp_passes_the_same_checks():
+    """The harness itself: the same planted op with a correct vjp gives 2 g."""
+    from nnctl.ops.registry import unregister
+    _planted("planted_right", lambda g, x: (g * 2.0,))
+    try:
+        x = Tensor(np.ones(3))
+        (g,) = grad(x.apply("planted_right").sum(), [x])
+        np.testing.assert_array_equal(g.numpy(), [2.0, 2.0, 2.0])
+    finally:
+        unregister("planted_right")
