@@ -198,8 +198,9 @@ def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     return {"init": init, "shuffle": shuffle, "dropout": dropout, "augment": augment}
 
 
-def prepare(config: Config):
-    """Splits and a StepBuilder for `config`, initial weights drawn from the seed's init stream."""
+def prepare(config: Config, check=None):
+    """Splits and a StepBuilder for `config`, initial weights drawn from the seed's init stream.
+    `check(config, splits)` runs between the two (the trainer's memory pre-flight)."""
     try:
         splits = load_splits(config)
     except DataError as err:
@@ -207,6 +208,8 @@ def prepare(config: Config):
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("data",), err) from None
     make_augmenter(config, splits)
+    if check is not None:
+        check(config, splits)
     init = seed_streams(config.spec.seed)["init"]
     try:
         return splits, StepBuilder(config, splits, np.random.default_rng(init))
