@@ -302,3 +302,38 @@ def test_divergence_on_a_full_disk_keeps_its_diagnosis_and_exit_3(tmp_path, monk
     assert "the last good state is in" not in line
     summary = json.loads((only(tmp_path / "runs") / "summary.json").read_text())
     assert summary["status"] == "failed"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 480 KiB tmpfs (root and a mount(8) that may mount are needed, else skip): room
+    for the digits MLP's first checkpoint, not for the second beside it."""
+    import shutil
+    import subprocess
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=480k", "tmpfs", str(mount)],
+            capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+
+
+def test_a_real_full_disk_then_more_space_then_resume(tmp_path, small_disk):
+    import subprocess
+    assert cli("train", MLP, "--epochs", "3", "--out", tmp_path / "straight").exit_code == 0
+    result = cli("train", MLP, "--epochs", "3", "--out", small_disk / "runs")
+    assert result.exit_code == 1, result.stderr
+    run = only(small_disk / "runs")
+    assert_one_error_line(result, f"cannot write {run / 'checkpoint.npz'}: No space left",
+                          "is from the end of epoch 1", f"--resume {run}")
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    result = cli("train", MLP, "--epochs", "3", "--resume", run)
+    assert result.exit_code == 0, result.stderr
+    straight = only(tmp_path / "straight")
+    for name in ("metrics.jsonl", "metrics.csv", "checkpoint.npz"):
+        assert (run / name).read_bytes() == (straight / name).read_bytes(), name
