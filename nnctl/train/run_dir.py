@@ -107,7 +107,8 @@ def check_writable_folder(folder: Path, option: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".nnctl-probe.", suffix=".tmp")
         os.close(fd)
-        os.unlink(probe)
+        with _ignoring_os_errors():  # a resume's clean-up of leftover temp files may beat us
+            os.unlink(probe)
     except OSError as err:
         raise UsageError(f"{where}: cannot write there ({os_cause(err)})") from None
 
