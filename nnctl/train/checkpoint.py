@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,9 @@ from nnctl.train.checkpoint_schema import (  # noqa: F401
 from nnctl.train.run_dir import atomic_write, read_npz
 from nnctl.train.safe_npz import NO_LIMITS, NpzLimits, brief
 
-# atomic_write's temp files: "." + the file's name + "." + mkstemp's 8 random characters
-_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# atomic_write's temp files: "." + the file's name + "." + mkstemp's 8 random characters;
+# not the writability probe (check_writable_folder), which another process may make unlocked
+_LEFTOVER = re.compile(r"\.(?!nnctl-probe\.).+\.[a-z0-9_]{8}\.tmp")
 _MISSING = object()
 
 
@@ -95,14 +95,16 @@ def remove_leftover_temps(run_dir: Path) -> list[str]:
     checkpoint can be as big as the model). Only safe while this process holds the run
     folder's lock: no other writer can be mid-write then. The names removed."""
     removed = []
-    for entry in os.scandir(run_dir):
-        if _LEFTOVER.fullmatch(entry.name) and stat.S_ISREG(entry.stat(follow_symlinks=False)
-                                                             .st_mode):
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
+    with os.scandir(run_dir) as entries:
+        for entry in entries:
+            if not _LEFTOVER.fullmatch(entry.name):
                 continue
-            removed.append(entry.name)
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except FileNotFoundError:  # gone already
+                continue
     return removed
 
 

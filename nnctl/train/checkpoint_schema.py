@@ -250,8 +250,10 @@ class Fields:
                                          f"{brief(value)}")
         for key, start in fresh.items():
             self.partial_field(key, value[key], start)
-        self.integer("partial.n", 0, step * self.schema.batch_size, value=value["n"])
-        self.integer("partial.correct", 0, value["positions"], value=value["correct"])
+        if "n" in fresh:  # no more samples than the steps done hold
+            self.integer("partial.n", 0, step * self.schema.batch_size, value=value["n"])
+        if "correct" in fresh and "positions" in fresh:
+            self.integer("partial.correct", 0, value["positions"], value=value["correct"])
 
     def partial_field(self, key: str, value, start) -> None:
         field = f"partial.{key}"

@@ -245,6 +245,12 @@ def test_a_weights_file_in_place_of_the_checkpoint_is_refused(run):
     assert_refused(run, "not an nnctl checkpoint (no metadata; a weights file?)")
 
 
+def test_a_weights_file_given_to_resume_is_refused(run):
+    result = cli("train", SPIRALS, "--epochs", "3", "--resume", run / "weights.npz")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == f"error: --resume {run / 'weights.npz'}: not a folder (it is a file)\n"
+
+
 def test_a_long_or_multiline_value_stays_on_one_short_line(run):
     arrays, meta = read(run)
     meta["nnctl_version"] = ["line\n" * 10_000]
@@ -264,3 +270,20 @@ def test_a_long_or_multiline_value_stays_on_one_short_line(run):
 ])
 def test_differences_name_keys_that_are_a_mapping_on_one_side_only(a, b, expected):
     assert differences(a, b) == expected
+
+
+DIGITS = CONFIGS / "digits_mlp.yaml"
+DIVERGE = ["--set", "optimizer={name: sgd, lr: 1.0e+30}", "--no-progress"]
+
+
+@pytest.mark.parametrize("extra", [[], ["--set", "train.on_nonfinite=skip"]],
+                         ids=["failed at step 1", "every batch skipped"])
+def test_checkpoints_of_failed_runs_pass_the_schema(tmp_path, extra):
+    # the state before a failing step (partial sums of zero samples; skipped batches counted
+    # apart from global_step) is a valid checkpoint: resuming fails the same way, exit 3
+    first = cli("train", DIGITS, *DIVERGE, *extra, "--epochs", "2", "--out", tmp_path)
+    assert first.exit_code == 3, first.stderr
+    (run,) = tmp_path.iterdir()
+    again = cli("train", DIGITS, *DIVERGE, *extra, "--epochs", "2", "--resume", run)
+    assert again.exit_code == 3, again.stderr
+    assert "checkpoint.npz:" not in again.stderr
