@@ -134,8 +134,9 @@ def _check_declared(info: zipfile.ZipInfo, limits: NpzLimits, refuse) -> None:
         raise refuse(f"member {name} declares {size_text(size)}, more than the "
                      f"{size_text(limits.member_bytes)} expected at most")
     stored = info.compress_type == zipfile.ZIP_STORED
+    deflated = info.compress_type == zipfile.ZIP_DEFLATED  # (bzip2 and lzma can expand more)
     if (stored and size != info.compress_size) or \
-            (not stored and size > max(info.compress_size, 1) * DEFLATE_MAX_RATIO):
+            (deflated and size > max(info.compress_size, 1) * DEFLATE_MAX_RATIO):
         raise refuse(f"member {name} declares {size_text(size)} from "
                      f"{size_text(info.compress_size)} of data, which cannot hold that")
 

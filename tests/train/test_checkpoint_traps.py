@@ -242,3 +242,18 @@ def test_leftovers_stay_when_the_checkpoint_is_refused(run):
     (run / "checkpoint.npz").write_bytes(b"x")
     assert resume(run).exit_code == 2
     assert (run / ".checkpoint.npz.k2j_x9ab.tmp").exists()
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_valid_archives_read_as_numpy_reads_them(tmp_path, save):
+    arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4),
+              "f": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)),
+              "empty": np.zeros((0, 5), np.int16), "scalar": np.array(7, np.int64),
+              "zeros": np.zeros(100_000, np.float32)}  # deflate's best ratio, still within it
+    save(tmp_path / "w.npz", **arrays)
+    loaded = load_weights(tmp_path / "w.npz")
+    assert list(loaded) == list(arrays)
+    for key, array in arrays.items():
+        assert loaded[key].dtype == array.dtype and loaded[key].shape == array.shape
+        assert np.array_equal(loaded[key], array)
+        assert loaded[key].flags.writeable
