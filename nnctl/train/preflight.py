@@ -70,8 +70,8 @@ def available_memory() -> tuple[int, str] | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         left = max(soft - _address_space_used(), 0)
-        limits.append((left, f"RLIMIT_AS (ulimit -v) of {human(soft)}, less "
-                             f"{human(soft - left)} in use"))
+        where = f"RLIMIT_AS (ulimit -v) of {human(soft)}, less {human(soft - left)} in use"
+        limits.append((left, where))
     return min(limits) if limits else None
 
 
@@ -186,6 +186,7 @@ def check_memory(config, splits, available=None) -> None:
 
 
 def too_much(config, planned: Estimate | None, allowed: int, source: str) -> ConfigError:
+    """The one-line refusal, at the config's model section (or the --set that changed it)."""
     need = (f"about {human(planned.total)} of memory ({planned.describe()})"
             if planned is not None else "more memory than that even to plan its model")
     return config.error(("model",), f"the run needs {need}, but {human(allowed)} is available "

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from nnctl.cli.app import app
 from nnctl.config import load_config
-from nnctl.errors import ConfigError
 from nnctl.step import load_splits
 from nnctl.train import preflight
 from nnctl.train.preflight import available_memory, check_memory, estimate
