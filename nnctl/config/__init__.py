@@ -11,7 +11,7 @@ from pathlib import Path
 from nnctl.config.loader import LoadedYaml, format_path, load_yaml, load_yaml_text
 from nnctl.config.schema import DEFAULT_METRICS, RunSpec
 from nnctl.config.validate import Context, error_at, override_for, parse, reported, to_dict
-from nnctl.errors import ConfigError
+from nnctl.errors import ConfigError, excerpt
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def apply_overrides(source: LoadedYaml, overrides) -> tuple[LoadedYaml, dict]:
         try:
             value = load_yaml_text(f"value: {raw}", file=f"--set {text}").data["value"]
         except ConfigError as err:
-            raise ConfigError(f"cannot read the value {raw!r} ({err.message})",
+            raise ConfigError(f"cannot read the value {excerpt(raw, 40)} ({err.message})",
                               file=f"--set {text}") from None
         path = tuple(int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split("."))
         node = data

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from nnctl.errors import ConfigError
+from nnctl.errors import ConfigError, excerpt
 
 MAX_BYTES = 1 << 20          # configs are small; anything bigger is refused before parsing
 MAX_ALIASES = 100            # per document; aliases are rare in a hand-written config
@@ -130,8 +130,8 @@ def format_path(path: tuple) -> str | None:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not re.fullmatch(r"[A-Za-z_][\w-]*", str(part)):
-            out += f"[{str(part)!r}]"  # a key with spaces or a line break stays on one line
+        elif not re.fullmatch(r"[A-Za-z_][\w-]{0,39}", str(part)):
+            out += f"[{excerpt(part, 40)}]"  # spaces, a line break, 5,000 x's: quoted, short
         else:
             out += f".{part}" if out else part
     return out or None
@@ -152,7 +152,7 @@ def _convert(loader: _Loader, node, path: tuple, marks: dict):
         try:
             return loader.construct_object(node)  # SafeConstructor: ints, floats, bools, null
         except Exception:  # e.g. `!!int abc`, `!!bool maybe`; `!!int ""` fails with IndexError
-            fail(f"invalid {node.tag.rsplit(':', 1)[-1]} value {node.value!r}")
+            fail(f"invalid {node.tag.rsplit(':', 1)[-1]} value {excerpt(node.value, 40)}")
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _T + "seq":
             fail(f"unsupported YAML tag '{_short(node.tag)}'")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nnctl.config.loader import LoadedYaml, format_path
-from nnctl.errors import ConfigError
+from nnctl.errors import ConfigError, excerpt
 
 REQUIRED = dataclasses.MISSING
 # errors shown in full; beyond these a config with 60,000 unknown keys gets one summary line
@@ -84,9 +84,9 @@ def field(check: Check, default=REQUIRED, doc: str = ""):
 
 
 def got(value) -> str:
-    """How a bad value is shown in a message."""
+    """How a bad value is shown in a message: a long string only as a short excerpt."""
     if isinstance(value, str):
-        return repr(value)
+        return excerpt(value, 40)
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

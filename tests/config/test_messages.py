@@ -144,3 +144,16 @@ def test_model_error_after_set_names_the_set_option(tmp_path):
     text = str(e.value)
     assert text.startswith(f"{tmp_path / 'c.yaml'}:7: model.layers[1].dense: the model's output")
     assert text.endswith("expected [2] (with --set model.layers.1.dense.units=3)")
+
+
+def test_long_values_and_keys_are_quoted_short(tmp_path):
+    long = "x" * 5000
+    path = write(tmp_path, VALID.replace("name: adam", f"name: {long}").replace(
+        "train: {epochs: 1}", f"train: {{epochs: 1, {long[:900]}y: 2}}"))  # keys: < 1024
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    for err in [e.value, *e.value.others]:
+        assert len(str(err)) < 400
+    text = " ".join(map(str, [e.value, *e.value.others]))
+    assert f"unknown optimizer '{'x' * 40}...'" in text
+    assert f"train['{'x' * 40}...']: unknown key" in text
