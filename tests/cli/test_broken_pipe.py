@@ -108,3 +108,22 @@ def test_under_nohup_a_hang_up_is_still_ignored(tmp_path):
     assert proc.returncode == 0, err
     summary = json.loads((only(tmp_path) / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 150
+
+
+def test_a_terminal_that_goes_away_under_the_live_bar(tmp_path):
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(NNCTL + ["train", str(SPIRALS), "--epochs", "60", "--out",
+                                     str(tmp_path)],
+                            stdin=slave, stdout=slave, stderr=slave, env=dict(
+                                os.environ, TERM="xterm", COLUMNS="100"))
+    os.close(slave)
+    seen = b""
+    try:
+        while b"epoch 1 " not in seen:  # the live bar is up and an epoch is done
+            seen += os.read(master, 4096)
+    finally:
+        os.close(master)  # every later write to the terminal fails (EIO)
+    assert proc.wait(timeout=180) == 0
+    summary = json.loads((only(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 60

@@ -337,3 +337,10 @@ def test_a_real_full_disk_then_more_space_then_resume(tmp_path, small_disk):
     straight = only(tmp_path / "straight")
     for name in ("metrics.jsonl", "metrics.csv", "checkpoint.npz"):
         assert (run / name).read_bytes() == (straight / name).read_bytes(), name
+
+
+def test_records_after_an_unreadable_line_are_not_trusted(tmp_path):
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"epoch": 1}\n{"epo\n{"epoch": 3}\n[]\n')
+    run = run_dir_module.RunDir(tmp_path)
+    assert run.read_metrics() == [{"epoch": 1}]
+    assert "metrics.jsonl:2:" in run.metrics_warning and "dropped 3 lines" in run.metrics_warning

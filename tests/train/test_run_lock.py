@@ -92,3 +92,18 @@ def test_two_concurrent_resumes_one_trains_the_other_is_refused(run):
     assert f"process {first.pid}" in second.stderr and "Traceback" not in second.stderr
     assert epochs_logged(run) == [1, 2, 3, 4, 5, 6]
     assert not (run / LOCK_NAME).exists()
+
+
+def test_a_lock_file_unlinked_between_open_and_flock_is_not_the_one_held(tmp_path, monkeypatch):
+    from nnctl.train import run_dir
+    real_flock, calls = run_dir.fcntl.flock, []
+
+    def releaser_wins(fd, operation):
+        calls.append(fd)
+        if len(calls) == 1:  # the previous holder unlinks the file we just opened, and leaves
+            os.unlink(tmp_path / LOCK_NAME)
+        return real_flock(fd, operation)
+    monkeypatch.setattr(run_dir.fcntl, "flock", releaser_wins)
+    with RunLock(tmp_path) as lock:
+        assert len(calls) == 2  # it retried on a fresh file
+        assert os.path.samestat(os.fstat(lock.fd), os.stat(tmp_path / LOCK_NAME))
