@@ -184,8 +184,9 @@ def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike,
              dtype: str = "float32") -> Dataset:
     """An IDX image file and an IDX label file (MNIST's layout) as a Dataset.
 
-    x: `dtype` (the run's train.dtype) (N, H*W) -- flattened row-major like digits.npz, values unchanged (0..255 for
-    MNIST; scaling is the normaliser's job). y: int64 (N,) class labels."""
+    x: (N, H*W) in `dtype` (the run's train.dtype) -- flattened row-major like digits.npz,
+    values unchanged (0..255 for MNIST; scaling is the normaliser's job). y: int64 (N,) class
+    labels."""
     ip, lp = Path(images_path), Path(labels_path)
     images = read_idx(ip)
     labels = read_idx(lp)

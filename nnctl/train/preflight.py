@@ -81,25 +81,22 @@ class _Nothing:
     """What the stand-in generator draws: a value with a shape and no elements. Initialisers
     scale and cast it (`rng.uniform(...).astype(dtype)`, `rng.standard_normal(shape) * s`)."""
 
-    def astype(self, dtype):
+    def astype(self, dtype, *args, **kwargs):
         return self
 
-    def __mul__(self, other):
+    def _same(self, *args):
         return self
 
-    __rmul__ = __mul__
+    __mul__ = __rmul__ = __add__ = __radd__ = __sub__ = __rsub__ = _same
+    __truediv__ = __rtruediv__ = __neg__ = __abs__ = _same
 
 
 class _DrawsNothing:
-    """A stand-in for the init generator, so the dry build allocates no parameter values."""
+    """A stand-in for the init generator, so the dry build allocates no parameter values:
+    whatever an initialiser draws (uniform, standard_normal, normal, ...) is a _Nothing."""
 
-    def uniform(self, low=0.0, high=1.0, size=None):
-        return _Nothing()
-
-    def standard_normal(self, size=None, dtype=None):
-        return _Nothing()
-
-    normal = uniform
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: _Nothing()
 
 
 @dataclass

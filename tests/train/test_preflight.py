@@ -144,3 +144,10 @@ def test_optimizer_slots(tmp_path, name):
     slots = {"sgd": 1, "rmsprop": 2, "adagrad": 1}[name]
     assert planned.optimizer == slots * planned.parameters
     assert np.isfinite(planned.total)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_is_estimated_without_drawing_weights(name):
+    config = load_config(CONFIGS / f"{name}.yaml")
+    planned = estimate(config, load_splits(config), allowed=float("inf"))
+    assert 0 < planned.parameters < planned.total < 1 << 30
