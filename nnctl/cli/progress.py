@@ -116,6 +116,8 @@ class RichReporter(PlainReporter):
 
     @_survives_lost_output
     def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
+        if self.task is None:  # the terminal was gone before the bar could start
+            return
         now = time.perf_counter()
         if now - self.last < 0.1 and step != steps:
             return

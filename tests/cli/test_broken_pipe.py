@@ -94,7 +94,7 @@ def test_a_hang_up_checkpoints_and_stops_resumably(tmp_path):
 
 def test_under_nohup_a_hang_up_is_still_ignored(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(NNCTL + ["train", str(SPIRALS), "--epochs", "150", "--out",
+    proc = subprocess.Popen(NNCTL + ["train", str(SPIRALS), "--epochs", "80", "--out",
                                      str(tmp_path), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
@@ -107,7 +107,7 @@ def test_under_nohup_a_hang_up_is_still_ignored(tmp_path):
         proc.kill()
     assert proc.returncode == 0, err
     summary = json.loads((only(tmp_path) / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["epochs_completed"] == 150
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 80
 
 
 def test_a_terminal_that_goes_away_under_the_live_bar(tmp_path):
@@ -127,3 +127,30 @@ def test_a_terminal_that_goes_away_under_the_live_bar(tmp_path):
     assert proc.wait(timeout=180) == 0
     summary = json.loads((only(tmp_path) / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 60
+
+
+class _GoneTerminal:
+    """A terminal whose every write fails, as one does once it is closed."""
+
+    def write(self, text):
+        raise OSError(5, "Input/output error")
+
+    flush = write
+
+    def isatty(self):
+        return True
+
+
+def test_the_live_bar_survives_a_terminal_gone_before_it_starts():
+    from rich.console import Console
+
+    from nnctl.cli.progress import RichReporter
+    reporter = RichReporter(Console(file=_GoneTerminal(), force_terminal=True))
+    reporter.on_train_start({"epochs": 1, "samples": {"train": 8, "val": 0, "test": 0},
+                             "run_dir": "runs/x", "device": "cpu", "params": 10,
+                             "plan_steps": 3, "plan_peak_bytes": 1024, "steps_per_epoch": 2})
+    reporter.on_step(1, 2, 2, 0.5, None, 100.0)
+    reporter.on_epoch_end({"epoch": 1, "train_loss": 0.5, "seconds": 1.0,
+                           "samples_per_s": 8.0})
+    reporter.on_warning("something")
+    reporter.close()
