@@ -41,10 +41,12 @@ _MISSING = object()
 def comparable(resolved: dict) -> dict:
     """The resolved config without what may change between a run and its resumption
     (the number of epochs: resuming may train for longer; the thread count: a machine
-    setting, which changes float32 results only in round-off)."""
+    setting, which changes float32 results only in round-off; the divergence test, which
+    only decides when to stop: a run stopped by a false alarm resumes with another)."""
     resolved = copy.deepcopy(resolved)
     resolved.get("train", {}).pop("epochs", None)
     resolved.get("train", {}).pop("threads", None)
+    resolved.get("train", {}).pop("divergence", None)
     return resolved
 
 

@@ -104,3 +104,17 @@ def test_shipped_configs_train_without_false_alarm(tmp_path, name, epochs):
     result = cli("train", CONFIGS / f"{name}.yaml", "--epochs", epochs, "--out", tmp_path,
                  "--no-progress")
     assert result.exit_code == 0, result.output
+
+
+def test_resume_may_change_the_divergence_test(tmp_path):
+    # a false alarm must not strand a run: resuming with other divergence settings is allowed,
+    # as for train.epochs
+    first = cli("train", CONFIGS / "spirals.yaml", "--epochs", "1", "--out", tmp_path,
+                "--no-progress")
+    assert first.exit_code == 0, first.output
+    (run,) = tmp_path.iterdir()
+    resumed = cli("train", CONFIGS / "spirals.yaml", "--epochs", "2", "--resume", run,
+                  "--set", "train.divergence={factor: 100, steps: 3}", "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
+    records = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 2
