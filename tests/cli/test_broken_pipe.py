@@ -94,10 +94,12 @@ def test_a_hang_up_checkpoints_and_stops_resumably(tmp_path):
 
 def test_under_nohup_a_hang_up_is_still_ignored(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(NNCTL + ["train", str(SPIRALS), "--epochs", "80", "--out",
-                                     str(tmp_path), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    import shlex
+    command = NNCTL + ["train", str(SPIRALS), "--epochs", "80", "--out", str(tmp_path),
+                       "--no-progress"]
+    # as nohup does: SIGHUP ignored, which exec passes on
+    proc = subprocess.Popen(["sh", "-c", "trap '' HUP; exec " + shlex.join(command)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         while not proc.stderr.readline().startswith("epoch 1 "):
             assert proc.poll() is None, "nnctl ended before its first epoch"
