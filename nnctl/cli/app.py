@@ -72,10 +72,11 @@ def say(text: str, stream=None) -> None:
 def fail(err: BaseException) -> "typer.Exit":
     """Print an nnctl error as one line per problem on stderr; the exit code it carries."""
     from rich.console import Console
+    from rich.markup import escape
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for e in [err, *getattr(err, "others", [])]:
-        try:
-            console.print(f"[bold red]error:[/] {e}", markup=True, emoji=False) \
+        try:  # the message is text, not markup: a value like "[red]" is shown as typed
+            console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, emoji=False) \
                 if console.is_terminal else say(f"error: {e}", sys.stderr)
         except OSError:
             silence(sys.stderr)

@@ -25,3 +25,14 @@ def test_help_does_not_import_the_engine():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_error_shown_on_a_terminal_prints_brackets_as_typed(monkeypatch, capsys):
+    """rich reads "[red]" as markup: a value quoted in a message must come out as written."""
+    from nnctl.cli.app import fail
+    from nnctl.errors import ConfigError
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
+    monkeypatch.setenv("TERM", "xterm")
+    fail(ConfigError("unknown key '[red]x[/red]' in model"))
+    err = capsys.readouterr().err
+    assert "[red]x[/red]" in err and "error:" in err
