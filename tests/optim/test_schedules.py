@@ -175,3 +175,49 @@ def test_warmup_matches_linearlr_chained(warmup):
     exp = _torch_lrs(chained(lambda s, o: s.ExponentialLR(o, gamma=0.95)), 0.1, STEPS)
     lr = with_warmup(make_schedule("exponential", 0.1, 1, STEPS, gamma=0.95), warmup)
     assert [lr(t) for t in range(STEPS)] == pytest.approx(exp, rel=1e-12)
+
+
+# ---- one-cycle phases shorter than one step (issue 8, point 13) -----------------------------
+
+SHORT_PHASES = [(1, 0.0), (1, 0.3), (2, 0.2), (2, 0.9), (3, 0.3), (3, 0.1), (4, 0.2), (5, 0.1),
+                (5, 0.95), (10, 0.05), (10, 0.99)]
+
+
+@pytest.mark.parametrize("total,pct", SHORT_PHASES)
+def test_one_cycle_with_phases_shorter_than_a_step_matches_onecyclelr(total, pct):
+    """pct_start * total < 1 (the warm-up ends before step 0) or (1 - pct_start) * total < 1
+    (the annealing is shorter than a step): every step's lr is torch's, and the final lr is
+    held after the last step."""
+    want = _torch_lrs(lambda s, o: s.OneCycleLR(o, max_lr=0.1, total_steps=total, pct_start=pct,
+                                                cycle_momentum=False), 0.1, total)
+    lr = make_schedule("one_cycle", 0.1, 1, total, pct_start=pct)
+    assert [lr(t) for t in range(total)] == pytest.approx(want, rel=1e-12)
+    assert lr(total) == lr(total + 5) == lr(total - 1)
+
+
+@pytest.mark.parametrize("total", [2, 3, 4, 5])
+def test_one_cycle_with_a_warm_up_of_exactly_one_step_is_torchs_limit(total):
+    """pct_start * total = 1 puts the warm-up's end at step 0, a phase of length 0 (torch
+    divides by zero there). Ours is at the phase's end, max_lr: torch's value with the phase
+    ending just before step 0. (total = 1 is left out: both phases are then of length 0.)"""
+    pct = 1.0 / total
+    lr = make_schedule("one_cycle", 0.1, 1, total, pct_start=pct)
+    below = _torch_lrs(lambda s, o: s.OneCycleLR(o, max_lr=0.1, total_steps=total,
+                                                 pct_start=pct * (1 - 1e-9), cycle_momentum=False),
+                       0.1, total)
+    assert lr(0) == 0.1
+    assert [lr(t) for t in range(total)] == pytest.approx(below, rel=1e-6)
+
+
+@pytest.mark.parametrize("params", [{"div_factor": 0.0}, {"div_factor": -2.0},
+                                    {"final_div_factor": 0.0}, {"final_div_factor": -1.0}])
+def test_one_cycle_refuses_a_non_positive_div_factor(params):
+    with pytest.raises(ValueError, match="div_factor and final_div_factor must be positive"):
+        make_schedule("one_cycle", 0.1, 1, 10, **params)
+
+
+def test_one_cycle_takes_div_factors_below_one_as_torch_does():
+    params = {"max_lr": 0.1, "div_factor": 0.5, "final_div_factor": 0.25}
+    want = _torch_lrs(lambda s, o: s.OneCycleLR(o, total_steps=STEPS, cycle_momentum=False,
+                                                **params), 0.1, STEPS)
+    assert _ours("one_cycle", 0.1, **params) == pytest.approx(want, rel=1e-12)
