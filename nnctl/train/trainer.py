@@ -483,8 +483,9 @@ class Trainer:
             changed = ckpt.differences(ckpt.comparable(meta.get("config", {})),
                                        ckpt.comparable(resolved))
             raise ConfigError(f"cannot resume {run_dir}: its config differs in "
-                              f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs "
-                              "may change when resuming", file=str(self.config.path))
+                              f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs, "
+                              "train.threads and train.divergence may change when resuming",
+                              file=str(self.config.path))
         schema.validate(path, arrays, meta)  # the whole checkpoint, before any of it is used
         ckpt.remove_leftover_temps(run_dir)  # a crash's partial writes (we hold the lock)
         groups = ckpt.split_arrays(arrays)
