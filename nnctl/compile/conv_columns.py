@@ -17,6 +17,9 @@ live from the forward to the backward pass (the memory plan counts them; 9 MB fo
 benchmark CNN's two convolutions at batch 64). y is a transposed view; the elementwise
 kernel that reads it next (bias, activation) writes the usual layout. Grouped convolutions
 and a conv2d without its weight gradient (inference, a frozen layer) keep their own kernels.
+The input gradient keeps conv2d_grad_input's kernel: as col2im(w2^T @ g2) it was measured no
+faster (the GEMM gains what col2im's strided adds lose: 2.5 + 3.5 ms against 6-7 ms for the
+benchmark's second conv at one thread), with 7 MB more in the arena.
 The sums are the same up to float round-off (BLAS accumulates in another order).
 """
 
@@ -78,23 +81,6 @@ def _weight_gradient(node: Node, ctx: Rewrite):
                                                          shape=weight_shape)
 
 
-def _input_gradient(node: Node, ctx: Rewrite):
-    g, w = node.inputs
-    attrs = _attrs(node)
-    if attrs["groups"] != 1:
-        return None
-    o = w.aval.shape[0]
-    w2t = make("transpose", (make("reshape", (w,), node, shape=(o, w.aval.size // o)),),
-               node, axes=(1, 0))
-    g2 = make("reshape", (make("transpose", (g,), node, axes=(1, 0, 2, 3)),), node,
-              shape=(o, g.aval.size // o))
-    cols = make("matmul", (w2t, g2), node)
-    dx = make("col2im", (cols,), node, input_shape=tuple(node.attrs["input_shape"]),
-              kernel=tuple(w.aval.shape[2:]), **{k: tuple(attrs[k]) for k in GEOMETRY})
-    return "conv2d_grad_input -> col2im(w^T @ g)", dx
-
-
 def share_conv_columns(graph: Graph) -> Graph:
-    """conv2d and its gradients as GEMMs on one im2col of x (see the module)."""
-    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient],
-                               "conv2d_grad_input": [_input_gradient]})
+    """conv2d and its weight gradient as GEMMs on one im2col of x (see the module)."""
+    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient]})

@@ -486,8 +486,8 @@ class Col2im(Op):
 
     def workspace(self, cols: Aval, input_shape, kernel, stride=(1, 1), padding=(0, 0),
                   dilation=(1, 1)):
-        # NumPy's path: the sums in [C, N, Hp, Wp] (the columns' own order, so each add is
-        # a contiguous run per row), then one transposed copy; numba's loop needs none
+        # the sums in [C, N, Hp, Wp] (the columns' own order, so each add is a contiguous run
+        # per row), then one transposed copy
         n, c, h, w = input_shape
         ph, pw = _pair(padding, "padding", 0)
         return (Aval((c, n, h + 2 * ph, w + 2 * pw), cols.dtype),)
@@ -498,10 +498,6 @@ class Col2im(Op):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = _column_geometry(
             out.shape, kernel, stride, padding, dilation)
         blocks = cols.reshape(c, kh, kw, n, oh, ow)
-        loop = _col2im_loop(xp, out.size)
-        if loop is not None:
-            loop(blocks, out, out.dtype.type(0), kh, kw, sh, sw, ph, pw, dh, dw)
-            return out
         if not work:
             return Op.forward_into(self, xp, out, cols, input_shape, kernel, stride, padding,
                                    dilation)
@@ -530,19 +526,6 @@ class Col2im(Op):
 
 REGISTRY_IM2COL = Im2col()
 
-
-def _col2im_loop(xp, size: int):
-    """numba's col2im loop (conv_kernels.py) where the arrays are NumPy's, the JIT is on and
-    the input is large enough for it to pay (nnctl.jit.worth); else None."""
-    from nnctl import jit
-    if xp.__name__ != "numpy" or not jit.worth(size):
-        return None
-    from nnctl.ops.conv_kernels import col2im_kernels
-    compiled = col2im_kernels()
-    if compiled is None:
-        return None
-    serial, parallel = compiled
-    return parallel if jit.parallel_pays(size) else serial
 
 CONV_DEFAULTS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
 
