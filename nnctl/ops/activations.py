@@ -42,7 +42,7 @@ class LeakyRelu(Unary):
 
 @register
 class Elu(Unary):
-    """y = x if x > 0 else alpha (e^x - 1);  dx = g (1 if x > 0 else y + alpha)"""
+    """y = x if x > 0 else alpha (e^x - 1);  dx = g (1 if x > 0 else alpha e^x)"""
     name = "elu"
 
     def infer(self, x: Aval, alpha=1.0) -> Aval:
@@ -57,8 +57,10 @@ class Elu(Unary):
         return f"where(({x} > 0.0), {x}, ({float(alpha)!r} * expm1(minimum({x}, 0.0))))"
 
     def vjp(self, g, out, x, alpha=1.0):
+        # NOTE: alpha e^x, not y + alpha: that cancels to 0 for x < -37 (float64), where
+        # the derivative is tiny but not 0; min(x, 0) keeps e^x finite on the unused side
         positive = x.step()
-        return (g * (positive + (1.0 - positive) * (out + alpha)),)
+        return (g * (positive + (1.0 - positive) * (x.minimum(0.0).exp() * alpha)),)
 
     def samples(self):
         yield Sample(shapes=((3, 4),), low=-3.0, high=3.0, kinks=(0.0,))

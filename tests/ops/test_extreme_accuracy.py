@@ -208,3 +208,32 @@ def test_exp32_special_values_are_numpys():
     _exp32_kernel()(out, x)
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(out, np.exp(x))
+
+
+# ---- derivatives in the tails ----------------------------------------------------------------
+
+DERIVATIVES = {  # op -> (exact derivative, {dtype: inputs}); the tails where it is tiny
+    # d elu = alpha e^x for x < 0 (alpha = 1 here); as y + alpha it cancelled to 0
+    "elu": (mpmath.exp, {"float64": [-700.0, -40.0, -20.0, -1e-10],
+                         "float32": [-87.0, -30.0, -17.0, -1e-5]}),
+    # d softplus = sigmoid(x): e^x in the left tail
+    "softplus": (_mp_sigmoid, {"float64": [-700.0, -40.0, -1.0, 0.0, 30.0],
+                               "float32": [-87.0, -20.0, -1.0, 0.0, 30.0]}),
+    # d sigmoid = y (1 - y), from the output: relative precision where y is small (x < 0).
+    # For x > 0, 1 - y is only absolutely accurate (|error| < eps); reading x instead would
+    # keep the pre-activation alive for the backward pass, and the gradient is tiny there.
+    "sigmoid": (lambda x: _mp_sigmoid(x) * _mp_sigmoid(-x),
+                {"float64": [-700.0, -40.0, -1.0, 0.0], "float32": [-87.0, -20.0, -1.0, 0.0]}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(DERIVATIVES))
+def test_derivative_is_accurate_in_the_tails(name, dtype):
+    reference, inputs = DERIVATIVES[name]
+    x = np.array(inputs[dtype], dtype=dtype)
+    t = Tensor(x)
+    (dx,) = grad(t.apply(name).sum(), [t])
+    exact = np.array([float(reference(mpmath.mpf(float(v)))) for v in x]).astype(dtype)
+    err = _ulps(dx.numpy(), exact)
+    assert (err <= ULPS).all(), dict(zip(x.tolist(), zip(dx.numpy().tolist(), err.tolist())))
