@@ -7,7 +7,7 @@ import pytest
 
 from nnctl.autodiff import grad
 from nnctl.graph.tensor import Tensor
-from nnctl.ops.registry import REGISTRY
+from nnctl.ops.registry import REGISTRY, Aval
 
 X = np.array([[0.0, -1.5, 2.0], [3.0, -0.0, 0.5]])
 
@@ -34,7 +34,8 @@ def test_pow_with_exponent_one_passes_the_gradient_through():
     np.testing.assert_array_equal(g.numpy(), w)
 
 
-@pytest.mark.parametrize("exponent", [2, 0.5, -1, 1, 0, 3, -1.5])
+# the shortcut exponents and their neighbours (a shortcut keyed on the wrong number is wrong)
+@pytest.mark.parametrize("exponent", [2, 0.5, -1, 1, 0, 3, 1.5, -2, -0.5, -1.5, 4])
 def test_pow_shortcuts_equal_numpy_power(exponent):
     """forward_into's shortcuts (square, sqrt, reciprocal, positive, fill) and the fused
     lowering's are x ** p."""
@@ -48,3 +49,10 @@ def test_pow_shortcuts_equal_numpy_power(exponent):
     body = (("t0", REGISTRY["pow"].scalar("x0", exponent)),)
     kernel = numpy_kernel(Program(("float64",), ((True,),), body, "t0", "float64", 1), np)
     np.testing.assert_allclose(kernel(None, x), expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("exponent", [True, "2", None, [2]])
+def test_pow_refuses_an_exponent_that_is_not_a_number(exponent):
+    from nnctl.errors import ShapeError
+    with pytest.raises(ShapeError, match="pow needs a constant number as exponent"):
+        REGISTRY["pow"].infer(Aval((3,), "float64"), exponent)
