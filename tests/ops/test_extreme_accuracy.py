@@ -214,8 +214,10 @@ def test_exp32_special_values_are_numpys():
 
 DERIVATIVES = {  # op -> (exact derivative, {dtype: inputs}); the tails where it is tiny
     # d elu = alpha e^x for x < 0 (alpha = 1 here); as y + alpha it cancelled to 0
-    "elu": (mpmath.exp, {"float64": [-700.0, -40.0, -20.0, -1e-10],
-                         "float32": [-87.0, -30.0, -17.0, -1e-5]}),
+    # (and 1 for x > 0, e^x never overflowing on the unused side: x = 800)
+    "elu": (lambda x: 1 if x > 0 else mpmath.exp(x),
+            {"float64": [-700.0, -40.0, -20.0, -1e-10, 1e-300, 1.0, 800.0],
+             "float32": [-87.0, -30.0, -17.0, -1e-5, 1e-30, 1.0, 100.0]}),
     # d softplus = sigmoid(x): e^x in the left tail
     "softplus": (_mp_sigmoid, {"float64": [-700.0, -40.0, -1.0, 0.0, 30.0],
                                "float32": [-87.0, -20.0, -1.0, 0.0, 30.0]}),
@@ -237,3 +239,12 @@ def test_derivative_is_accurate_in_the_tails(name, dtype):
     exact = np.array([float(reference(mpmath.mpf(float(v)))) for v in x]).astype(dtype)
     err = _ulps(dx.numpy(), exact)
     assert (err <= ULPS).all(), dict(zip(x.tolist(), zip(dx.numpy().tolist(), err.tolist())))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_derivative_scales_by_alpha_only_for_negative_inputs(dtype):
+    x = np.array([-40.0, -1.0, 2.0], dtype=dtype)
+    t = Tensor(x)
+    (dx,) = grad(t.elu(0.5).sum(), [t])
+    exact = np.array([0.5 * float(mpmath.exp(-40)), 0.5 * float(mpmath.exp(-1)), 1.0])
+    np.testing.assert_allclose(dx.numpy(), exact.astype(dtype), rtol=4 * np.finfo(dtype).eps)
