@@ -73,6 +73,8 @@ def test_int_attrs_first_and_second_order_gradients_equal_pairs(pool, attrs):
     ({"kernel": True}, "kernel must be an int or a pair of ints >= 1"),
     ({"kernel": (2, 2, 2)}, "kernel must be an int or a pair of ints >= 1"),
     ({"kernel": 2, "stride": 0}, "stride must be an int or a pair of ints >= 1"),
+    ({"kernel": 2, "stride": 1.0}, "stride must be an int or a pair of ints >= 1"),
+    ({"kernel": 2, "padding": 0.0}, "padding must be an int or a pair of ints >= 0"),
     ({"kernel": 2, "padding": -1}, "padding must be an int or a pair of ints >= 0"),
     ({"kernel": 2, "padding": 2}, r"padding \(2, 2\) must be at most half of kernel"),
 ])
