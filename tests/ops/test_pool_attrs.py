@@ -13,7 +13,8 @@ from nnctl.errors import ShapeError
 from nnctl.graph.tensor import Tensor
 from nnctl.ops.registry import REGISTRY, Aval
 
-INT_ATTRS = [{"kernel": 2}, {"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "stride": 1}]
+INT_ATTRS = [{"kernel": 2}, {"kernel": 3, "stride": 2, "padding": 1}, {"kernel": 2, "stride": 1},
+             {"kernel": 1}]
 
 
 def _pairs(attrs: dict) -> dict:
