@@ -374,10 +374,12 @@ class Tensor:
     def elu(self, alpha: float = 1.0): return apply("elu", self, alpha=alpha)
 
     def gelu(self):
-        """GELU in its tanh approximation (PyTorch's approximate='tanh')."""
-        # composed (fusion makes it one loop; AD gives its derivative), the same expression
-        # and order of operations as PyTorch's tanh approximation
-        return 0.5 * self * (1.0 + (_GELU_C * (self + _GELU_K * self * self * self)).tanh())
+        """GELU in its tanh approximation (PyTorch's approximate='tanh'):
+        0.5 x (1 + tanh(u)) with u = c (x + k x^3), computed as x sigmoid(2u), the same
+        function: 1 + tanh(u) cancels to 0 for x below about -10 (float64; -5 in float32),
+        where sigmoid keeps full relative precision (issue 8's audit)."""
+        # composed (fusion makes it one loop; AD gives its derivative)
+        return self * (2.0 * _GELU_C * (self + _GELU_K * self * self * self)).sigmoid()
 
     def softplus(self): return apply("softplus", self)
 

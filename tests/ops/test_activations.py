@@ -37,6 +37,26 @@ def test_gelu_is_the_tanh_approximation_within_5e_4_of_the_erf_form():
     np.testing.assert_allclose(g.numpy(), [0.5])
 
 
+@pytest.mark.parametrize("dtype,xs", [(np.float64, [-12.0, -16.0, -20.0]),
+                                      (np.float32, [-6.0, -8.0, -9.0])])
+def test_gelu_keeps_relative_precision_in_its_negative_tail(dtype, xs):
+    """0.5 x (1 + tanh(u)) cancels to 0 (or a few ulps of 1) far below 0; x sigmoid(2u) is
+    the same function without the cancellation. What remains is the function's own
+    conditioning: e^(-2u) turns the rounding of 2u into a relative error of |2u| ulp, so the
+    bound is (|2u| + 8) ulp of mpmath's value (the 1 + tanh form gave 0 here)."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    c, k = mpmath.sqrt(2 / mpmath.pi), mpmath.mpf("0.044715")
+    got = Tensor(np.array(xs, dtype=dtype)).gelu().numpy()
+    for x, y in zip(xs, got):
+        x = mpmath.mpf(x)
+        z = 2 * c * (x + k * x ** 3)
+        want = x / (1 + mpmath.exp(-z))
+        bound = (abs(float(z)) + 8) * np.finfo(dtype).eps
+        assert y != 0 and abs(mpmath.mpf(float(y)) / want - 1) < bound, \
+            (float(x), float(y), float(want))
+
+
 def test_leaky_relu_values_and_gradient():
     x = Tensor(np.array([-2.0, -0.5, 0.5, 3.0]))
     np.testing.assert_allclose(x.leaky_relu().numpy(), [-0.02, -0.005, 0.5, 3.0])
