@@ -23,23 +23,6 @@ def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A run folder after one epoch of spirals (its checkpoint is at epoch 2, step 0)."""
-    out = tmp_path_factory.mktemp("trained")
-    result = cli("train", SPIRALS, "--epochs", "1", "--no-progress", "--out", out)
-    assert result.exit_code == 0, result.stderr
-    (run,) = out.iterdir()
-    return run
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
-
-
 def read(run: Path) -> tuple[dict, dict]:
     with np.load(run / "checkpoint.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}

@@ -5,7 +5,6 @@ that is no NPZ at all is called that (not "pickled data")."""
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -29,22 +28,6 @@ GIB3 = 3 * 2 ** 30
 
 def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trained")
-    result = cli("train", SPIRALS, "--epochs", "1", "--no-progress", "--out", out)
-    assert result.exit_code == 0, result.stderr
-    (run,) = out.iterdir()
-    return run
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
 
 
 def resume(run: Path):
