@@ -142,7 +142,8 @@ def test_fused_lowering_on_numba_is_accurate_at_extreme_inputs(name, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_at_minus_38_is_pytorchs_value_not_zero(dtype):
     value = REGISTRY["sigmoid"].forward(np, np.array([-38.0], dtype=dtype))[0]
-    assert value == pytest.approx(3.1391327920480296e-17, rel=4 * np.finfo(dtype).eps, abs=0)
+    assert value == pytest.approx(3.1391327920480296e-17, rel=float(4 * np.finfo(dtype).eps),
+                                  abs=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
