@@ -468,8 +468,8 @@ class Col2im(Op):
     def infer(self, cols: Aval, input_shape, kernel, stride=(1, 1), padding=(0, 0),
               dilation=(1, 1)) -> Aval:
         require_float(cols, "cols")
-        expected = REGISTRY_IM2COL.infer(Aval(tuple(input_shape), cols.dtype), kernel, stride,
-                                         padding, dilation)
+        expected = _IM2COL.infer(Aval(tuple(input_shape), cols.dtype), kernel, stride, padding,
+                                 dilation)
         if cols.shape != expected.shape:
             fail(f"col2im: cols {list(cols.shape)} are not the columns {list(expected.shape)} "
                  f"of an input {list(input_shape)}")
@@ -524,7 +524,7 @@ class Col2im(Op):
                              attrs={"input_shape": x, "kernel": w[2:], **attrs})
 
 
-REGISTRY_IM2COL = Im2col()
+_IM2COL = Im2col()  # col2im checks its input against the columns im2col would give
 
 
 CONV_DEFAULTS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
