@@ -65,6 +65,12 @@ def _lone_program(node: Node, xp):
     return program
 
 
+def _runs_small(op: Op, nodes, sizes: dict) -> bool:
+    """Whether an op with a workspace runs its `forward` and a copy for these nodes' sizes
+    (all at most SMALL_WORK elements) instead of its allocation-free workspace path."""
+    return op.copy_small and max(n.aval.at(sizes).size for n in nodes) <= SMALL_WORK
+
+
 def companions(graph: Graph) -> tuple[Graph, dict]:
     """The graph scheduled for pairs of nodes one kernel computes together, and the pairs,
     first -> second. Op.companion names the second's op, on the same leading inputs, later
@@ -238,8 +244,7 @@ class ExecutionPlan:
                                                      jit_policy.KERNEL_MIN_SIZE):
                 from nnctl.compile.kernels.numba_cpu import numba_kernel
                 return numba_kernel(lone)
-            if work and op.copy_small and \
-                    max(n.aval.at(sizes).size for n in (node, *node.inputs)) <= SMALL_WORK:
+            if work and _runs_small(op, (node, *node.inputs), sizes):
                 # small arrays: NumPy's few calls with their temporaries, then one copy, cost
                 # less than the dozen in-place calls that keep large batches allocation-free
                 return functools.partial(Op.forward_into, op, xp, **a)
@@ -317,12 +322,11 @@ class ExecutionPlan:
         """The step of `first` that also writes its companion's buffer (see companions)."""
         second = self.companions[first]
         op = REGISTRY[first.op]
-        work = tuple(self._view_of(key, self.memory.avals[key], sizes)
-                     for key in self.memory.work.get(first, ()))
-        if op.copy_small and max(n.aval.at(sizes).size
-                                 for n in (first, second, *first.inputs)) <= SMALL_WORK:
-            work = ()  # small arrays: temporaries cost less than the workspace's calls
-        fn = functools.partial(getattr(op, op.companion[1]), self.backend.xp, work=work or None,
+        work = None  # small arrays: temporaries cost less than the workspace's calls
+        if not _runs_small(op, (first, second, *first.inputs), sizes):
+            work = tuple(self._view_of(key, self.memory.avals[key], sizes)
+                         for key in self.memory.work.get(first, ())) or None
+        fn = functools.partial(getattr(op, op.companion[1]), self.backend.xp, work=work,
                                other=self._view_of(second, second.aval, sizes))
         return fn, tuple(self.slot[i] for i in second.inputs), self.slot[first]
 

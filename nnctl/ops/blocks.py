@@ -18,10 +18,25 @@ BLOCK_ELEMENTS = 8192
 _blocks: dict = {}
 
 
+_by_request: dict = {}  # (xp, value, its sign, shape, dtype) -> what constant_block returned
+
+
 def constant_block(xp, value, shape: tuple, dtype):
     """`value` (a Python number) as a read-only array of `dtype` over the trailing axes of
     `shape`, broadcastable to `shape`; the number itself on other backends than NumPy (CuPy's
-    kernels take scalars at full speed) or when the last axis alone exceeds the block."""
+    kernels take scalars at full speed) or when the last axis alone exceeds the block.
+    Remembered per request: relu calls this at every step, where working the block out
+    again (~12 us) would cost more than the fast loop saves."""
+    key = (xp, value, math.copysign(1.0, value), shape, dtype)  # the sign keeps -0.0 apart
+    found = _by_request.get(key, _by_request)
+    if found is _by_request:
+        found = _block(xp, value, shape, dtype)
+        if value == value:  # a NaN key never matches itself: not stored
+            _by_request[key] = found
+    return found
+
+
+def _block(xp, value, shape: tuple, dtype):
     if getattr(xp, "__name__", "") != "numpy" or not shape or shape[-1] > BLOCK_ELEMENTS:
         return value
     tail: tuple = ()

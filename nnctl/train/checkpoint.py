@@ -22,13 +22,7 @@ import numpy as np
 
 from nnctl import __version__
 from nnctl.errors import DataError
-from nnctl.train.checkpoint_schema import (  # noqa: F401
-    FORMAT_VERSION,
-    META,
-    CheckpointSchema,
-    check_header,
-    check_meta_blob,
-)
+from nnctl.train.checkpoint_schema import FORMAT_VERSION, META, check_header, check_meta_blob
 from nnctl.train.run_dir import atomic_write, read_npz
 from nnctl.train.safe_npz import NO_LIMITS, NpzLimits, brief
 

@@ -30,6 +30,7 @@ from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
 from nnctl.step import make_augmenter, prepare, seed_streams, vocabulary
 from nnctl.train import checkpoint as ckpt
+from nnctl.train.checkpoint_schema import CheckpointSchema
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
@@ -476,7 +477,7 @@ class Trainer:
 
     def _restore(self, run_dir: Path) -> None:
         path = run_dir / "checkpoint.npz"
-        schema = ckpt.CheckpointSchema.for_trainer(self)
+        schema = CheckpointSchema.for_trainer(self)
         arrays, meta = ckpt.load_checkpoint(path, schema.limits())
         resolved = self.config.resolved()
         if meta.get("config_fingerprint") != ckpt.fingerprint(resolved):
