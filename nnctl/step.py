@@ -15,7 +15,9 @@ from nnctl.config import Config
 from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
                         load_words,
                         make_adding, make_parity, make_spirals, split)
+from nnctl.data.kinds import LOADERS
 from nnctl.errors import ConfigError, DataError
+from nnctl.config.layer_specs import DECODER_INPUT, MODEL_INPUT
 from nnctl.graph import Tensor, input_placeholder
 from nnctl.layers import LayerError, Model, build_model
 from nnctl.ops.registry import Dim
@@ -36,9 +38,45 @@ class Splits:
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
 
+    @property
+    def padded(self) -> bool:
+        """Variable-length sequences, padded, with masks."""
+        return self.train.x_len is not None
+
+    @property
+    def pairs(self) -> bool:
+        """Sequence pairs (sequence to sequence): the target has lengths of its own."""
+        return self.train.y_len is not None
+
+    @property
+    def info(self) -> dict:
+        return self.train.info
+
+    def full_steps(self) -> tuple[int, ...]:
+        """The padded lengths of the longest batch (what build-time checks use)."""
+        if not self.padded:
+            return ()
+        x = self.train.x.shape[1]
+        return (x, self.train.y.shape[1]) if self.pairs else (x,)
+
+
+@dataclass
+class Feeds:
+    """The placeholders of one batch: the model's named inputs with their padding masks, the
+    labels, and which label positions count (None: all). `data` lists the placeholders in the
+    order the trainer feeds host arrays (nnctl.data.batching.batch_arrays)."""
+
+    inputs: dict
+    masks: dict
+    y: Tensor
+    y_mask: Tensor | None
+    data: list
+
 
 def load_dataset(config: Config) -> Dataset:
     d = config.spec.data
+    if d.dataset in LOADERS:  # kinds defined in their own modules (text, tagging, audio, ...)
+        return LOADERS[d.dataset](d, config.spec.seed, config.spec.train.dtype)
     if d.dataset == "digits":
         return load_digits()
     if d.dataset == "spirals":
@@ -134,24 +172,62 @@ class StepBuilder:
         return self.config.error(("model", "layers", err.index, layers[err.index].kind),
                                  str(err))
 
+    def model_feeds(self, batch=BATCH) -> Feeds:
+        return self.feeds(batch)
+
     def inputs(self, batch=BATCH) -> tuple[Tensor, Tensor]:
+        feeds = self.feeds(batch)
+        return feeds.inputs[MODEL_INPUT], feeds.y
+
+    def feeds(self, batch=BATCH, steps: tuple[int, ...] | None = None) -> Feeds:
+        """Placeholders for a batch of `batch` samples whose padded sequences have `steps`
+        steps (nnctl.data.batching.batch_steps; default: the longest)."""
         s = self.splits
+        steps = s.full_steps() if steps is None else tuple(steps)
+        x_shape = s.feature_shape if not steps else (steps[0],) + s.feature_shape[1:]
+        y_shape = tuple(s.train.y.shape[1:])
+        if s.pairs:
+            y_shape = (steps[1],) + y_shape[1:]
+        elif steps and len(y_shape) and y_shape[0] == s.feature_shape[0]:
+            y_shape = (steps[0],) + y_shape[1:]  # a label per step (tagging)
         x_dtype = "int64" if s.vocab is not None else self.dtype
-        x = input_placeholder("x", (batch,) + s.feature_shape, x_dtype)
-        y_shape = (batch,) + tuple(s.train.y.shape[1:])
-        y = input_placeholder("y", y_shape, "int64" if s.num_classes is not None else self.dtype)
-        return x, y
+        x = input_placeholder("x", (batch,) + x_shape, x_dtype)
+        y = input_placeholder("y", (batch,) + y_shape,
+                              "int64" if s.num_classes is not None else self.dtype)
+        inputs, masks, data, y_mask = {MODEL_INPUT: x}, {}, [x, y], None
+        if steps:
+            masks[MODEL_INPUT] = input_placeholder("x_mask", (batch, steps[0]), self.dtype)
+            data.append(masks[MODEL_INPUT])
+            if not s.pairs and len(y_shape) and y_shape[0] == steps[0]:
+                y_mask = masks[MODEL_INPUT]
+        if s.pairs:
+            inputs[DECODER_INPUT] = input_placeholder("decoder_input", (batch, steps[1]),
+                                                      "int64")
+            y_mask = masks[DECODER_INPUT] = input_placeholder("y_mask", (batch, steps[1]),
+                                                              self.dtype)
+            data += [inputs[DECODER_INPUT], y_mask]
+        return Feeds(inputs, masks, y, y_mask, data)
+
+    def build(self, batch=BATCH, training: bool = True,
+              steps: tuple[int, ...] | None = None) -> tuple[Feeds, Tensor]:
+        """(feeds, model output) for a batch (see `feeds`)."""
+        feeds = self.feeds(batch, steps)
+        try:
+            out = self.model(feeds.inputs, training, feeds.masks)
+        except LayerError as err:
+            raise self._layer_error(err) from None
+        self._check_output(feeds.y, out)
+        return feeds, out
 
     def build_forward(self, batch=BATCH, training: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """(x, y, output) for a batch of `batch` samples: an int, or the symbolic batch size
         (the default), so that one compiled plan serves every batch size; shape mistakes
         become config errors at the layer."""
-        x, y = self.inputs(batch)
+        feeds, out = self.build(batch, training)
+        return feeds.inputs[MODEL_INPUT], feeds.y, out
+
+    def _check_output(self, y: Tensor, out: Tensor) -> None:
         layers = self.config.spec.model.layers
-        try:
-            out = self.model(x, training)
-        except LayerError as err:
-            raise self._layer_error(err) from None
         expected = y.shape + (self.splits.num_classes,) if self.splits.num_classes is not None \
             else y.shape
         if out.shape != expected:
@@ -162,12 +238,17 @@ class StepBuilder:
                 ("model", "layers", last, layers[last].kind),
                 f"the model's output per sample is {list(out.shape[1:])}, but the data has "
                 f"{what}; expected {list(expected[1:])}")
-        return x, y, out
 
-    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+    def loss(self, out: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The config's loss; with a mask [batch, steps], the mean over the real steps only
+        (padding contributes nothing, to the value or to any gradient)."""
         loss = self.config.spec.loss
+        if loss.name == "crf":
+            return self.model.layers[self.model.output].nll(out, y, mask)
         if loss.name == "mse":
             return out.mse(y)
+        if mask is not None:
+            return masked_cross_entropy(out, y, mask, loss.label_smoothing)
         if not loss.label_smoothing:
             return out.cross_entropy(y)
         # (1 - e) CE(onehot) + e CE(uniform): the uniform part is the mean negative log-prob
@@ -175,21 +256,38 @@ class StepBuilder:
         uniform = -out.log_softmax(-1).mean()
         return out.cross_entropy(y) * (1.0 - e) + uniform * e
 
-    def training_step(self, batch=BATCH):
+    def training_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],
-        feeds = [x, y, *params, *states]."""
-        x, y, out = self.build_forward(batch, training=True)
-        loss = self.loss(out, y)
+        feeds = [*data feeds (x, y, masks...), *params, *states]."""
+        feeds, out = self.build(batch, True, steps)
+        loss = self.loss(out, feeds.y, feeds.y_mask)
         params, states = list(self.params.values()), list(self.states.values())
         grads = grad(loss, params)
         updates = self.model.updates
         new_states = [updates.get(t.node.name, t) for t in states]
-        return [loss, out, *grads, *new_states], [x, y, *params, *states]
+        return [loss, out, *grads, *new_states], [*feeds.data, *params, *states]
 
-    def evaluation_step(self, batch=BATCH):
-        """outputs = [loss, model output], feeds = [x, y, *params, *states]."""
-        x, y, out = self.build_forward(batch, training=False)
-        return [self.loss(out, y), out], [x, y, *self.params.values(), *self.states.values()]
+    def evaluation_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
+        """outputs = [loss, model output], feeds = [*data feeds, *params, *states]."""
+        feeds, out = self.build(batch, False, steps)
+        return ([self.loss(out, feeds.y, feeds.y_mask), out],
+                [*feeds.data, *self.params.values(), *self.states.values()])
+
+    def forward_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
+        """outputs = [model output], feeds = [*data feeds but y, *params, *states] (predict)."""
+        feeds, out = self.build(batch, False, steps)
+        data = [t for t in feeds.data if t is not feeds.y]
+        return [out], [*data, *self.params.values(), *self.states.values()]
+
+
+def masked_cross_entropy(out: Tensor, y: Tensor, mask: Tensor, smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of scores [batch, steps, classes] against labels [batch, steps], summed
+    over the steps where mask is 1 and divided by their number."""
+    logp = out.log_softmax(-1)
+    picked = (logp * y.one_hot(out.shape[-1], out.dtype)).sum(-1)
+    if smoothing:
+        picked = picked * (1.0 - smoothing) + logp.mean(-1) * smoothing
+    return -(picked * mask).sum() / mask.sum()
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:

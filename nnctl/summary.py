@@ -71,13 +71,10 @@ def model_summary(config: Config) -> dict:
     model = builder.model
     # A batch-1 evaluation forward, walked as Model.__call__ does, to see each layer's output.
     # The layers are already built (prepare built the training graph), so nothing is drawn.
-    x, _ = builder.inputs(1)
-    values = {MODEL_INPUT: x}
-    for i in model.order:
-        layer = model.layers[i]
-        args = [values[n] for n in model.inputs[i]]
-        values[model.names[i]] = layer(args if layer.merge else args[0], False, model.rng)
-    out = values[model.names[model.output]]
+    feeds = builder.model_feeds(1)
+    x = feeds.inputs[MODEL_INPUT]
+    values: dict = {}
+    out = model(feeds.inputs, False, feeds.masks, trace=values)
 
     names = set(model.names)
     act = defaultdict(int)

@@ -19,6 +19,10 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "sin", "leaky_relu", "elu", "gelu", "s
                "linear")
 INITS = ("auto", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
 MODEL_INPUT = "input"  # the name that refers to the model's input in `inputs`
+# the decoder's input of a sequence-to-sequence model: the target shifted right by one step
+# (start token first), fed whole while training (teacher forcing), growing while decoding
+DECODER_INPUT = "decoder_input"
+MODEL_INPUTS = (MODEL_INPUT, DECODER_INPUT)
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -227,7 +231,7 @@ class ModelSpec:
                 state[i] = "open"
                 stack.append((i, True))
                 stack.extend((index[n], False) for n in reversed(inputs[i])
-                             if n != MODEL_INPUT and not state.get(index[n]))
+                             if n not in MODEL_INPUTS and not state.get(index[n]))
         return order
 
     def validate(self, path, ctx: Context) -> None:
@@ -235,8 +239,8 @@ class ModelSpec:
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             where = path + ("layers", i, self.layers[i].kind)
-            if name == MODEL_INPUT:
-                ctx.error(where + ("name",), f"'{MODEL_INPUT}' is reserved for the model input")
+            if name in MODEL_INPUTS:
+                ctx.error(where + ("name",), f"'{name}' is reserved for a model input")
             elif name in seen:
                 ctx.error(where + ("name",),
                           f"layer name '{name}' is already used by layers[{seen[name]}]")
@@ -244,9 +248,9 @@ class ModelSpec:
         for i, (spec, inputs) in enumerate(zip(self.layers, self.layer_inputs())):
             where = path + ("layers", i, spec.kind)
             for k, name in enumerate(spec.inputs or ()):
-                if name != MODEL_INPUT and name not in seen:
+                if name not in MODEL_INPUTS and name not in seen:
                     ctx.error(where + ("inputs", k), f"unknown layer '{name}'"
-                              f"{suggest(name, [MODEL_INPUT] + names)}")
+                              f"{suggest(name, list(MODEL_INPUTS) + names)}")
                 elif name == names[i]:
                     ctx.error(where + ("inputs", k), f"layer '{name}' cannot read itself")
             if spec.merge and len(inputs) < 2:
@@ -268,7 +272,7 @@ class ModelSpec:
             i = stack.pop()
             if i not in used:
                 used.add(i)
-                stack.extend(index[n] for n in inputs[i] if n != MODEL_INPUT)
+                stack.extend(index[n] for n in inputs[i] if n not in MODEL_INPUTS)
         for i in sorted(set(range(len(names))) - used):
             ctx.error(path + ("layers", i, self.layers[i].kind),
                       f"layer '{names[i]}' does not lead to the output (the last layer, "
@@ -286,7 +290,7 @@ class ModelSpec:
             trail = [start]
             while stack:
                 i, it = stack[-1]
-                nxt = next((index[n] for n in it if n != MODEL_INPUT), None)
+                nxt = next((index[n] for n in it if n not in MODEL_INPUTS), None)
                 if nxt is None:
                     colour[i] = 2
                     stack.pop()
@@ -304,6 +308,10 @@ class ModelSpec:
 
     def output_index(self) -> int:
         return len(self.layers) - 1
+
+    def model_inputs(self) -> set[str]:
+        """The model inputs the layers read ('input', 'decoder_input')."""
+        return {n for names in self.layer_inputs() for n in names if n in MODEL_INPUTS}
 
 
 def with_defaults(spec) -> dict:

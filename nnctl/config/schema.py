@@ -18,10 +18,13 @@ from nnctl.config.validate import (Context, boolean, choice, field, integer, nes
 
 
 CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
-                          "f1_macro", "bits_per_char")
+                          "f1_macro", "bits_per_char", "span_f1", "exact_match",
+                          "char_error_rate", "bleu")
+CLASSIFICATION_LOSSES = ("cross_entropy", "crf")
 METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2")
 DTYPES = ("float32", "float64")
-DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"]}
+DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"],
+                   "crf": ["accuracy", "span_f1"]}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -330,7 +333,21 @@ class RunSpec:
 
     def validate(self, path, ctx: Context) -> None:
         for i, metric in enumerate(self.metrics or ()):
-            wants = "cross_entropy" if metric in CLASSIFICATION_METRICS else "mse"
-            if self.loss.name != wants:
+            classify = metric in CLASSIFICATION_METRICS
+            if classify != (self.loss.name in CLASSIFICATION_LOSSES):
+                wants = "cross_entropy" if classify else "mse"
                 ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
                                           f"but the loss is {self.loss.name}")
+
+
+def register_dataset_spec(cls) -> None:
+    """Add a data-set kind to the config vocabulary (its loader goes in nnctl.data.kinds)."""
+    DATASETS[cls.__dataclass_fields__["dataset"].default] = cls
+
+
+def register_loss_spec(cls) -> None:
+    LOSSES[cls.__dataclass_fields__["name"].default] = cls
+
+
+# the modules below register their layers, data kinds and losses into the tables above
+from nnctl.config import audio_specs, crf_specs, seq2seq_specs, text_specs  # noqa: E402,F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -37,10 +38,23 @@ class Dataset:
     x: np.ndarray
     y: np.ndarray
     name: str = ""
+    # Variable-length sequences are padded at the end to one length; these hold each
+    # sample's real length (int64 (N,)). x_len: steps of x (its padding mask); y_len: steps
+    # of a target sequence of its own length (sequence to sequence; a tagger's labels follow
+    # x_len). None: no padding.
+    x_len: np.ndarray | None = None
+    y_len: np.ndarray | None = None
+    # facts every split shares: vocabularies ("input", "target", "tags": objects with
+    # to_dict), the audio sample rate, ...; subsets keep the same dict
+    info: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+        for key in ("x_len", "y_len"):
+            lengths = getattr(self, key)
+            if lengths is not None and len(lengths) != len(self.x):
+                raise ValueError(f"{key} has {len(lengths)} entries for {len(self.x)} samples")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -48,7 +62,14 @@ class Dataset:
     def subset(self, indices) -> Dataset:
         # intp so an empty list still indexes (a float64 empty array would not).
         idx = np.asarray(indices, dtype=np.intp)
-        return Dataset(self.x[idx], self.y[idx], self.name)
+        return dataclasses.replace(
+            self, x=self.x[idx], y=self.y[idx],
+            x_len=None if self.x_len is None else self.x_len[idx],
+            y_len=None if self.y_len is None else self.y_len[idx])
+
+    def with_x(self, x: np.ndarray) -> Dataset:
+        """The same samples (labels, lengths, info) with other features."""
+        return dataclasses.replace(self, x=x)
 
     @property
     def num_classes(self) -> int | None:

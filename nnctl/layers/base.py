@@ -39,6 +39,10 @@ def register_layer(cls):
 class Layer:
     kind = ""
     merge = False  # merge layers are called with a list of tensors
+    # A layer that reads a padding mask sets this and takes `forward(x, training, mask=None)`:
+    # mask is [batch, time] in the model's float dtype, 1 at real steps and 0 at padding (a
+    # list of such, or None, for a merge layer), or None when the input has no padding.
+    takes_mask = False
 
     def __init__(self, name: str):
         self.name = name
@@ -78,12 +82,26 @@ class Layer:
     def forward(self, x, training: bool):
         raise NotImplementedError
 
-    def __call__(self, x, training: bool = False, rng=None):
+    def output_mask(self, x, mask, out):
+        """The padding mask of this layer's output, given its input's (`mask` as forward gets
+        it). By default a mask passes through a layer that keeps the batch and time axes
+        ([B, T, ...] in, [B, T, ...] out, same rank); a layer that reduces or reshapes time
+        (pooling over time, a recurrent layer's last state, flatten) drops it. Merge layers
+        pass on the first input's mask."""
+        if self.merge:
+            return next((m for m in (mask or ()) if m is not None), None)
+        if mask is None or out.ndim != x.ndim or out.ndim < 2:
+            return None
+        return mask if tuple(out.shape[:2]) == tuple(x.shape[:2]) else None
+
+    def __call__(self, x, training: bool = False, rng=None, mask=None):
         with name_scope(self.name):
             if not self.built:
                 self.build(x, rng)
                 self.built = True
             self.updates = {}
+            if self.takes_mask:
+                return self.forward(x, training, mask=mask)
             return self.forward(x, training)
 
     def __repr__(self) -> str:

@@ -42,6 +42,9 @@ class Embedding(Layer):
     def forward(self, x: Tensor, training: bool) -> Tensor:
         return self.table.take(x)
 
+    def output_mask(self, x, mask, out):
+        return mask  # token ids [B, T] -> vectors [B, T, dim]: the same steps are real
+
 
 @register_layer
 class PositionalEncoding(Layer):

@@ -26,20 +26,36 @@ class Model:
         self.inputs = spec.layer_inputs()
         self.order = spec.order()
         self.output = spec.output_index()
+        self.output_mask = None  # the output's padding mask, from the last call
 
-    def __call__(self, x: Tensor, training: bool = False) -> Tensor:
-        values = {MODEL_INPUT: x}
+    def __call__(self, x: Tensor | dict, training: bool = False, masks: dict | None = None,
+                 trace: dict | None = None) -> Tensor:
+        """The output for input `x` (or a dict of named inputs: 'input', 'decoder_input'),
+        each with its padding mask in `masks` (by input name; absent: no padding). Masks flow
+        with the values (Layer.output_mask) to the layers that read them. `trace`, if given,
+        receives every layer's output by name (summary reads it)."""
+        values = dict(x) if isinstance(x, dict) else {MODEL_INPUT: x}
+        mask_of = {n: (masks or {}).get(n) for n in values}
         for i in self.order:
             layer = self.layers[i]
             args = [values[n] for n in self.inputs[i]]
+            arg_masks = [mask_of[n] for n in self.inputs[i]]
+            arg, mask = (args, arg_masks) if layer.merge else (args[0], arg_masks[0])
             try:
-                values[self.names[i]] = layer(args if layer.merge else args[0], training,
-                                              self.rng)
+                out = layer(arg, training, self.rng, mask=mask)
+                mask_of[self.names[i]] = layer.output_mask(arg, mask, out)
             except LayerError:
                 raise
             except ShapeError as err:
                 raise LayerError(err, i, layer.name) from None
+            values[self.names[i]] = out
+        if trace is not None:
+            trace.update(values)
+        self.output_mask = mask_of[self.names[self.output]]
         return values[self.names[self.output]]
+
+    def layer_named(self, name: str) -> Layer:
+        return self.layers[self.names.index(name)]
 
     @property
     def params(self) -> dict[str, Tensor]:

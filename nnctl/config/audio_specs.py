@@ -1,0 +1,1 @@
+"""Config specs of the audio layers and data kinds (registered into the vocabulary)."""

@@ -1,0 +1,1 @@
+"""Config specs of the seq2seq layers and data kinds (registered into the vocabulary)."""

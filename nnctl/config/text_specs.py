@@ -1,0 +1,1 @@
+"""Config specs of the text layers and data kinds (registered into the vocabulary)."""
