@@ -54,6 +54,10 @@ class LayerSpec:
 
     kind: ClassVar[str] = ""
     merge: ClassVar[bool] = False  # takes two or more inputs
+    # a non-merge layer that may read more than one input (a recurrent layer's initial state,
+    # an attention layer's memory) raises this; it is then called with a list when it has
+    # more than one
+    max_inputs: ClassVar[int] = 1
     name: str | None = field(optional(string), None, "layer name (default: <type>_<index>)")
     inputs: list | None = field(optional(list_of(string, min_len=1, what="a list of layer names")),
                                 None, "names of the layers this one reads ('input': the model's "
@@ -255,8 +259,10 @@ class ModelSpec:
                     ctx.error(where + ("inputs", k), f"layer '{name}' cannot read itself")
             if spec.merge and len(inputs) < 2:
                 ctx.error(where, f"{spec.kind} merges two or more layers; name them in 'inputs'")
-            if not spec.merge and len(inputs) != 1:
-                ctx.error(where + ("inputs",), f"{spec.kind} reads one input, got {len(inputs)}")
+            if not spec.merge and not 1 <= len(inputs) <= spec.max_inputs:
+                wants = "one input" if spec.max_inputs == 1 else \
+                    f"1 to {spec.max_inputs} inputs"
+                ctx.error(where + ("inputs",), f"{spec.kind} reads {wants}, got {len(inputs)}")
         if len(ctx.errors) == errors_before:
             self._check_cycles(path, ctx)
         if len(ctx.errors) == errors_before:

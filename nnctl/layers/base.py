@@ -88,8 +88,10 @@ class Layer:
         ([B, T, ...] in, [B, T, ...] out, same rank); a layer that reduces or reshapes time
         (pooling over time, a recurrent layer's last state, flatten) drops it. Merge layers
         pass on the first input's mask."""
-        if self.merge:
-            return next((m for m in (mask or ()) if m is not None), None)
+        if isinstance(x, list):  # a merge, or a layer given extra inputs: the first input's
+            x, mask = x[0], (mask or [None])[0]
+            if self.merge:
+                return mask
         if mask is None or out.ndim != x.ndim or out.ndim < 2:
             return None
         return mask if tuple(out.shape[:2]) == tuple(x.shape[:2]) else None

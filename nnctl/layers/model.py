@@ -40,7 +40,8 @@ class Model:
             layer = self.layers[i]
             args = [values[n] for n in self.inputs[i]]
             arg_masks = [mask_of[n] for n in self.inputs[i]]
-            arg, mask = (args, arg_masks) if layer.merge else (args[0], arg_masks[0])
+            several = layer.merge or len(args) > 1  # a merge, or extra inputs (state, memory)
+            arg, mask = (args, arg_masks) if several else (args[0], arg_masks[0])
             try:
                 out = layer(arg, training, self.rng, mask=mask)
                 mask_of[self.names[i]] = layer.output_mask(arg, mask, out)
