@@ -1,4 +1,5 @@
-"""Config specs of the recurrent and attention layers (registered into the layer vocabulary)."""
+"""Config specs of the recurrent, attention and sequence-pooling layers (registered into the
+layer vocabulary)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from nnctl.config.layer_specs import LayerSpec, fraction, positive, register_layer_spec
-from nnctl.config.validate import Context, boolean, field, optional
+from nnctl.config.validate import Context, boolean, choice, field, optional
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecurrentSpec(LayerSpec):
-    """Keys rnn, lstm and gru share."""
+    """Keys rnn, lstm and gru share. `inputs: [sequence, state]` starts the recurrence from
+    the state [batch, units] (lstm: also [batch, 2 * units], h_0 and c_0) instead of zeros."""
 
+    max_inputs: ClassVar[int] = 2
     units: int = field(positive, doc="size of the hidden state h")
     return_sequences: bool = field(boolean, False, "output h at every step [batch, time, units] "
                                    "instead of the last h [batch, units]")
@@ -63,5 +66,14 @@ class TransformerEncoderSpec(LayerSpec):
     causal: bool = field(boolean, False, "position t attends only to positions <= t")
 
 
-for _spec in (RNNSpec, LSTMSpec, GRUSpec, MultiHeadAttentionSpec, TransformerEncoderSpec):
+@dataclass(frozen=True, kw_only=True)
+class SequencePoolSpec(LayerSpec):
+    kind: ClassVar[str] = "sequence_pool"
+    mode: str = field(choice("mean", "max", "last"), "mean",
+                      "mean, max or last over the real (unpadded) steps: [batch, time, "
+                      "features] -> [batch, features]")
+
+
+for _spec in (RNNSpec, LSTMSpec, GRUSpec, MultiHeadAttentionSpec, TransformerEncoderSpec,
+              SequencePoolSpec):
     register_layer_spec(_spec)
