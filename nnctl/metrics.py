@@ -135,11 +135,14 @@ class ClassificationTotals:
         self.top_k_hits = 0
         self.count = 0  # labelled positions seen
 
-    def update(self, scores, y) -> None:
+    def update(self, scores, y, pred=None) -> None:
+        """`pred`: the predicted labels where they are not the argmax of the scores (a
+        CRF's decoded path); top-k still ranks the scores."""
         s, t = _flatten_scores(scores, y)
         if s.shape[1] != self.num_classes:
             raise DataError(f"scores have {s.shape[1]} classes, expected {self.num_classes}")
-        self.confusion += confusion_matrix(t, s.argmax(axis=1), self.num_classes)
+        p = s.argmax(axis=1) if pred is None else np.asarray(pred).reshape(-1)
+        self.confusion += confusion_matrix(t, p, self.num_classes)
         self.top_k_hits += _top_k_hits(s, t, self.k)
         self.count += len(t)
 

@@ -316,6 +316,9 @@ class TrainSpec:
                                "threads of BLAS and of numba's pool ('auto': the idle cores)")
     augment: AugmentSpec = field(nested(AugmentSpec), AugmentSpec(), "training-batch "
                                                                      "augmentation")
+    pad_multiple: int = field(positive, 8, "padded sequences: each batch is cut to its longest "
+                              "sample, rounded up to a multiple of this many steps (one "
+                              "compiled plan per length; 1: no extra padding)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ from nnctl.backend import Backend
 from nnctl.compile import compile_graph
 from nnctl.config import Config
 from nnctl.data import batch_indices
+from nnctl.data.batching import batch_arrays, batch_steps, bucket_batches
 from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
@@ -35,10 +36,14 @@ from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
 from nnctl.metrics import ClassificationTotals, RegressionTotals
-from nnctl.train.metrics import MetricSums
+from nnctl.train.metrics import MetricSums, SpanTotals
 from nnctl.train.run_dir import RunDir, RunLock, WriteError, check_writable_folder
 
-MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2"}
+MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2",
+             "span_f1", "exact_match", "bleu"}
+# metrics of sequences decoded by search (sequence to sequence), not of the teacher-forced
+# scores: nnctl.train.translate computes them
+DECODED_METRICS = ("exact_match", "char_error_rate", "bleu")
 
 
 class Interrupted(NnctlError):
@@ -95,7 +100,17 @@ class Trainer:
         self._stop_requested = self._clean_stop = False
         self.resume_command = None  # how to resume, as the CLI was called (for the message)
         self.confusion = None
-        self._train_plan = self._eval_plan = self._forward_plan = None
+        # compiled plans by the padded lengths of a batch (() for fixed-size data)
+        self._train_plans: dict = {}
+        self._eval_plans: dict = {}
+        self._forward_plans: dict = {}
+        feeds = self.builder.feeds(1)
+        # where the mask of the labels is among a batch's arrays (None: every label counts)
+        self.label_mask_at = next((i for i, t in enumerate(feeds.data) if t is feeds.y_mask),
+                                  None)
+        out_layer = self.builder.model.layers[self.builder.model.output]
+        # an output layer that decodes its scores (a CRF's Viterbi) predicts for the metrics
+        self.decoder = getattr(out_layer, "decode", None)
         self.run: RunDir | None = None
         self.resume_dir = resume
         self.lock: RunLock | None = None
@@ -131,21 +146,48 @@ class Trainer:
         return key
 
     # ---- plans: compiled once, each serving every batch size ------------------------------------
-    def train_plan(self):
-        if self._train_plan is None:
-            outputs, feeds = self.builder.training_step()
-            self._train_plan = compile_graph(
+    def train_plan(self, steps: tuple = None):
+        """The training step's plan for batches padded to `steps` (default: the longest)."""
+        key = self.splits.full_steps() if steps is None else tuple(steps)
+        if key not in self._train_plans:
+            outputs, feeds = self.builder.training_step(steps=key)
+            self._train_plans[key] = compile_graph(
                 outputs, feeds, self.backend, rng=self.dropout_rng,
-                capacity={"B": min(self.spec.train.batch_size, max(len(self.splits.train), 1))})
-        return self._train_plan
+                capacity={"B": min(self.spec.train.batch_size, max(len(self.splits.train), 1))},
+                jit=self._jit())
+        return self._train_plans[key]
 
-    def eval_plan(self):
-        if self._eval_plan is None:
-            outputs, feeds = self.builder.evaluation_step()
-            self._eval_plan = compile_graph(outputs, feeds, self.backend,
-                                            capacity={"B": self.spec.train.eval_batch_size},
-                                            jit=self.train_plan().jit)
-        return self._eval_plan
+    def eval_plan(self, steps: tuple = None):
+        key = self.splits.full_steps() if steps is None else tuple(steps)
+        if key not in self._eval_plans:
+            outputs, feeds = self.builder.evaluation_step(steps=key)
+            self._eval_plans[key] = compile_graph(
+                outputs, feeds, self.backend, capacity={"B": self.spec.train.eval_batch_size},
+                jit=self._jit())
+        return self._eval_plans[key]
+
+    def _jit(self):
+        """Every plan of a run uses the first one's JIT decision (made on its size)."""
+        first = next(iter(self._train_plans.values()), None)
+        return first.jit if first is not None else "auto"
+
+    def batches(self, split: str, batch_size: int, shuffle: bool, rng=None) -> list:
+        """Index arrays over a split: length-bucketed for padded sequences."""
+        data = getattr(self.splits, split)
+        if self.splits.padded:
+            return bucket_batches(data.x_len, batch_size, shuffle, rng)
+        return list(batch_indices(len(data), batch_size, shuffle, rng))
+
+    def batch_feeds(self, split: str, idx) -> tuple[list, tuple]:
+        """(the data arrays of a batch on the device, in feed order; its padded lengths)."""
+        data = getattr(self.splits, split)
+        if not self.splits.padded:
+            xs, ys = self.device_data[split]
+            device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
+            return [xs[device_idx], ys[device_idx]], ()
+        multiple = self.spec.train.pad_multiple
+        arrays = batch_arrays(data, idx, multiple, self.spec.train.dtype)
+        return [self.backend.asarray(a) for a in arrays], batch_steps(data, idx, multiple)
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -328,7 +370,6 @@ class Trainer:
 
     def train_epoch(self) -> tuple[dict, float]:
         t = self.spec.train
-        xs, ys = self.device_data["train"]
         host_x = self.splits.train.x
         sums = self.partial or MetricSums(self.backend.xp, self.spec.metrics, self.classification)
         self.partial = sums
@@ -338,19 +379,18 @@ class Trainer:
         # the epoch's order comes from the generator's state at the epoch's start, so a run
         # resumed mid-epoch replays the same order and skips the batches already done
         self.shuffle_rng.bit_generator.state = self.epoch_start_shuffle_state
-        order = list(batch_indices(len(host_x), t.batch_size, t.shuffle, self.shuffle_rng))
+        order = self.batches("train", t.batch_size, t.shuffle, self.shuffle_rng)
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
-            device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
+            data, steps = self.batch_feeds("train", idx)
             if self.augmenter is not None:
-                xb = self.backend.asarray(self.augmenter(host_x[idx], self.augment_rng))
-            else:
-                xb = xs[device_idx]
-            yb = ys[device_idx]
-            plan = self.train_plan()
+                data[0] = self.backend.asarray(self.augmenter(host_x[idx], self.augment_rng))
+            yb = data[1]
+            mask = data[self.label_mask_at] if self.label_mask_at is not None else None
+            plan = self.train_plan(steps)
             rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
-            feeds = [xb, yb, *self.params, *self.states]
+            feeds = [*data, *self.params, *self.states]
             outs = plan.run(feeds)  # views into the plan's arena, used before the next step
             loss, grads = float(outs[0]), outs[2:2 + n_params]
             grads, norm = self._clip(grads)
@@ -367,9 +407,10 @@ class Trainer:
                 state[...] = new
             self.global_step += 1
             self.step_in_epoch = step
-            sums.update(loss, outs[1], yb)
+            sums.update(loss, outs[1], yb, mask)
             elapsed = time.perf_counter() - started
-            self.events.on_step(self.epoch, step, len(order), sums.loss / sums.n, sums.headline,
+            self.events.on_step(self.epoch, step, len(order), sums.loss / sums.weight,
+                                sums.headline,
                                 sums.n / max(elapsed, 1e-9))
             if self._stop_requested:
                 self._clean_stop = True
@@ -415,38 +456,80 @@ class Trainer:
         return (f"{what} at epoch {self.epoch}, step {step}{origin}; lower optimizer.lr, clip "
                 f"gradients (train.clip_norm), check the data, or set train.on_nonfinite: skip")
 
-    def evaluate(self, split: str) -> dict:
+    def evaluate(self, split: str, decoded: bool | None = None) -> dict:
         """Loss and the config's metrics on a split, with the current weights; the confusion
-        matrix of a classifier is kept in `self.confusion`."""
+        matrix of a classifier is kept in `self.confusion`. Padded positions count nowhere;
+        an output layer with a decoder (a CRF) predicts by decoding. Metrics of decoded
+        sequences (exact match, character error rate, BLEU: sequence-to-sequence) take a
+        search per sample, so they are computed where `decoded` asks (default: the test
+        split)."""
         self.confusion = None
-        xs, ys = self.device_data[split]
-        n = len(ys)
-        if n == 0:
+        data = getattr(self.splits, split)
+        if len(data) == 0:
             return {}
-        sums = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
+        metrics = self.spec.metrics
+        sums = MetricSums(self.backend.xp, metrics, self.classification)
         totals = (ClassificationTotals(self.splits.num_classes) if self.classification
                   else RegressionTotals())
-        size, to_host = self.spec.train.eval_batch_size, self.backend.to_host
-        for start in range(0, n, size):
-            xb, yb = xs[start:start + size], ys[start:start + size]
-            loss, out = self.eval_plan().run([xb, yb, *self.params, *self.states])
-            sums.update(float(loss), out, yb)
-            totals.update(to_host(out), to_host(yb))
+        to_host = self.backend.to_host
+        weights = self.weights() if self.decoder is not None else None
+        spans = SpanTotals(self.splits.info.get("tags")) if "span_f1" in metrics else None
+        for idx in self.batches(split, self.spec.train.eval_batch_size, False):
+            arrays, steps = self.batch_feeds(split, idx)
+            loss, out = self.eval_plan(steps).run([*arrays, *self.params, *self.states])
+            yb = arrays[1]
+            mask = arrays[self.label_mask_at] if self.label_mask_at is not None else None
+            sums.update(float(loss), out, yb, mask)
+            host_out, host_y = to_host(out), to_host(yb)
+            host_mask = None if mask is None else to_host(mask) > 0
+            pred = self.decoder(host_out, host_mask, weights) if self.decoder else None
+            if spans is not None:
+                spans.update(host_y, pred if pred is not None else host_out.argmax(-1),
+                             host_mask)
+            if host_mask is not None:  # only the real steps are labelled examples
+                host_out, host_y = host_out[host_mask], host_y[host_mask]
+                pred = None if pred is None else pred[host_mask]
+            if pred is not None:
+                totals.update(host_out, host_y, pred)
+            else:
+                totals.update(host_out, host_y)
         self.confusion = getattr(totals, "confusion", None)
         result = {f"{split}_loss": sums.result(split)[f"{split}_loss"]}
         everything = {**sums.result(split), **totals.result(split)}
-        result.update({f"{split}_{m}": everything[f"{split}_{m}"] for m in self.spec.metrics})
+        if spans is not None:
+            everything[f"{split}_span_f1"] = spans.f1()
+        if self.decoder is not None:  # the running accuracy counted argmax; decoded counts
+            everything.pop(f"{split}_accuracy", None)
+            everything.update(totals.result(split))
+        result.update({f"{split}_{m}": everything[f"{split}_{m}"] for m in metrics
+                       if f"{split}_{m}" in everything})
+        wanted = [m for m in metrics if m in DECODED_METRICS]
+        if wanted and (decoded if decoded is not None else split == "test"):
+            from nnctl.train.translate import decoded_metrics
+            result.update(decoded_metrics(self, split, wanted))
         return result
+
+    def forward_arrays(self, arrays: list) -> np.ndarray:
+        """The model's output on the host for a batch of host arrays in feed order without
+        the labels: [x], or for padded sequences [x, x_mask] (+ [decoder_input, y_mask] for
+        sequence pairs); evaluation mode. A plan is compiled per padded length and kept."""
+        if self.splits.padded:
+            steps = (arrays[0].shape[1],) + ((arrays[2].shape[1],) if self.splits.pairs else ())
+        else:
+            steps = ()
+        plan = self._forward_plans.get(steps)
+        if plan is None:
+            outputs, feeds = self.builder.forward_step(steps=steps)
+            plan = self._forward_plans[steps] = compile_graph(
+                outputs, feeds, self.backend, capacity={"B": max(len(arrays[0]), 1)},
+                jit=self._jit())
+        device = [self.backend.asarray(a) for a in arrays]
+        (out,) = plan([*device, *self.params, *self.states])
+        return self.backend.to_host(out)
 
     def forward(self, xb):
         """The model's output for a batch of inputs (evaluation mode, no labels needed)."""
-        if self._forward_plan is None:
-            x, _, out = self.builder.build_forward(training=False)
-            feeds = [x, *self.builder.params.values(), *self.builder.states.values()]
-            self._forward_plan = compile_graph([out], feeds, self.backend, capacity={
-                "B": max(len(xb), 1)}, jit=self.train_plan().jit)
-        (out,) = self._forward_plan([xb, *self.params, *self.states])
-        return out
+        return self.forward_arrays([xb])
 
     def weights(self) -> dict[str, np.ndarray]:
         names, arrays = self.param_names + self.state_names, self.params + self.states

@@ -117,7 +117,7 @@ def mid_epoch(run: Path) -> tuple[dict, dict]:
     arrays, meta = read(run)
     arrays["optim/step"] = np.array(27, np.int64)
     meta.update(step_in_epoch=5, global_step=27, partial={
-        "xp": None, "metrics": ["accuracy"], "classification": True, "n": 160,
+        "xp": None, "metrics": ["accuracy"], "classification": True, "n": 160, "weight": 160,
         "loss": 100.0, "correct": 80, "positions": 160, "abs_err": 0.0, "sq_err": 0.0})
     return arrays, meta
 
