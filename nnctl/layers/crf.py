@@ -172,7 +172,8 @@ class CRF(Layer):
         onehot = tags.one_hot(emissions.shape[-1], emissions.dtype)  # [B, T, K]
         emit = (emissions * onehot).sum(-1)  # [B, T]
         first = (onehot[:, 0] * start).sum(-1)  # [B]
-        ends = (onehot * end).sum(-1)  # [B, T]: end[y_t] at every step; only the last real one counts
+        # end[y_t] at every step [B, T]; only each sequence's last real step counts
+        ends = (onehot * end).sum(-1)
         if emissions.shape[1] > 1:
             # [B, T-1, K] @ [K, K] gives A[y_(t-1), :]; the one-hot of y_t picks the column
             moves = ((onehot[:, :-1] @ trans) * onehot[:, 1:]).sum(-1)  # [B, T-1]
