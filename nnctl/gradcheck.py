@@ -180,17 +180,23 @@ def check_model(config, batch: int = 4, directions: int = 4, eps: float = EPS,
     config64 = dataclasses.replace(config, spec=spec64)
     splits, builder = prepare(config64)
     backend = get_backend("cpu")
+    from nnctl.data.batching import batch_arrays, batch_steps
+
     n = min(batch, len(splits.train))
-    outputs, feeds = builder.training_step(n)
+    # padded sequences: the first n samples, padded to their longest, with their masks; so
+    # the check covers the masks' paths (a sample shorter than the batch's longest)
+    idx = np.arange(n)
+    multiple = spec.train.pad_multiple
+    data = batch_arrays(splits.train, idx, multiple, "float64")
+    outputs, feeds = builder.training_step(n, batch_steps(splits.train, idx, multiple))
     plan = compile_graph(outputs, feeds, backend)
-    xb, yb = splits.train.x[:n], splits.train.y[:n]
     names = list(builder.params)
     params = [builder.model.initial[k].astype(np.float64) for k in names]
     states = [builder.model.initial[k].astype(np.float64) for k in builder.states]
 
     def run(ps):
         plan.rng = backend.rng(seed)
-        return plan([xb, yb, *ps, *states])
+        return plan([*data, *ps, *states])
 
     grads = run(params)[2:2 + len(params)]
     rng = np.random.default_rng(seed)

@@ -6,12 +6,14 @@ Train, gradcheck and export-graph all start here, so they see the same graph.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
+from nnctl.config.schema import CLASSIFICATION_LOSSES
 from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
                         load_words,
                         make_adding, make_parity, make_spirals, split)
@@ -111,15 +113,15 @@ def load_splits(config: Config) -> Splits:
     spec = config.spec
     data = load_dataset(config)
     integer_labels = np.issubdtype(data.y.dtype, np.integer)
-    if spec.loss.name == "cross_entropy":
+    if spec.loss.name in CLASSIFICATION_LOSSES:
         if not integer_labels:
-            raise config.error(("loss",), "cross_entropy needs integer class labels, but the "
-                               f"data's labels are {data.y.dtype} of shape "
+            raise config.error(("loss",), f"{spec.loss.name} needs integer class labels, but "
+                               f"the data's labels are {data.y.dtype} of shape "
                                f"{list(data.y.shape)}")
-        num_classes = data.num_classes
+        num_classes = _class_count(data)
     else:
         y = data.y.astype(spec.train.dtype)
-        data = Dataset(data.x, y[:, None] if y.ndim == 1 else y, data.name)  # one target: (N, 1)
+        data = dataclasses.replace(data, y=y[:, None] if y.ndim == 1 else y)  # (N, 1) for one
         num_classes = None
     d = spec.data
     try:
@@ -129,19 +131,31 @@ def load_splits(config: Config) -> Splits:
         raise config.error(("data", "split"), str(err)) from None
     if np.issubdtype(data.x.dtype, np.integer):
         norm = Normalizer.fit(train.x, "none")
-        vocab = int(data.x.max()) + 1 if data.x.size else 0
-        train, val, test = (Dataset(s.x.astype(np.int64), s.y, s.name)
-                            for s in (train, val, test))
+        tokens = data.info.get("input")
+        vocab = len(tokens) if tokens is not None else \
+            int(data.x.max()) + 1 if data.x.size else 0
+        train, val, test = (s.with_x(s.x.astype(np.int64)) for s in (train, val, test))
     else:
         norm, vocab = Normalizer.fit(train.x, d.normalize), None
         dtype = spec.train.dtype
-        train, val, test = (Dataset(norm.apply(s.x).astype(dtype), s.y, s.name)
+        train, val, test = (s.with_x(norm.apply(s.x).astype(dtype))
                             for s in (train, val, test))
     for part in (train, val, test):
         if np.issubdtype(part.x.dtype, np.floating) and not np.isfinite(part.x).all():
             raise DataError(f"the features hold NaN or Inf after normalisation ({d.normalize}); "
                             "check the data's range")
     return Splits(train, val, test, norm, num_classes, vocab)
+
+
+def _class_count(data: Dataset) -> int:
+    """Classes: the size of the data's label vocabulary (a target token vocabulary, tag or
+    label names) where it has one, so that a class absent from the samples still gets its
+    output; else the largest label + 1."""
+    for key in ("target", "tags", "labels"):
+        names = data.info.get(key)
+        if names is not None:
+            return len(names)
+    return data.num_classes
 
 
 class StepBuilder:
@@ -151,7 +165,14 @@ class StepBuilder:
     def __init__(self, config: Config, splits: Splits, init_rng: np.random.Generator):
         self.config, self.splits = config, splits
         self.dtype = config.spec.train.dtype
-        hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype}
+        info = splits.info
+        hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype,
+                 "tags": info.get("tags"), "sample_rate": info.get("sample_rate")}
+        wanted = config.spec.model.model_inputs() - {MODEL_INPUT}
+        if wanted and not splits.pairs:
+            raise config.error(("model", "layers"), f"layers read '{DECODER_INPUT}', which "
+                               "only sequence-pair data (e.g. dataset: text_pairs or dates) "
+                               "has")
         try:
             self.model: Model = build_model(config.spec.model, init_rng, hints)
         except LayerError as err:

@@ -55,14 +55,19 @@ def evaluate(
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
-    inputs: Annotated[Path, typer.Argument(help="Features: .npz (array x) or .csv.")],
+    inputs: Annotated[Path, typer.Argument(
+        help="Features: .npz (array x) or .csv; for a text model, a text file of one input "
+             "per line.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.csv/.npz).")],
     weights: Annotated[str, typer.Option(help="final or best.")] = "final",
+    beam: Annotated[int, typer.Option(min=1, help="Sequence to sequence: beam width (1: "
+                                                  "greedy).")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: ThreadsOption = None,
 ) -> None:
     """Predictions of a trained run for new inputs: the class and the probabilities (or the
-    regression outputs), one row per input.
+    regression outputs), one row per input; for text models the class, the tag of each token,
+    or the translation of each line.
 
     Example: [bold]nnctl predict runs/digits_mlp-20261127-101500 new.csv -o predictions.csv[/]
     """
@@ -73,6 +78,6 @@ def predict(
         from nnctl.train.run_dir import check_writable_folder
         check_writable_folder(output.parent, "--output")  # before the predictions are computed
         with use_threads(parse_threads(threads)):
-            n = predict_run(run_dir, inputs, output, get_backend(device), weights)
+            n = predict_run(run_dir, inputs, output, get_backend(device), weights, beam)
         print(f"wrote {n} predictions to {output}")
     guarded(run)

@@ -19,8 +19,8 @@ def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
         raise ValueError(f"unknown format {fmt!r}")
     splits, builder = prepare(config)
     batch = batch or config.spec.train.batch_size
-    x, y, out = builder.build_forward(batch, training=True)
-    loss = builder.loss(out, y)
+    feeds, out = builder.build(batch, training=True)
+    loss = builder.loss(out, feeds.y, feeds.y_mask)
     outputs = {"loss": loss.node}
     if backward:
         from nnctl.autodiff import grad

@@ -113,7 +113,7 @@ def _numeric(row) -> bool:
 
 
 def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
-                weights: str = "final") -> int:
+                weights: str = "final", beam: int = 1) -> int:
     """Write predictions for `inputs` to `output` (.csv or .npz); returns how many."""
     if output.resolve() == inputs.resolve():
         raise UsageError("the output would overwrite the input file")
@@ -121,6 +121,10 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         raise UsageError(f"-o: expected a .csv or .npz file, got {output.name}")
     trainer = load_run(run_dir, backend, weights)
     splits = trainer.splits
+    if splits.padded:  # texts: one per line
+        columns = _predict_texts(trainer, inputs, beam)
+        _write_predictions(output, columns)
+        return len(next(iter(columns.values())))
     integer = splits.vocab is not None
     x = read_inputs(inputs, splits.feature_shape, integer)
     if not integer:
@@ -142,20 +146,104 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
     return len(x)
 
 
+def read_texts(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, one input each; an empty line is an error."""
+    from nnctl.data.text import load_text
+    lines = load_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            raise DataError("empty line; expected one input text per line",
+                            path=f"{path}:{number}")
+    return lines
+
+
+def encode_texts(trainer: Trainer, texts: list[str], where: list[str]) -> tuple:
+    """Token ids [n, longest] padded with PAD, and the lengths, checked against the longest
+    input the model was trained for (`data.max_len`)."""
+    vocab = trainer.splits.info["input"]
+    limit = getattr(trainer.spec.data, "max_len", None) or trainer.splits.train.x.shape[1]
+    encoded = []
+    for text, at in zip(texts, where):
+        ids = vocab.encode(text, where=at)
+        if len(ids) > limit:
+            raise DataError(f"{len(ids)} tokens, more than the model's max_len {limit}",
+                            path=at)
+        if len(ids) == 0:
+            raise DataError("no tokens; expected some text", path=at)
+        encoded.append(ids)
+    lengths = np.array([len(e) for e in encoded], np.int64)
+    x = np.zeros((len(encoded), int(lengths.max(initial=1))), np.int64)
+    for i, ids in enumerate(encoded):
+        x[i, :len(ids)] = ids
+    return x, lengths
+
+
+def _predict_texts(trainer: Trainer, path: Path, beam: int) -> dict:
+    """Predictions for texts: a translation per line (sequence pairs), a tag per token
+    (tagging), or a class per line (text classification)."""
+    from nnctl.data.batching import steps_mask
+    texts = read_texts(path)
+    if trainer.splits.pairs:
+        from nnctl.train.translate import translate
+        return {"source": texts, "prediction": translate(trainer, texts, beam=beam)}
+    where = [f"{path}:{i}" for i in range(1, len(texts) + 1)]
+    x, lengths = encode_texts(trainer, texts, where)
+    dtype = trainer.spec.train.dtype
+    size = trainer.spec.train.eval_batch_size
+    tagging = trainer.label_mask_at is not None
+    rows, classes, probabilities = [], [], []
+    weights = trainer.weights() if trainer.decoder is not None else None
+    for start in range(0, len(x), size):
+        xb, lb = x[start:start + size], lengths[start:start + size]
+        xb = xb[:, :int(lb.max())]
+        mask = steps_mask(lb, xb.shape[1], dtype)
+        out = trainer.forward_arrays([xb, mask])
+        if tagging:
+            pred = trainer.decoder(out, mask > 0, weights) if trainer.decoder else \
+                out.argmax(-1)
+            rows.extend(p[:n] for p, n in zip(pred, lb))
+        else:
+            z = out - out.max(axis=-1, keepdims=True)
+            prob = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+            classes.append(prob.argmax(-1))
+            probabilities.append(prob)
+    info = trainer.splits.info
+    if tagging:
+        tags = info.get("tags") or [str(k) for k in range(trainer.splits.num_classes)]
+        return {"text": texts, "tags": [" ".join(tags[t] for t in r) for r in rows]}
+    prob = np.concatenate(probabilities)
+    cls = np.concatenate(classes)
+    columns = {"class": cls, "probabilities": prob}
+    if info.get("labels") is not None:
+        columns["label"] = np.array([info["labels"][c] for c in cls])
+    return columns
+
+
 def _write_predictions(path: Path, columns: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npz":
-        atomic_write(path, lambda f: np.savez(f, **columns))
+        atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in
+                                                    columns.items()}))
         return
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    if "class" in columns:
+    if all(isinstance(v, list) for v in columns.values()):
+        names = list(columns)  # texts (translations, tags): one row per input
+        writer.writerow(names)
+        for row in zip(*(columns[n] for n in names)):
+            writer.writerow(row)
+    elif "class" in columns:
         prob = columns["probabilities"].reshape(len(columns["class"]), -1)
         if columns["class"].ndim > 1:
             raise UsageError("sequence predictions need an .npz output")
-        writer.writerow(["class"] + [f"p{k}" for k in range(prob.shape[1])])
-        for c, p in zip(columns["class"], prob):
-            writer.writerow([int(c)] + [f"{v:.6g}" for v in p])
+        labels = columns.get("label")
+        writer.writerow(["class"] + (["label"] if labels is not None else []) +
+                        [f"p{k}" for k in range(prob.shape[1])])
+        for i, (c, p) in enumerate(zip(columns["class"], prob)):
+            writer.writerow([int(c)] + ([labels[i]] if labels is not None else []) +
+                            [f"{v:.6g}" for v in p])
     else:
         pred = columns["prediction"].reshape(len(columns["prediction"]), -1)
         writer.writerow([f"y{k}" for k in range(pred.shape[1])])

@@ -46,6 +46,18 @@ MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1
 DECODED_METRICS = ("exact_match", "char_error_rate", "bleu")
 
 
+def data_info(info: dict) -> dict:
+    """The JSON form of what every split shares (Dataset.info)."""
+    out = {}
+    for key, value in info.items():
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        out[key] = value
+    return out
+
+
 class Interrupted(NnctlError):
     """Training stopped by Ctrl-C or SIGTERM after a whole step; a checkpoint was written."""
 
@@ -214,6 +226,9 @@ class Trainer:
             vocab = vocabulary(self.config)
             if vocab is not None:  # text models need it to encode prompts and decode samples
                 run.write_json("vocab.json", vocab.to_dict())
+            info = data_info(self.splits.info)
+            if info:  # vocabularies, tag and label names, the sample rate: how data was read
+                run.write_json("data.json", info)
         plan = self.train_plan()
         self.events.on_train_start({
             "run_dir": str(run.path) if run else None, "epochs": self.epochs,
