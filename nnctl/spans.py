@@ -12,8 +12,7 @@ computes precision, recall and F1 once at the end, as conlleval does over a whol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -48,9 +47,9 @@ def bio_spans(tags: Sequence[int], parsed: Sequence[tuple[str, str | None]]
     return spans
 
 
-@dataclass(frozen=True)
-class SpanCounts:
-    """Exactly matching spans, predicted spans and gold spans; summed over batches."""
+class SpanCounts(NamedTuple):
+    """Exactly matching spans, predicted spans and gold spans; `+` sums them (over batches),
+    and they unpack as a tuple: tp, predicted, gold = span_counts(...)."""
 
     correct: int = 0
     predicted: int = 0
@@ -75,16 +74,17 @@ class SpanCounts:
         return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def span_counts(predicted: np.ndarray, gold: np.ndarray, mask: np.ndarray | None,
+def span_counts(gold: np.ndarray, predicted: np.ndarray, mask: np.ndarray | None,
                 names: Sequence[str]) -> SpanCounts:
-    """Counts for a batch: predicted and gold tag ids [B, T], mask [B, T] (1 at real steps,
-    padding at the end; None: all real), the tag names in id order."""
+    """Counts for a batch: gold and predicted tag ids [B, T] (seqeval's order: true first),
+    mask [B, T] (1 or True at real steps, padding at the end; None: all real), the tag names
+    in id order."""
     parsed = parse_tags(names)
-    predicted, gold = np.asarray(predicted), np.asarray(gold)
+    gold, predicted = np.asarray(gold), np.asarray(predicted)
     lengths = (np.full(len(gold), gold.shape[1]) if mask is None
                else np.asarray(mask).sum(axis=1).round().astype(np.int64))
     total = SpanCounts()
     for p, g, n in zip(predicted, gold, lengths):
         ps, gs = bio_spans(p[:n], parsed), bio_spans(g[:n], parsed)
-        total = total + SpanCounts(len(ps & gs), len(ps), len(gs))
+        total += SpanCounts(len(ps & gs), len(ps), len(gs))
     return total

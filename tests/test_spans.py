@@ -32,17 +32,19 @@ def test_counts_sum_over_batches_and_respect_the_mask():
     pred = np.array([[ID[t] for t in ("B-NP", "I-NP", "O", "B-NP")],    # 1 of 2 right
                      [ID[t] for t in ("B-VP", "I-VP", "I-NP", "B-VP")]])  # padding after 3
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
-    c = span_counts(pred, gold, mask, NAMES)
+    c = span_counts(gold, pred, mask, NAMES)
     assert c == SpanCounts(correct=3, predicted=4, gold=4)
     assert c.precision == 0.75 and c.recall == 0.75 and c.f1 == 0.75
-    halves = span_counts(pred[:1], gold[:1], mask[:1], NAMES) + \
-        span_counts(pred[1:], gold[1:], mask[1:], NAMES)
+    halves = span_counts(gold[:1], pred[:1], mask[:1], NAMES) + \
+        span_counts(gold[1:], pred[1:], mask[1:], NAMES)
     assert halves == c
     # a boundary off by one is wrong (exact match), and so is the right extent with a wrong type
-    c = span_counts(np.array([[1, 2, 2, 0]]), np.array([[1, 2, 0, 0]]), None, NAMES)
+    c = span_counts(np.array([[1, 2, 0, 0]]), np.array([[1, 2, 2, 0]]), None, NAMES)
     assert c == SpanCounts(0, 1, 1) and c.f1 == 0.0
-    c = span_counts(np.array([[3, 4, 0]]), np.array([[1, 2, 0]]), None, NAMES)
-    assert c == SpanCounts(0, 1, 1)
+    c = span_counts(np.array([[1, 2, 0]]), np.array([[3, 4, 3]]), mask[1:2, :3] > 0, NAMES)
+    assert c == SpanCounts(correct=0, predicted=2, gold=1)
+    tp, predicted, gold_spans = c  # unpacks as a tuple
+    assert (tp, predicted, gold_spans) == (0, 2, 1)
 
 
 def test_precision_recall_f1_edges():
@@ -65,7 +67,7 @@ def test_matches_seqeval_on_random_sequences():
     pred = np.where(rng.random(gold.shape) < 0.7, gold, rng.integers(0, len(NAMES), gold.shape))
     lengths = rng.integers(1, 13, size=200)
     mask = (np.arange(12)[None] < lengths[:, None]).astype(np.float32)
-    c = span_counts(pred, gold, mask, NAMES)
+    c = span_counts(gold, pred, mask, NAMES)
     as_names = [[[NAMES[t] for t in row[:n]] for row, n in zip(a, lengths)] for a in (gold, pred)]
     assert c.f1 == pytest.approx(metrics.f1_score(*as_names), rel=1e-12)
     assert c.precision == pytest.approx(metrics.precision_score(*as_names), rel=1e-12)
