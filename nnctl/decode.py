@@ -16,11 +16,13 @@ extensions, one that ends with EOS among the first `beam` is finished, the other
 
 the formula of fairseq and Hugging Face (GNMT's ((5 + |y|) / 6) ** alpha is not used). The
 search of a source stops when `beam` hypotheses are finished and no live one can still beat
-the worst of them, or when `max_len` tokens have been generated: the live hypotheses are then
-finished as they are, cut off without EOS. The bound is exact (Hugging Face's
-early_stopping="never"): log-probabilities only fall as a hypothesis grows, so a live one
-whose total is L can at best reach L / n ** alpha with n = max_len for alpha > 0 (a longer
-divisor shrinks a negative score's size), n = its next length for alpha <= 0.
+the worst of them. The bound is exact (Hugging Face's early_stopping="never"):
+log-probabilities only fall as a hypothesis grows, so a live one whose total is L can at best
+reach L / n ** alpha with n = max_len + 1 for alpha > 0 (a longer divisor shrinks a negative
+score's size), n = its next length for alpha <= 0.
+
+`max_len` is the most tokens an answer may have besides EOS: after max_len tokens, EOS is
+forced (fairseq's rule), so every answer is scored with its end, the cut-off ones too.
 
 Ties are broken the same way every time: the better-ranked hypothesis first, then the lower
 token id (what numpy's argmax does), so beam search with width 1 and alpha = 0 gives exactly
@@ -63,18 +65,19 @@ def _log_probs(step: Step, prefixes: np.ndarray, rows: np.ndarray) -> np.ndarray
 
 
 def greedy(step: Step, sources: int, max_len: int, bos: int, eos: int) -> list[Decoded]:
-    """The most likely next token at every step, until EOS or `max_len` tokens (EOS counted)."""
+    """The most likely next token at every step, until EOS; EOS forced after max_len tokens."""
     _check(sources, max_len)
     prefixes = np.full((sources, 1), bos, dtype=np.int64)
     totals = np.zeros(sources)
     ended = np.zeros(sources, dtype=bool)
     lengths = np.full(sources, max_len)  # tokens kept, EOS excluded
-    for t in range(max_len):
+    for t in range(max_len + 1):
         rows = np.flatnonzero(~ended)
         if not len(rows):
             break
         logp = _log_probs(step, prefixes[rows], rows)
-        best = logp.argmax(axis=1)  # the lowest token id among equals
+        # the lowest token id among equals; after max_len tokens, the end
+        best = logp.argmax(axis=1) if t < max_len else np.full(len(rows), eos)
         totals[rows] += logp[np.arange(len(rows)), best]
         column = np.full(sources, eos, dtype=np.int64)  # finished rows are padded with EOS
         column[rows] = best
@@ -117,7 +120,7 @@ class _Source:
         if len(self.finished) < self.beam:
             return True
         best = self.live[0][1]
-        reach = max_len if alpha > 0 else length + 1
+        reach = max_len + 1 if alpha > 0 else length + 1
         return normalised(best, reach, alpha) > self.finished[-1].score
 
 
@@ -127,7 +130,7 @@ def beam_search(step: Step, sources: int, beam: int, max_len: int, bos: int, eos
     _check(sources, max_len, beam)
     alpha = float(length_penalty)
     states = [_Source(beam) for _ in range(sources)]
-    for t in range(max_len):
+    for t in range(max_len + 1):
         active = [i for i, s in enumerate(states) if not s.done]
         if not active:
             break
@@ -142,6 +145,11 @@ def beam_search(step: Step, sources: int, beam: int, max_len: int, bos: int, eos
             n = len(s.live)
             totals = np.array([total for _, total in s.live])[:, None] + logp[at:at + n]
             at += n
+            if t == max_len:  # EOS forced: every live hypothesis finishes
+                for (tokens, _), total in zip(s.live, totals[:, eos]):
+                    s.finish(tokens, float(total), t + 1, alpha)
+                s.done = True
+                continue
             flat = totals.ravel()
             # stable: equal totals keep (hypothesis rank, token id) order
             order = np.argsort(-flat, kind="stable")[:2 * beam]
@@ -155,10 +163,6 @@ def beam_search(step: Step, sources: int, beam: int, max_len: int, bos: int, eos
                 elif len(live) < beam:
                     live.append((tokens + (v,), total))
             s.live = live
-            if t + 1 == max_len:  # cut off: the live ones finish as they are, without EOS
-                for tokens, total in live:
-                    s.finish(tokens, total, t + 1, alpha)
-                s.done = True
-            elif not live or not s.can_improve(t + 1, max_len, alpha):
+            if not live or not s.can_improve(t + 1, max_len, alpha):
                 s.done = True
     return [s.finished[0] if s.finished else Decoded((), 0.0, 0.0) for s in states]

@@ -46,8 +46,7 @@ def random_step(seed):
 
 
 def enumerate_best(step, row, max_len, alpha):
-    """The best (tokens, score) over every sequence: ending with EOS after up to max_len - 1
-    tokens, or cut off at max_len tokens without EOS."""
+    """The best (tokens, score) over every sequence of up to max_len tokens, then EOS."""
     def logp(prefix):
         return step(np.array([(BOS,) + prefix], dtype=np.int64),
                     np.array([row], dtype=np.int64))[0]
@@ -57,11 +56,8 @@ def enumerate_best(step, row, max_len, alpha):
     for n in range(max_len + 1):
         for tokens in itertools.product(words, repeat=n):
             total = sum(logp(tokens[:i])[tokens[i]] for i in range(n))
-            if n < max_len:
-                total, length = total + logp(tokens)[EOS], n + 1
-            else:
-                length = n
-            score = normalised(total, length, alpha)
+            total += logp(tokens)[EOS]
+            score = normalised(total, n + 1, alpha)
             if best is None or score > best[1]:
                 best = (tokens, score)
     return best
@@ -133,17 +129,20 @@ def test_eos_at_the_first_step():
                                                                               rel=1e-5)
 
 
-def test_max_len_cuts_off_without_eos():
+def test_eos_is_forced_after_max_len_tokens():
     forever = {prefix: {A: 0.7, B: 0.3} for n in range(4)
                for prefix in itertools.product((A, B), repeat=n)}
     step = table_step(forever)
     calls = []
     out = greedy(table_step(forever, calls), 1, 3, BOS, EOS)[0]
-    assert out.tokens == (A, A, A) and len(calls) == 3
-    assert out.log_prob == pytest.approx(3 * math.log(0.7 / (1 + 2 * FLOOR)), rel=1e-9)
+    assert out.tokens == (A, A, A) and len(calls) == 4
+    # the answer is scored with its (forced) end
+    want = 3 * math.log(0.7 / (1 + 2 * FLOOR)) + math.log(FLOOR / (1 + 2 * FLOOR))
+    assert out.log_prob == pytest.approx(want, rel=1e-9)
     got = beam_search(step, 1, 2, 3, BOS, EOS, 1.0)[0]
     assert got.tokens == (A, A, A)
-    assert got.score == pytest.approx(got.log_prob / 3, rel=1e-12)
+    assert got.log_prob == pytest.approx(want, rel=1e-9)
+    assert got.score == pytest.approx(got.log_prob / 4, rel=1e-12)
 
 
 def test_ties_go_to_the_lower_token_id_and_repeat():
@@ -182,7 +181,7 @@ def test_sources_are_searched_independently_in_one_call_per_step():
         return step(prefixes, rows)
 
     together = beam_search(counting, 4, 3, 6, BOS, EOS, 0.5)
-    assert len(calls) <= 6 and calls[0] == [0, 1, 2, 3]
+    assert len(calls) <= 7 and calls[0] == [0, 1, 2, 3]  # max_len tokens, then EOS
     alone = [beam_search(lambda p, r, i=i: step(p, np.full_like(r, i)), 1, 3, 6, BOS, EOS,
                          0.5)[0] for i in range(4)]
     assert together == alone
