@@ -196,3 +196,18 @@ def test_matches_torchcrf(constraints):
     ours = layer.decode(em, MASK, w)
     for b, path in enumerate(best):
         assert ours[b, :len(path)].tolist() == path
+
+
+# ---- from the config -------------------------------------------------------------------------
+
+def test_spec_builds_a_constrained_crf_from_the_data_tags(model_spec):
+    from nnctl.layers import build_model
+    spec = model_spec("layers:\n  - dense: {units: classes}\n  - crf: {constraints: bio}\n")
+    model = build_model(spec, np.random.default_rng(0), {"classes": 5, "tags": BIO_TAGS})
+    crf = model.layers[model.output]
+    assert isinstance(crf, CRF) and crf.tags == BIO_TAGS
+    assert crf.forbidden_start.tolist() == [False, False, True, False, True]
+    errors = []
+    model_spec("layers:\n  - crf: {constraints: bioes}\n", errors)
+    assert errors == ["m.yaml:2: layers[0].crf.constraints: unknown value 'bioes' (did you "
+                      "mean 'bio'?)"]
