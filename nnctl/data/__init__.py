@@ -30,3 +30,6 @@ __all__ = [
     "split",
     "write_idx",
 ]
+
+# the data kinds defined in their own modules register their loaders (nnctl.data.kinds)
+from nnctl.data import dates, pairs, text_lines  # noqa: E402,F401
