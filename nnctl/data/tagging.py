@@ -2,81 +2,36 @@
 
 Both kinds give x int64 [N, T] word ids padded at the end with PAD = 0, y int64 [N, T] tag
 ids (0 at padded steps, which the mask leaves out anyway), x_len (N,) the sentences' lengths,
-info["input"] the word vocabulary (a WordVocabulary) and info["tags"] the tag names in id order.
+info["input"] the word vocabulary (a word-level nnctl.data.tokens.TokenVocab: PAD 0, UNK 1, BOS 2,
+EOS 3, then the words by frequency) and info["tags"] the tag names in id order.
 
 The word vocabulary is built from the training split only, so that validation and test words
 never seen in training are UNK, as they would be for new text. The trainer splits the samples
-later (nnctl.step.load_splits); `train_indices` repeats that seeded split to know which
-samples it puts in train.
+later (nnctl.step.load_splits); nnctl.data.tokens.training_indices repeats that seeded split
+(unstratified: the labels are 2-D) to know which samples it puts in train.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 import numpy as np
 
-from nnctl.data.batching import BOS, EOS, PAD, UNK
-from nnctl.data.dataset import Dataset, split
+from nnctl.data.batching import PAD
+from nnctl.data.dataset import Dataset
 from nnctl.data.kinds import register_loader
+from nnctl.data.tokens import TokenVocab, training_indices
 from nnctl.errors import DataError
 
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids PAD, UNK, BOS, EOS
-assert (PAD, UNK, BOS, EOS) == (0, 1, 2, 3)
 DOCSTART = "-DOCSTART-"  # CoNLL-2003's document separator line, skipped
 
 
-class WordVocabulary:
-    """Word <-> id: the four special tokens first (PAD 0, UNK 1, BOS 2, EOS 3), then the words
-    in order of first appearance. Unknown words encode as UNK; `lowercase` folds case first."""
-
-    def __init__(self, words, lowercase: bool = False):
-        self.lowercase = bool(lowercase)
-        self.tokens: tuple[str, ...] = SPECIALS + tuple(
-            w for w in dict.fromkeys(words) if w not in SPECIALS)
-        self._index = {w: i for i, w in enumerate(self.tokens)}
-
-    @classmethod
-    def build(cls, sentences, min_count: int = 1, lowercase: bool = False) -> WordVocabulary:
-        """The words seen at least `min_count` times in `sentences` (lists of words)."""
-        counts = Counter(w.lower() if lowercase else w for s in sentences for w in s)
-        return cls((w for w, c in counts.items() if c >= min_count), lowercase)
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, WordVocabulary) and self.tokens == other.tokens
-                and self.lowercase == other.lowercase)
-
-    def __repr__(self) -> str:
-        return f"WordVocabulary({len(self)} tokens, lowercase={self.lowercase})"
-
-    def encode(self, words) -> np.ndarray:
-        """int64 ids of a list of words; a word not in the vocabulary is UNK."""
-        fold = str.lower if self.lowercase else str
-        return np.array([self._index.get(fold(w), UNK) for w in words], dtype=np.int64)
-
-    def decode(self, ids) -> list[str]:
-        return [self.tokens[int(i)] for i in ids]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tokens": list(self.tokens), "lowercase": self.lowercase}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WordVocabulary:
-        try:
-            tokens, lowercase = d["tokens"], d.get("lowercase", False)
-        except (KeyError, TypeError, AttributeError):
-            raise DataError("word vocabulary: expected a mapping with a 'tokens' list") from None
-        if not (isinstance(tokens, list) and tuple(tokens[:4]) == SPECIALS
-                and all(isinstance(t, str) for t in tokens)
-                and len(set(tokens)) == len(tokens)):
-            raise DataError("word vocabulary: 'tokens' must be a list of distinct strings "
-                            f"starting with {', '.join(SPECIALS)}")
-        return cls(tokens[4:], bool(lowercase))
+def word_vocabulary(sentences: list[list[str]], min_count: int = 1,
+                    lowercase: bool = False) -> TokenVocab:
+    """The words of `sentences` (lists of words without whitespace) as a word-level TokenVocab,
+    so that `predict` reads new text the same way (a line split at whitespace)."""
+    return TokenVocab.build((" ".join(s) for s in sentences), "words", lowercase, min_count)
 
 
 def order_tags(tags) -> list[str]:
@@ -90,19 +45,7 @@ def order_tags(tags) -> list[str]:
     return (["O"] if "O" in names else []) + sorted(names - {"O"}, key=key)
 
 
-def train_indices(n: int, val: float, test: float, seed: int) -> np.ndarray:
-    """The samples nnctl.step.load_splits puts in the training split for tagging data (whose
-    2-D labels are never stratified): the same seeded split on the same n. When the split
-    itself is impossible (too few samples), every sample, and load_splits reports why."""
-    ids = np.arange(n)
-    try:
-        train, _, _ = split(Dataset(ids, ids), val, test, seed=seed, stratify=False)
-    except ValueError:
-        return ids
-    return train.x
-
-
-def encode_tagged(sentences: list[list[str]], tag_seqs: list[list[str]], vocab: WordVocabulary,
+def encode_tagged(sentences: list[list[str]], tag_seqs: list[list[str]], vocab: TokenVocab,
                   tags: list[str], name: str) -> Dataset:
     """Padded arrays of tagged sentences (see the module docstring)."""
     n, longest = len(sentences), max((len(s) for s in sentences), default=1)
@@ -110,7 +53,7 @@ def encode_tagged(sentences: list[list[str]], tag_seqs: list[list[str]], vocab: 
     y = np.zeros((n, longest), dtype=np.int64)
     tag_id = {t: i for i, t in enumerate(tags)}
     for i, (words, seq) in enumerate(zip(sentences, tag_seqs)):
-        x[i, :len(words)] = vocab.encode(words)
+        x[i, :len(words)] = vocab.encode(" ".join(words))
         y[i, :len(seq)] = [tag_id[t] for t in seq]
     x_len = np.array([len(s) for s in sentences], dtype=np.int64)
     return Dataset(x, y, name, x_len=x_len, info={"input": vocab, "tags": list(tags)})
@@ -178,8 +121,8 @@ def load_conll(spec, seed: int, dtype: str) -> Dataset:
     """`dataset: conll`: the file's sentences; words from the training split only (those
     seen fewer than min_count times there are UNK); tags from the whole file."""
     sentences, tag_seqs = read_conll(spec.path, spec.max_len, spec.truncate)
-    train = train_indices(len(sentences), spec.split.val, spec.split.test, seed)
-    vocab = WordVocabulary.build([sentences[i] for i in train], spec.min_count, spec.lowercase)
+    train = training_indices(len(sentences), None, spec.split, seed, stratify=False)
+    vocab = word_vocabulary([sentences[i] for i in train], spec.min_count, spec.lowercase)
     tags = order_tags(t for seq in tag_seqs for t in seq)
     return encode_tagged(sentences, tag_seqs, vocab, tags, Path(spec.path).stem)
 
@@ -210,6 +153,7 @@ VERBS = ("runs", "sleeps", "eats", "sings", "falls", "grows", "waits", "jumps", 
          "wins", "loses", "learns", "dances")
 PREPOSITIONS = ("in", "on", "under", "near", "over", "with", "behind", "across")
 JOINERS = (",", "and", "or", "but", ";")
+DEFAULT_SPLIT = SimpleNamespace(val=0.15, test=0.15)  # the config's default data.split
 
 
 def _chunk(kind: str, rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -244,18 +188,19 @@ def chunk_sentence(rng: np.random.Generator, min_len: int,
 
 
 def make_chunks(samples: int, min_len: int = 5, max_len: int = 25, seed: int = 0,
-                val: float = 0.15, test: float = 0.15) -> Dataset:
+                split=None) -> Dataset:
     """`samples` generated sentences of min_len..max_len words with BIO chunk tags (NP, VP,
     PP, O); the target length of each is uniform in [min_len, max_len]. The word vocabulary
-    comes from the training split of the same seeded split the trainer makes."""
+    comes from the training split of the seeded split the trainer makes with `split` (an
+    object with .val and .test fractions; default 0.15 and 0.15, the config's default)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 9]))  # the data's own stream
     sentences, tag_seqs = [], []
     for _ in range(samples):
         words, tags = chunk_sentence(rng, int(rng.integers(min_len, max_len + 1)), max_len)
         sentences.append(words)
         tag_seqs.append(tags)
-    train = train_indices(samples, val, test, seed)
-    vocab = WordVocabulary.build([sentences[i] for i in train])
+    train = training_indices(samples, None, split or DEFAULT_SPLIT, seed, stratify=False)
+    vocab = word_vocabulary([sentences[i] for i in train])
     tags = order_tags(t for seq in tag_seqs for t in seq)
     return encode_tagged(sentences, tag_seqs, vocab, tags, "chunks")
 
@@ -263,5 +208,4 @@ def make_chunks(samples: int, min_len: int = 5, max_len: int = 25, seed: int = 0
 @register_loader("chunks")
 def load_chunks(spec, seed: int, dtype: str) -> Dataset:
     """`dataset: chunks`: generated BIO chunks, seeded by the config's seed."""
-    return make_chunks(spec.samples, spec.min_len, spec.max_len, seed, spec.split.val,
-                       spec.split.test)
+    return make_chunks(spec.samples, spec.min_len, spec.max_len, seed, spec.split)

@@ -10,8 +10,8 @@ import pytest
 
 from nnctl.config import load_config
 from nnctl.data.batching import PAD, UNK
-from nnctl.data.tagging import (WordVocabulary, make_chunks, order_tags, read_conll,
-                                train_indices)
+from nnctl.data.tagging import make_chunks, order_tags, read_conll, word_vocabulary
+from nnctl.data.tokens import TokenVocab, training_indices
 from nnctl.errors import ConfigError, DataError
 from nnctl.spans import parse_tags
 from nnctl.step import load_dataset, load_splits
@@ -65,14 +65,12 @@ def test_read_conll_errors_name_the_line(tmp_path):
         read_conll(tmp_path / "absent.conll")
 
 
-def test_vocabulary_round_trip_and_unknown_words():
-    vocab = WordVocabulary.build([["The", "dog"], ["the", "dog", "cat"]], min_count=2,
-                                 lowercase=True)
-    assert vocab.tokens == ("<pad>", "<unk>", "<bos>", "<eos>", "the", "dog")
-    assert vocab.encode(["DOG", "cat", "The"]).tolist() == [5, UNK, 4]
-    assert WordVocabulary.from_dict(vocab.to_dict()) == vocab
-    with pytest.raises(DataError, match="'tokens' must be a list"):
-        WordVocabulary.from_dict({"tokens": ["the"]})
+def test_word_vocabulary_is_a_word_token_vocab():
+    vocab = word_vocabulary([["The", "dog"], ["the", "dog", "cat"]], min_count=2,
+                            lowercase=True)
+    assert isinstance(vocab, TokenVocab) and vocab.level == "words"
+    assert vocab.tokens == ("dog", "the")  # by frequency, ties in code-point order
+    assert vocab.encode("DOG cat The").tolist() == [4, UNK, 5]
 
 
 def test_order_tags_puts_o_first():
@@ -89,7 +87,7 @@ def test_conll_kind_builds_words_from_the_training_split_only(tmp_path):
         path: {path.name}
         split: {{val: 0.2, test: 0.2}}""")
     data = load_dataset(cfg)
-    train = train_indices(20, 0.2, 0.2, seed=3)
+    train = training_indices(20, None, cfg.spec.data.split, seed=3, stratify=False)
     assert len(train) == 12
     vocab = data.info["input"]
     assert data.info["tags"] == ["O", "B-NP"]
@@ -97,7 +95,7 @@ def test_conll_kind_builds_words_from_the_training_split_only(tmp_path):
     assert data.x_len.tolist() == [2] * 20
     known = data.x[:, 0] != UNK
     assert sorted(np.flatnonzero(known).tolist()) == sorted(train.tolist())
-    assert vocab.decode(data.x[train, 0]) == [f"w{i}" for i in train]
+    assert vocab.decode(data.x[train, 0]).split() == [f"w{i}" for i in train]
     assert (data.y[:, 0] == 1).all() and (data.y[:, 1] == 0).all()
     # the trainer's own split puts exactly these samples in train
     splits = load_splits(cfg)
@@ -142,7 +140,7 @@ def test_chunks_are_seeded_valid_bio_and_ambiguous():
             if kind == "B" and kind_type in ("NP", "VP"):
                 starts += 1
                 # the same word also starts chunks of the other type somewhere
-                ambiguous += vocab.decode([words[t]])[0] in AMBIGUOUS
+                ambiguous += vocab.decode(words[t:t + 1]) in AMBIGUOUS
     assert 0.35 < ambiguous / starts < 0.7
 
 
