@@ -45,15 +45,17 @@ def vocabularies(trainer):
     return info["input"], info["target"]
 
 
-def encode_texts(trainer, texts: list[str]) -> list[np.ndarray]:
+def encode_texts(trainer, texts: list[str], wheres: list[str] | None = None
+                 ) -> list[np.ndarray]:
     """Source ids of each text with the run's vocabulary; a text that is empty, longer than
     the run's longest source, or (with data.unknown: error) holds an unknown token is a
-    DataError naming the text by its number (1 = the first)."""
+    DataError naming the text: by wheres[i] (e.g. a file:line), else by its number (1 = the
+    first)."""
     vocab, _ = vocabularies(trainer)
     limit = trainer.splits.train.x.shape[1]
     out = []
     for i, text in enumerate(texts, 1):
-        where = f"text {i} ({excerpt(text)})"
+        where = f"{wheres[i - 1] if wheres else f'text {i}'} ({excerpt(text)})"
         ids = vocab.encode(text, where=where)
         if not len(ids):
             raise DataError("empty: nothing to translate", path=where)
@@ -134,11 +136,13 @@ def _search(trainer, sources: list[np.ndarray], beam: int, max_len: int,
 
 
 def translate_scored(trainer, texts: list[str], beam: int = 1, max_len: int | None = None,
-                     length_penalty: float = LENGTH_PENALTY) -> list[tuple[str, Decoded]]:
-    """(translation, the search's answer with its log-probability and score) per text."""
+                     length_penalty: float = LENGTH_PENALTY, wheres: list[str] | None = None
+                     ) -> list[tuple[str, Decoded]]:
+    """(translation, the search's answer with its log-probability and score) per text;
+    `wheres` names each text in messages (default: text 1, text 2, ...)."""
     _check_options(beam, max_len, length_penalty)
     _, target = vocabularies(trainer)
-    found = decode_sources(trainer, encode_texts(trainer, texts), beam, max_len,
+    found = decode_sources(trainer, encode_texts(trainer, texts, wheres), beam, max_len,
                            length_penalty)
     return [(target.decode(np.asarray(d.tokens, dtype=np.int64)), d) for d in found]
 
