@@ -156,17 +156,32 @@ JOINERS = (",", "and", "or", "but", ";")
 DEFAULT_SPLIT = SimpleNamespace(val=0.15, test=0.15)  # the config's default data.split
 
 
+KINDS = ("NP", "VP", "PP", "O")
+KIND_ODDS = np.cumsum([0.35, 0.35, 0.15, 0.15])  # how often each kind of chunk comes next
+MODIFIER_ODDS = np.cumsum([0.2, 0.35, 0.3, 0.15])  # of 0, 1, 2, 3 modifiers before a head
+
+
+def _draw(odds: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with the probabilities whose running sums are `odds`."""
+    return min(int(np.searchsorted(odds, rng.random(), side="right")), len(odds) - 1)
+
+
+def _pick(words: tuple[str, ...], rng: np.random.Generator) -> str:
+    return words[int(rng.integers(len(words)))]  # (rng.choice converts the tuple each call)
+
+
 def _chunk(kind: str, rng: np.random.Generator) -> tuple[list[str], list[str]]:
     """One chunk's words and tags: NP, VP, PP (a preposition, then a noun chunk) or O."""
     if kind == "O":
-        return [str(rng.choice(JOINERS))], ["O"]
+        return [_pick(JOINERS, rng)], ["O"]
     if kind == "PP":
         words, tags = _chunk("NP", rng)
-        return [str(rng.choice(PREPOSITIONS))] + words, ["B-PP"] + tags
+        return [_pick(PREPOSITIONS, rng)] + words, ["B-PP"] + tags
     opener, head = (DETERMINERS, NOUNS) if kind == "NP" else (AUXILIARIES, VERBS)
-    words = [str(rng.choice(opener))] if rng.random() < 0.35 else []
-    words += [str(w) for w in rng.choice(MODIFIERS, size=rng.choice(4, p=[0.2, 0.35, 0.3, 0.15]))]
-    words.append(str(rng.choice(head)))
+    words = [_pick(opener, rng)] if rng.random() < 0.35 else []
+    modifiers = _draw(MODIFIER_ODDS, rng)
+    words += [_pick(MODIFIERS, rng) for _ in range(modifiers)]
+    words.append(_pick(head, rng))
     return words, [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
 
 
@@ -177,8 +192,8 @@ def chunk_sentence(rng: np.random.Generator, min_len: int,
     while True:
         words, tags = [], []
         while len(words) + 1 < min_len:
-            kind = rng.choice(["NP", "VP", "PP", "O"], p=[0.35, 0.35, 0.15, 0.15])
-            w, t = _chunk(str(kind), rng)
+            kind = KINDS[_draw(KIND_ODDS, rng)]
+            w, t = _chunk(kind, rng)
             words += w
             tags += t
         words.append(".")
