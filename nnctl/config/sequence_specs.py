@@ -42,6 +42,7 @@ class GRUSpec(RecurrentSpec):
 @dataclass(frozen=True, kw_only=True)
 class MultiHeadAttentionSpec(LayerSpec):
     kind: ClassVar[str] = "multi_head_attention"
+    max_inputs: ClassVar[int] = 2  # [queries, memory]: cross-attention
     heads: int = field(positive, doc="attention heads; dim must be divisible by it")
     dim: int | None = field(optional(positive), None,
                             "features of queries, keys, values and the output (default: the "
