@@ -1,12 +1,13 @@
 """Config specs of the tagging task: the crf layer, the crf loss, and the tagging data kinds
-(conll, chunks), registered into the config vocabulary."""
+(conll, chunks), registered into the config vocabulary. Their loaders live in
+nnctl.data.tagging (config sits below data in the layering, so it cannot import them; the
+nnctl.data package imports that module, which registers them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-import nnctl.data.tagging  # noqa: F401  (registers the conll and chunks loaders)
 from nnctl.config.layer_specs import LayerSpec, positive, register_layer_spec
 from nnctl.config.schema import _DataCommon, register_dataset_spec, register_loss_spec
 from nnctl.config.validate import Context, boolean, choice, field, integer, string
