@@ -75,6 +75,47 @@ CATALOG: tuple[DatasetInfo, ...] = (
         "csv", "loader", "your file", "numeric columns", "label_column (default: the last)",
         "yours", "{dataset: csv, path: data.csv}",
         "a CSV file, one sample per row; header detected; keys label_column, header, delimiter"),
+    DatasetInfo(
+        "dates", "generator", "20,000 pairs (samples)",
+        "a date in one of 18 human formats, as characters (<= 53)",
+        "the ISO date YYYY-MM-DD, as characters (sequence to sequence)",
+        "none needed (generated)", "dataset: dates",
+        "dates written in words and numbers -> ISO dates; keys samples, formats "
+        "(docs/text-data.md)"),
+    DatasetInfo(
+        "text", "loader", "your file", "a text per line, as character or word ids (padded)",
+        "class names (sorted)", "yours", "{dataset: text, path: texts.txt}",
+        "texts with labels: `label<TAB>text` lines, or a .csv/.tsv with text_column and "
+        "label_column; vocabulary from the training split (docs/text-data.md)"),
+    DatasetInfo(
+        "text_pairs", "loader", "your file", "the source text, as character or word ids",
+        "the target text (sequence to sequence)", "yours",
+        "{dataset: text_pairs, path: pairs.tsv}",
+        "`source<TAB>target` lines (or .csv columns); one vocabulary for both sides, from "
+        "the training split"),
+    DatasetInfo(
+        "chunks", "generator", "3,000 sentences (samples), 5-25 words",
+        "word ids (132 words)", "a BIO chunk tag per word (NP, VP, PP: 6 tags)",
+        "none needed (generated)", "dataset: chunks",
+        "generated sentences whose chunk tags depend on the next word, for taggers "
+        "(docs/tagging.md); keys samples, min_len, max_len"),
+    DatasetInfo(
+        "conll", "loader", "your file", "a sentence of word ids (padded)",
+        "a tag per word (the last column)", "yours", "{dataset: conll, path: train.conll}",
+        "CoNLL-style tagging files: a token per line with its tag last, blank lines between "
+        "sentences; words from the training split"),
+    DatasetInfo(
+        "wav_folder", "loader", "your folder (shipped example: datasets/dtmf, 480 clips)",
+        "sample_rate x duration samples in [-1, 1] (mono PCM WAV)",
+        "one class per subfolder (sorted names)", "yours (datasets/dtmf: CC0, generated)",
+        "{dataset: wav_folder, path: ../datasets/dtmf, sample_rate: 8000}",
+        "a folder of WAV clips, one subfolder per class; configs/dtmf.yaml reads the "
+        "shipped DTMF key tones"),
+    DatasetInfo(
+        "audio_npz", "loader", "your file", "array x: [N, samples] floats in [-1, 1]",
+        "array y: int classes", "yours",
+        "{dataset: audio_npz, path: clips.npz, sample_rate: 16000}",
+        "raw audio clips in a NumPy .npz; sample_rate from the config or the file"),
 )
 
 if "idx" in DATASETS:  # nnctl.data.load_idx exists; listed once a config can name it

@@ -327,6 +327,7 @@ def prepare(config: Config, check=None):
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("data",), err) from None
     make_augmenter(config, splits)
+    check_span_metric(config, splits)
     if check is not None:
         check(config, splits)
     init = seed_streams(config.spec.seed)["init"]
@@ -334,6 +335,23 @@ def prepare(config: Config, check=None):
         return splits, StepBuilder(config, splits, np.random.default_rng(init))
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("model",), err) from None
+
+
+def check_span_metric(config: Config, splits: Splits) -> None:
+    """span_f1 needs BIO tag names from the data (a tagging kind)."""
+    metrics = config.spec.metrics or []
+    if "span_f1" not in metrics:
+        return
+    where = ("metrics", metrics.index("span_f1"))
+    tags = splits.info.get("tags")
+    if not tags:
+        raise config.error(where, "span_f1 needs tagging data with BIO tag names (dataset: "
+                                  "conll or chunks)")
+    from nnctl.spans import parse_tags
+    try:
+        parse_tags(tags)
+    except ValueError as err:
+        raise config.error(where, f"span_f1 needs BIO tags: {err}") from None
 
 
 def make_augmenter(config: Config, splits: Splits):

@@ -335,6 +335,14 @@ class RunSpec:
                                  "for cross_entropy; mae, rmse and r2 for mse)")
 
     def validate(self, path, ctx: Context) -> None:
+        layers = self.model.layers
+        if self.loss.name == "crf" and layers[-1].kind != "crf":
+            ctx.error(("loss",), "loss crf needs a crf layer as the model's last layer "
+                                 "(e.g. dense: {units: classes}, then crf: {constraints: bio})")
+        for i, spec in enumerate(layers):
+            if spec.kind == "crf" and (i != len(layers) - 1 or self.loss.name != "crf"):
+                ctx.error(("model", "layers", i, "crf"), "a crf layer must be the model's "
+                          "last layer, with loss: crf")
         for i, metric in enumerate(self.metrics or ()):
             classify = metric in CLASSIFICATION_METRICS
             if classify != (self.loss.name in CLASSIFICATION_LOSSES):
