@@ -158,18 +158,24 @@ def test_tagging_accuracy_counts_the_real_steps_only(tmp_path):
     losses = [r["train_loss"] for r in records]
     assert losses[-1] < 0.8 * losses[0], losses
     val = trainer.splits.val
-    # by hand: each sample alone, its real steps, argmax of the scores
+    # by hand: each sample alone, its real steps: argmax of the scores, and cross-entropy
+    # summed over every real step of the split, divided by their number
     hits = steps = 0
+    nll = 0.0
     for i in range(len(val)):
         x, _, mask = batch_arrays(val, np.array([i]), 1, "float64")
         n = int(val.x_len[i])
         assert x.shape == (1, n)
-        scores = trainer.forward_arrays([x, mask])
-        hits += int((scores[0].argmax(-1) == val.y[i, :n]).sum())
+        scores = trainer.forward_arrays([x, mask])[0]
+        hits += int((scores.argmax(-1) == val.y[i, :n]).sum())
+        z = scores - scores.max(-1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        nll -= float(logp[np.arange(n), val.y[i, :n]].sum())
         steps += n
     assert steps == int(val.x_len.sum()) < val.x.size
-    measured = trainer.evaluate("val")
+    measured = trainer.evaluate("val")  # in batches of 4 padded to their longest
     assert measured["val_accuracy"] == pytest.approx(hits / steps, abs=1e-12)
+    assert measured["val_loss"] == pytest.approx(nll / steps, rel=1e-12)
     assert measured["val_accuracy"] == pytest.approx(records[-1]["val_accuracy"], abs=1e-12)
 
 
@@ -247,6 +253,21 @@ def test_gradcheck_passes_on_a_padded_batch(tmp_path, template):
     assert any(n.startswith("embedding") for n in names) and len(names) >= 4
     assert all(r.passed for r in rows), [(r.name, r.detail) for r in rows if not r.passed]
     assert max(r.max_rel for r in rows) < 1e-5
+
+
+def test_the_cli_gradchecks_and_exports_a_padded_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from nnctl.cli.app import app
+    path = tmp_path / "tags.yaml"
+    path.write_text(TAGS.format(extra=3, epochs=1, dtype="float32", middle=""))
+    result = CliRunner().invoke(app, ["gradcheck", str(path), "--batch", "5"])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("7 passed, 0 failed")  # 7 parameters
+    result = CliRunner().invoke(app, ["export-graph", str(path), "-f", "json", "--backward",
+                                      "-o", str(tmp_path / "g.json")])
+    assert result.exit_code == 0, result.output
+    assert "x_mask" in (tmp_path / "g.json").read_text()
 
 
 def test_export_graph_of_a_padded_model(tmp_path):
