@@ -148,10 +148,12 @@ def translate_scored(trainer, texts: list[str], beam: int = 1, max_len: int | No
 
 
 def translate(trainer, texts: list[str], beam: int = 1, max_len: int | None = None,
-              length_penalty: float = LENGTH_PENALTY) -> list[str]:
-    """The translation of each text by the run's model (see the module docstring)."""
+              length_penalty: float = LENGTH_PENALTY, wheres: list[str] | None = None
+              ) -> list[str]:
+    """The translation of each text by the run's model (see the module docstring); `wheres`
+    names each text in messages (e.g. file:line; default: text 1, text 2, ...)."""
     return [text for text, _ in translate_scored(trainer, texts, beam, max_len,
-                                                 length_penalty)]
+                                                 length_penalty, wheres)]
 
 
 def decoded_metrics(trainer, split: str, metrics, beam: int = 1,

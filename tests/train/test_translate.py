@@ -116,6 +116,8 @@ def test_bad_texts_are_one_line_naming_the_text():
         translate(trainer, ["abc", "abcdef"])
     with pytest.raises(DataError, match=r"^text 1 \(''\): empty"):
         translate(trainer, [""])
+    with pytest.raises(DataError, match=r"^in.txt:7 \(''\): empty"):
+        translate(trainer, ["abc", ""], wheres=["in.txt:6", "in.txt:7"])
     strict = StandIn(unknown="error")
     with pytest.raises(DataError, match=r"^text 3 \('ab!'\): the char '!' is not in"):
         translate(strict, ["abc", "xy", "ab!"])
