@@ -168,11 +168,13 @@ class StepBuilder:
         info = splits.info
         hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype,
                  "tags": info.get("tags"), "sample_rate": info.get("sample_rate")}
-        wanted = config.spec.model.model_inputs() - {MODEL_INPUT}
-        if wanted and not splits.pairs:
-            raise config.error(("model", "layers"), f"layers read '{DECODER_INPUT}', which "
-                               "only sequence-pair data (e.g. dataset: text_pairs or dates) "
-                               "has")
+        if DECODER_INPUT in config.spec.model.model_inputs() and not splits.pairs:
+            layers = config.spec.model.layers
+            i = next(i for i, names in enumerate(config.spec.model.layer_inputs())
+                     if DECODER_INPUT in names)
+            raise config.error(("model", "layers", i, layers[i].kind, "inputs"),
+                               f"'{DECODER_INPUT}' is the decoder's input of sequence-pair "
+                               "data (e.g. dataset: text_pairs or dates); this data has none")
         try:
             self.model: Model = build_model(config.spec.model, init_rng, hints)
         except LayerError as err:
@@ -308,7 +310,7 @@ def masked_cross_entropy(out: Tensor, y: Tensor, mask: Tensor, smoothing: float 
     picked = (logp * y.one_hot(out.shape[-1], out.dtype)).sum(-1)
     if smoothing:
         picked = picked * (1.0 - smoothing) + logp.mean(-1) * smoothing
-    return -(picked * mask).sum() / mask.sum()
+    return -(picked * mask).sum() / mask.sum().maximum(1.0)  # a batch of no real step: 0
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:

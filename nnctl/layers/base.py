@@ -90,8 +90,6 @@ class Layer:
         pass on the first input's mask."""
         if isinstance(x, list):  # a merge, or a layer given extra inputs: the first input's
             x, mask = x[0], (mask or [None])[0]
-            if self.merge:
-                return mask
         if mask is None or out.ndim != x.ndim or out.ndim < 2:
             return None
         return mask if tuple(out.shape[:2]) == tuple(x.shape[:2]) else None

@@ -43,3 +43,14 @@ class Concat(Layer):
     def forward(self, xs: list[Tensor], training: bool) -> Tensor:
         from nnctl.graph.tensor import concat
         return concat(xs, axis=self.axis)
+
+    def output_mask(self, xs, masks, out):
+        """Sequences joined in time (axis 1) join their masks, in order; an input without a
+        mask leaves the output without one. Along other axes: the first input's mask."""
+        if out.ndim < 3 or self.axis % out.ndim != 1:
+            return super().output_mask(xs, masks, out)
+        masks = list(masks or [None] * len(xs))
+        if any(m is None for m in masks):
+            return None
+        from nnctl.graph.tensor import concat
+        return concat(masks, axis=1)

@@ -209,10 +209,6 @@ def test_a_layer_with_two_inputs_gets_a_list_of_their_masks(model_spec):
     assert seen[0] is None and seen[1] is mx
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: Layer.output_mask passes a merge's first "
-                   "input mask whatever the output's steps; concat on axis 1 gives a [B, T] "
-                   "mask to a [B, 2T] output (an lstm after it fails: 'shapes [2, 0] and "
-                   "[2, 3] do not broadcast'); fix proposed in the coretests report")
 def test_concat_along_time_does_not_keep_the_first_inputs_mask(model_spec):
     # concat on axis 1 joins two sequences in time: [B, T, D] + [B, T, D] -> [B, 2T, D]. The
     # first input's [B, T] mask no longer fits the output; a layer reading it would mask the
@@ -310,5 +306,5 @@ train: {epochs: 1, batch_size: 8}
         prepare(config)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("c.yaml:4: model.layers: ")
-    assert "layers read 'decoder_input', which only sequence-pair data" in message
+    assert message.startswith("c.yaml:5: model.layers[0].embedding.inputs: "), message
+    assert "'decoder_input' is the decoder's input of sequence-pair data" in message
