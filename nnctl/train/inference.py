@@ -126,7 +126,10 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         _write_predictions(output, columns)
         return len(next(iter(columns.values())))
     integer = splits.vocab is not None
-    x = read_inputs(inputs, splits.feature_shape, integer)
+    if inputs.suffix.lower() == ".wav" or (inputs.is_dir() and "sample_rate" in splits.info):
+        x, names = read_wav_inputs(inputs, splits)
+    else:
+        x, names = read_inputs(inputs, splits.feature_shape, integer), None
     if not integer:
         norm = Normalizer.from_dict(json.loads((run_dir / "normalizer.json").read_text()))
         x = norm.apply(x).astype(trainer.spec.train.dtype)  # as in training: per feature
@@ -140,10 +143,32 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         z = out - out.max(axis=-1, keepdims=True)
         prob = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
         columns = {"class": prob.argmax(axis=-1), "probabilities": prob}
+        labels = splits.info.get("labels")
+        if labels is not None and prob.ndim == 2:
+            columns["label"] = np.array([labels[c] for c in columns["class"]])
+        if names is not None:
+            columns["file"] = np.array(names)
     else:
         columns = {"prediction": out}
     _write_predictions(output, columns)
     return len(x)
+
+
+def read_wav_inputs(path: Path, splits) -> tuple[np.ndarray, list[str]]:
+    """Clips for an audio model: one WAV file, or every .wav in a folder (sorted), read at
+    the run's sample rate and padded or cut to its clip length."""
+    from nnctl.data.audio import fit_length, read_wav
+    rate = splits.info.get("sample_rate")
+    if rate is None:
+        raise UsageError("this run's model does not read audio; give a .npz or .csv file")
+    if not path.is_dir() and not path.is_file():
+        raise DataError("no such file", path=str(path))
+    files = sorted(path.glob("*.wav")) if path.is_dir() else [path]
+    if not files:
+        raise DataError("no .wav files in this folder", path=str(path))
+    samples = splits.feature_shape[-1]
+    x = np.stack([fit_length(read_wav(f, rate), samples) for f in files])
+    return x.reshape((len(files),) + splits.feature_shape), [str(f) for f in files]
 
 
 def read_texts(path: Path) -> list[str]:
@@ -238,11 +263,13 @@ def _write_predictions(path: Path, columns: dict) -> None:
         prob = columns["probabilities"].reshape(len(columns["class"]), -1)
         if columns["class"].ndim > 1:
             raise UsageError("sequence predictions need an .npz output")
-        labels = columns.get("label")
-        writer.writerow(["class"] + (["label"] if labels is not None else []) +
+        labels, files = columns.get("label"), columns.get("file")
+        writer.writerow((["file"] if files is not None else []) + ["class"] +
+                        (["label"] if labels is not None else []) +
                         [f"p{k}" for k in range(prob.shape[1])])
         for i, (c, p) in enumerate(zip(columns["class"], prob)):
-            writer.writerow([int(c)] + ([labels[i]] if labels is not None else []) +
+            writer.writerow(([files[i]] if files is not None else []) + [int(c)] +
+                            ([labels[i]] if labels is not None else []) +
                             [f"{v:.6g}" for v in p])
     else:
         pred = columns["prediction"].reshape(len(columns["prediction"]), -1)
