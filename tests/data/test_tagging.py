@@ -31,11 +31,12 @@ def config(tmp_path, data: str, loss: str = "cross_entropy"):
     """A run config whose data section is `data` (YAML lines), loaded and validated."""
     section = "".join(f"  {line}\n" for line in textwrap.dedent(data).splitlines())
     path = tmp_path / "run.yaml"
+    crf = "\n            - crf: {}" if loss == "crf" else ""
     path.write_text("seed: 3\ndata:\n" + section + textwrap.dedent(f"""\
         model:
           layers:
             - embedding: {{dim: 4, vocab: auto}}
-            - dense: {{units: classes}}
+            - dense: {{units: classes}}{crf}
         loss: {loss}
         optimizer: adam
         train: {{epochs: 1}}
