@@ -25,6 +25,7 @@ def evaluate(
     """
     def run():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from nnctl.backend import get_backend
@@ -32,7 +33,8 @@ def evaluate(
         from nnctl.train.inference import evaluate_run
 
         with use_threads(parse_threads(threads)):
-            metrics, confusion = evaluate_run(run_dir, get_backend(device), split, weights)
+            metrics, confusion, names = evaluate_run(run_dir, get_backend(device), split,
+                                                     weights)
         console = Console(highlight=False)
         table = Table(title=f"{run_dir.name}: {split} split, {weights} weights")
         table.add_column("metric")
@@ -43,10 +45,12 @@ def evaluate(
         if confusion is not None and len(confusion) <= 20:
             cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
             cm.add_column("")
-            for k in range(len(confusion)):
-                cm.add_column(str(k), justify="right")
+            names = [escape(n) for n in names] if names else \
+                [str(k) for k in range(len(confusion))]
+            for name in names:
+                cm.add_column(name, justify="right")
             for k, row in enumerate(confusion):
-                cm.add_row(str(k), *[f"[bold]{v}[/]" if i == k else str(v)
+                cm.add_row(names[k], *[f"[bold]{v}[/]" if i == k else str(v)
                                      for i, v in enumerate(row)])
             console.print(cm)
     guarded(run)

@@ -42,14 +42,15 @@ def load_run(run_dir: Path, backend: Backend, weights: str = "final") -> Trainer
 
 
 def evaluate_run(run_dir: Path, backend: Backend, split: str = "test",
-                 weights: str = "final") -> tuple[dict, np.ndarray | None]:
-    """(metrics, confusion matrix or None) of the run's model on one split."""
+                 weights: str = "final") -> tuple[dict, np.ndarray | None, list | None]:
+    """(metrics, confusion matrix or None, class names or None) of the run's model on one
+    split; sequence-to-sequence metrics are decoded greedily on any split."""
     if split not in ("train", "val", "test"):
         raise UsageError(f"--split: expected train, val or test, got {split!r}")
     trainer = load_run(run_dir, backend, weights)
     if len(getattr(trainer.splits, split)) == 0:
         raise UsageError(f"the {split} split of this run is empty")
-    return trainer.evaluate(split), trainer.confusion
+    return trainer.evaluate(split, decoded=True), trainer.confusion, trainer.class_names()
 
 
 def read_inputs(path: Path, feature_shape: tuple[int, ...], integer: bool) -> np.ndarray:

@@ -280,8 +280,10 @@ class Trainer:
             with contextlib.suppress(*((WriteError,) if write_failure else ())):
                 run.save_weights(self.weights())
             if status in ("completed", "early_stopped") and self.confusion is not None:
+                names = self.class_names()
                 run.write_json("confusion.json", {"split": "test",
                                                   "labels": list(range(len(self.confusion))),
+                                                  **({"names": names} if names else {}),
                                                   "matrix": self.confusion.tolist()})
             with contextlib.suppress(*((WriteError,) if write_failure else ())):
                 run.write_json("summary.json", summary)
@@ -523,6 +525,12 @@ class Trainer:
             from nnctl.train.translate import decoded_metrics
             result.update(decoded_metrics(self, split, wanted))
         return result
+
+    def class_names(self) -> list[str] | None:
+        """The names of the classes where the data has them (tags, label names)."""
+        info = self.splits.info
+        names = info.get("tags") or info.get("labels")
+        return [str(n) for n in names] if names is not None else None
 
     def forward_arrays(self, arrays: list) -> np.ndarray:
         """The model's output on the host for a batch of host arrays in feed order without
