@@ -118,14 +118,15 @@ def _search(trainer, sources: list[np.ndarray], beam: int, max_len: int,
         decoder_input = np.full((m, decoder_steps), PAD, dtype=np.int64)
         decoder_input[:, :filled] = prefixes
         y_mask = steps_mask(np.full(m, filled), decoder_steps, t.dtype)
-        out = np.empty((m, 0))
+        parts = []
         for s in range(0, m, t.eval_batch_size):
             part = slice(s, s + t.eval_batch_size)
             scores = trainer.forward_arrays([x[rows[part]], x_mask[rows[part]],
                                              decoder_input[part], y_mask[part]])
-            # the scores at the prefix's last position, copied off the plan's buffers
-            last = np.asarray(scores[:, filled - 1, :], dtype=np.float64)
-            out = last if not out.size else np.concatenate([out, last])
+            # the scores at the prefix's last position, copied: the output may be a view of
+            # the plan's buffers, which the next call overwrites
+            parts.append(np.array(scores[:, filled - 1, :], dtype=np.float64))
+        out = np.concatenate(parts)
         out[:, list(FORBIDDEN)] = -np.inf  # the others' probabilities sum to 1
         logp = out - out.max(axis=1, keepdims=True)
         return logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))

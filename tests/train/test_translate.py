@@ -40,6 +40,7 @@ class StandIn:
         self.answers = {tuple(self.vocab.encode(s)): self.vocab.encode(a).tolist() + [EOS]
                         for s, a in zip(SOURCES, ANSWERS)}
         self.shapes = set()
+        self.arena = None  # like a compiled plan, the output lives in one reused buffer
 
     def forward_arrays(self, arrays):
         x, x_mask, decoder_input, y_mask = arrays
@@ -59,7 +60,10 @@ class StandIn:
                 prefix = decoder_input[i, 1:p + 1].tolist()
                 if decoder_input[i, 0] == BOS and prefix == answer[:p] and p < len(answer):
                     out[i, p, answer[p]] = SURE
-        return out
+        if self.arena is None or self.arena.shape[1:] != out.shape[1:]:
+            self.arena = np.empty((self.spec.train.eval_batch_size,) + out.shape[1:])
+        self.arena[:n] = out
+        return self.arena[:n]
 
 
 def test_greedy_and_beam_give_the_answers_with_their_log_probabilities():
