@@ -123,8 +123,8 @@ def guarded(fn):
 
 def _register() -> None:
     from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, plot,  # noqa: F401
-                           sample,
-                           summary, train, validate)  # (commands register)
+                           sample, summary, train, translate,
+                           validate)  # (commands register)
 
 
 _register()
