@@ -213,7 +213,9 @@ def _predict_texts(trainer: Trainer, path: Path, beam: int) -> dict:
     texts = read_texts(path)
     if trainer.splits.pairs:
         from nnctl.train.translate import translate
-        return {"source": texts, "prediction": translate(trainer, texts, beam=beam)}
+        where = [f"{path}:{i}" for i in range(1, len(texts) + 1)]
+        return {"source": texts,
+                "prediction": translate(trainer, texts, beam=beam, wheres=where)}
     where = [f"{path}:{i}" for i in range(1, len(texts) + 1)]
     x, lengths = encode_texts(trainer, texts, where)
     dtype = trainer.spec.train.dtype
