@@ -150,4 +150,6 @@ def test_optimizer_slots(tmp_path, name):
 def test_every_shipped_config_is_estimated_without_drawing_weights(name):
     config = load_config(CONFIGS / f"{name}.yaml")
     planned = estimate(config, load_splits(config), allowed=float("inf"))
-    assert 0 < planned.parameters < planned.total < 1 << 30
+    # the cheap bound (every intermediate alive at once, no buffer reuse): an unrolled
+    # encoder-decoder with attention over 53 steps is about 1.2 GB by it (58 MB planned)
+    assert 0 < planned.parameters < planned.total < 2 << 30
