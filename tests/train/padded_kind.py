@@ -69,5 +69,17 @@ def load_padded_tags(spec, seed: int, dtype: str) -> Dataset:
     return Dataset(x, y, "test_padded_tags", x_len=lengths)
 
 
-register_dataset_spec(PaddedToyData)
-register_dataset_spec(PaddedTagsData)
+KINDS = (PaddedToyData, PaddedTagsData)
+
+
+def register() -> None:
+    """Put the test kinds in the config vocabulary (`unregister` takes them out again, so
+    that no other test sees them: `nnctl datasets` lists every kind)."""
+    for spec in KINDS:
+        register_dataset_spec(spec)
+
+
+def unregister() -> None:
+    from nnctl.config.schema import DATASETS
+    for spec in KINDS:
+        DATASETS.pop(spec.__dataclass_fields__["dataset"].default, None)

@@ -26,11 +26,18 @@ from nnctl.train.events import TrainerEvents
 from nnctl.train.trainer import Interrupted, Trainer
 
 try:  # registers the test data kinds; `pytest` puts tests/train itself on sys.path
-    import padded_kind  # noqa: F401
+    import padded_kind
 except ImportError:
-    from tests.train import padded_kind  # noqa: F401
+    from tests.train import padded_kind
 
 CPU = get_backend("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def test_kinds():
+    padded_kind.register()
+    yield
+    padded_kind.unregister()
 
 COUNTS = """\
 seed: 3
