@@ -22,6 +22,7 @@ from nnctl.data.batching import PAD
 from nnctl.data.dataset import Dataset
 from nnctl.data.kinds import register_loader
 from nnctl.data.tokens import TokenVocab, training_indices
+from nnctl.data.text import read_utf8
 from nnctl.errors import DataError
 
 DOCSTART = "-DOCSTART-"  # CoNLL-2003's document separator line, skipped
@@ -68,16 +69,7 @@ def read_conll(path, max_len: int | None = None,
     sentences; -DOCSTART- lines are skipped. A sentence longer than `max_len` is a DataError
     naming the line it starts on, or is cut to max_len with truncate."""
     p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DataError("no such file; expected a CoNLL file (token ... tag per line)",
-                        path=str(p)) from None
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", path=str(p)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text: byte at offset {e.start} cannot be decoded",
-                        path=str(p)) from None
+    text = read_utf8(p)  # missing, unreadable or not UTF-8: one DataError naming the line
     sentences, tag_seqs, words, tags, first = [], [], [], [], 0
 
     def close() -> None:

@@ -107,9 +107,10 @@ class Vocabulary:
         return vocab
 
 
-def load_text(path: str | os.PathLike) -> str:
-    """A UTF-8 text file as a str. "\\r\\n" and "\\r" become "\\n"; a leading BOM is dropped.
-    DataError if the file is missing, not a regular file, not UTF-8, or empty."""
+def read_utf8(path: str | os.PathLike) -> str:
+    """A UTF-8 text file as a str, possibly empty. "\r\n" and "\r" become "\n"; a leading
+    BOM is dropped. DataError if the file is missing, not a regular file or not UTF-8 (naming
+    the line of the first undecodable byte)."""
     p = Path(path)
     where = str(p)
     if not p.exists():
@@ -123,11 +124,18 @@ def load_text(path: str | os.PathLike) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start} "
-                        "cannot be decoded", path=where) from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+                        "cannot be decoded (save the file as UTF-8)",
+                        path=f"{where}:{line}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_text(path: str | os.PathLike) -> str:
+    """read_utf8, and DataError if the file is empty."""
+    text = read_utf8(path)
     if not text:
-        raise DataError("empty file; expected some text", path=where)
+        raise DataError("empty file; expected some text", path=str(path))
     return text
 
 

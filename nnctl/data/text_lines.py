@@ -16,6 +16,7 @@ import numpy as np
 
 from nnctl.data.dataset import Dataset
 from nnctl.data.kinds import register_loader
+from nnctl.data.text import read_utf8
 from nnctl.data.tokens import TokenVocab, pad_ids, training_indices
 from nnctl.errors import DataError, capped, excerpt
 
@@ -57,19 +58,7 @@ def read_columns(path: str, header: bool | None,
 def _rows(path: str) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every record; an empty line is a DataError."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError("no such file; expected a UTF-8 text file", path=path)
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", path=path) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"not UTF-8 text: byte 0x{raw[e.start]:02x} cannot be decoded (save "
-                        "the file as UTF-8)", path=f"{path}:{line}") from None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = read_utf8(path)
     if p.suffix.lower() == ".csv":
         return _csv_rows(path, text)
     lines = text.split("\n")
