@@ -16,6 +16,8 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
     weights: Annotated[str, typer.Option(help="final (weights.npz) or best (best.npz).")] = "final",
+    beam: Annotated[int, typer.Option(min=1, help="Sequence to sequence: the beam width of "
+                                                  "the decoded metrics (1: greedy).")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     threads: ThreadsOption = None,
 ) -> None:
@@ -34,7 +36,7 @@ def evaluate(
 
         with use_threads(parse_threads(threads)):
             metrics, confusion, names = evaluate_run(run_dir, get_backend(device), split,
-                                                     weights)
+                                                     weights, beam)
         console = Console(highlight=False)
         table = Table(title=f"{run_dir.name}: {split} split, {weights} weights")
         table.add_column("metric")

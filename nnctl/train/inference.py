@@ -42,7 +42,8 @@ def load_run(run_dir: Path, backend: Backend, weights: str = "final") -> Trainer
 
 
 def evaluate_run(run_dir: Path, backend: Backend, split: str = "test",
-                 weights: str = "final") -> tuple[dict, np.ndarray | None, list | None]:
+                 weights: str = "final", beam: int = 1
+                 ) -> tuple[dict, np.ndarray | None, list | None]:
     """(metrics, confusion matrix or None, class names or None) of the run's model on one
     split; sequence-to-sequence metrics are decoded greedily on any split."""
     if split not in ("train", "val", "test"):
@@ -50,7 +51,8 @@ def evaluate_run(run_dir: Path, backend: Backend, split: str = "test",
     trainer = load_run(run_dir, backend, weights)
     if len(getattr(trainer.splits, split)) == 0:
         raise UsageError(f"the {split} split of this run is empty")
-    return trainer.evaluate(split, decoded=True), trainer.confusion, trainer.class_names()
+    return (trainer.evaluate(split, decoded=True, beam=beam), trainer.confusion,
+            trainer.class_names())
 
 
 def read_inputs(path: Path, feature_shape: tuple[int, ...], integer: bool) -> np.ndarray:

@@ -473,7 +473,7 @@ class Trainer:
         return (f"{what} at epoch {self.epoch}, step {step}{origin}; lower optimizer.lr, clip "
                 f"gradients (train.clip_norm), check the data, or set train.on_nonfinite: skip")
 
-    def evaluate(self, split: str, decoded: bool | None = None) -> dict:
+    def evaluate(self, split: str, decoded: bool | None = None, beam: int = 1) -> dict:
         """Loss and the config's metrics on a split, with the current weights; the confusion
         matrix of a classifier is kept in `self.confusion`. Padded positions count nowhere;
         an output layer with a decoder (a CRF) predicts by decoding. Metrics of decoded
@@ -523,7 +523,7 @@ class Trainer:
         wanted = [m for m in metrics if m in DECODED_METRICS]
         if wanted and (decoded if decoded is not None else split == "test"):
             from nnctl.train.translate import decoded_metrics
-            result.update(decoded_metrics(self, split, wanted))
+            result.update(decoded_metrics(self, split, wanted, beam=beam))
         return result
 
     def class_names(self) -> list[str] | None:
