@@ -5,8 +5,6 @@ import random
 
 import pytest
 
-import nnctl.cli.translate  # noqa: F401 (registers the command until app._register does)
-import nnctl.data.pairs  # noqa: F401 (registers text_pairs until its spec module does)
 from nnctl.backend import get_backend
 from nnctl.cli.translate import output_line
 from nnctl.train.inference import load_run
@@ -115,3 +113,24 @@ def test_bad_files_and_folders(cli, run_dir, tmp_path):
     result = cli("translate", tmp_path, "abc")
     assert result.exit_code == 2 and "not a run folder" in result.stderr
     assert cli("translate", run_dir, "abc", "--beam", "0").exit_code == 2
+
+
+def test_predict_translates_a_file_and_evaluate_decodes_with_a_beam(cli, run_dir, tmp_path):
+    """predict on a text file gives the same translations as the API, row by row; evaluate
+    --beam reports the decoded metrics of that search (and differs from nothing it must
+    not: the teacher-forced accuracy is the same at any beam)."""
+    texts = ["abc", "dcba", "a"]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts))
+    out = tmp_path / "out.csv"
+    result = cli("predict", run_dir, tmp_path / "in.txt", "-o", out, "--beam", "2")
+    assert result.exit_code == 0, result.output
+    rows = out.read_text().splitlines()
+    assert rows[0] == "source,prediction"
+    expected = [text for text, _ in api(run_dir, texts, beam=2)]
+    assert [r.split(",")[1] for r in rows[1:]] == expected
+    from nnctl.train.inference import evaluate_run
+    greedy, _, _ = evaluate_run(run_dir, get_backend("cpu"), "test", beam=1)
+    beam, _, _ = evaluate_run(run_dir, get_backend("cpu"), "test", beam=3)
+    assert set(greedy) == set(beam) >= {"test_loss", "test_accuracy", "test_exact_match"}
+    assert greedy["test_accuracy"] == beam["test_accuracy"]
+    assert 0.0 <= beam["test_exact_match"] <= 1.0
