@@ -187,7 +187,7 @@ def check_model(config, batch: int = 4, directions: int = 4, eps: float = EPS,
     # the check covers the masks' paths (a sample shorter than the batch's longest)
     idx = np.arange(n)
     multiple = spec.train.pad_multiple
-    data = batch_arrays(splits.train, idx, multiple, "float64")
+    data = batch_arrays(splits.train, idx, multiple, "float64", builder.extra_names)
     outputs, feeds = builder.training_step(n, batch_steps(splits.train, idx, multiple))
     plan = compile_graph(outputs, feeds, backend)
     names = list(builder.params)

@@ -140,6 +140,10 @@ def load_splits(config: Config) -> Splits:
         dtype = spec.train.dtype
         train, val, test = (s.with_x(norm.apply(s.x).astype(dtype))
                             for s in (train, val, test))
+    if data.extra:  # further inputs: float ones in the run's dtype, never normalised
+        train, val, test = (dataclasses.replace(s, extra={
+            k: v.astype(spec.train.dtype) if np.issubdtype(v.dtype, np.floating) else
+            v.astype(np.int64) for k, v in s.extra.items()}) for s in (train, val, test))
     for part in (train, val, test):
         if np.issubdtype(part.x.dtype, np.floating) and not np.isfinite(part.x).all():
             raise DataError(f"the features hold NaN or Inf after normalisation ({d.normalize}); "
@@ -168,6 +172,12 @@ class StepBuilder:
         info = splits.info
         hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype,
                  "tags": info.get("tags"), "sample_rate": info.get("sample_rate")}
+        self.extra_names = tuple(config.spec.model.inputs or ())
+        for k, name in enumerate(self.extra_names):
+            if name not in splits.train.extra:
+                have = ", ".join(sorted(splits.train.extra)) or "none"
+                raise config.error(("model", "inputs", k), f"the data has no input '{name}' "
+                                   f"(its further inputs: {have})")
         if DECODER_INPUT in config.spec.model.model_inputs() and not splits.pairs:
             layers = config.spec.model.layers
             i = next(i for i, names in enumerate(config.spec.model.layer_inputs())
@@ -229,6 +239,14 @@ class StepBuilder:
             y_mask = masks[DECODER_INPUT] = input_placeholder("y_mask", (batch, steps[1]),
                                                               self.dtype)
             data += [inputs[DECODER_INPUT], y_mask]
+        trim = s.info.get("trim", {})
+        for name in self.extra_names:  # declared named inputs (model.inputs), in that order
+            array = s.train.extra[name]
+            shape = tuple(steps[0] if steps and a + 1 in trim.get(name, ()) else d
+                          for a, d in enumerate(array.shape[1:]))
+            dtype = "int64" if np.issubdtype(array.dtype, np.integer) else self.dtype
+            inputs[name] = input_placeholder(name, (batch,) + shape, dtype)
+            data.append(inputs[name])
         return Feeds(inputs, masks, y, y_mask, data)
 
     def build(self, batch=BATCH, training: bool = True,

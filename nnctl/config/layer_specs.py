@@ -206,6 +206,15 @@ def register_layer_spec(cls) -> None:
 class ModelSpec:
     layers: list = field(list_of(single_key(LAYERS, "layer"), min_len=1,
                                  what="a list of layers"), doc="the layers, input to output")
+    inputs: list | None = field(optional(list_of(string, min_len=1,
+                                                 what="a list of input names")), None,
+                                "further named inputs the data supplies (e.g. adjacency), "
+                                "which layers name in their `inputs` as they name 'input'")
+
+    def input_names(self) -> tuple[str, ...]:
+        """Every name a layer may read besides the layers: the reserved model inputs and
+        the declared ones."""
+        return MODEL_INPUTS + tuple(self.inputs or ())
 
     def layer_names(self) -> list[str]:
         """Each layer's name: its `name`, or `<type>_<index>`."""
@@ -235,15 +244,25 @@ class ModelSpec:
                 state[i] = "open"
                 stack.append((i, True))
                 stack.extend((index[n], False) for n in reversed(inputs[i])
-                             if n not in MODEL_INPUTS and not state.get(index[n]))
+                             if n not in self.input_names() and not state.get(index[n]))
         return order
 
     def validate(self, path, ctx: Context) -> None:
         names, errors_before = self.layer_names(), len(ctx.errors)
+        declared = list(self.inputs or ())
+        for k, name in enumerate(declared):
+            if name in MODEL_INPUTS:
+                ctx.error(path + ("inputs", k), f"'{name}' is a model input already; list only "
+                                                "further inputs here")
+            elif name in declared[:k]:
+                ctx.error(path + ("inputs", k), f"input '{name}' is listed twice")
+            elif not any(name in (spec.inputs or ()) for spec in self.layers):
+                ctx.error(path + ("inputs", k), f"no layer reads input '{name}'; name it in a "
+                                                "layer's inputs or remove it")
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             where = path + ("layers", i, self.layers[i].kind)
-            if name in MODEL_INPUTS:
+            if name in self.input_names():
                 ctx.error(where + ("name",), f"'{name}' is reserved for a model input")
             elif name in seen:
                 ctx.error(where + ("name",),
@@ -252,9 +271,9 @@ class ModelSpec:
         for i, (spec, inputs) in enumerate(zip(self.layers, self.layer_inputs())):
             where = path + ("layers", i, spec.kind)
             for k, name in enumerate(spec.inputs or ()):
-                if name not in MODEL_INPUTS and name not in seen:
+                if name not in self.input_names() and name not in seen:
                     ctx.error(where + ("inputs", k), f"unknown layer '{name}'"
-                              f"{suggest(name, list(MODEL_INPUTS) + names)}")
+                              f"{suggest(name, list(self.input_names()) + names)}")
                 elif name == names[i]:
                     ctx.error(where + ("inputs", k), f"layer '{name}' cannot read itself")
             if spec.merge and len(inputs) < 2:
@@ -278,7 +297,7 @@ class ModelSpec:
             i = stack.pop()
             if i not in used:
                 used.add(i)
-                stack.extend(index[n] for n in inputs[i] if n not in MODEL_INPUTS)
+                stack.extend(index[n] for n in inputs[i] if n not in self.input_names())
         for i in sorted(set(range(len(names))) - used):
             ctx.error(path + ("layers", i, self.layers[i].kind),
                       f"layer '{names[i]}' does not lead to the output (the last layer, "
@@ -296,7 +315,7 @@ class ModelSpec:
             trail = [start]
             while stack:
                 i, it = stack[-1]
-                nxt = next((index[n] for n in it if n not in MODEL_INPUTS), None)
+                nxt = next((index[n] for n in it if n not in self.input_names()), None)
                 if nxt is None:
                     colour[i] = 2
                     stack.pop()
@@ -317,7 +336,7 @@ class ModelSpec:
 
     def model_inputs(self) -> set[str]:
         """The model inputs the layers read ('input', 'decoder_input')."""
-        return {n for names in self.layer_inputs() for n in names if n in MODEL_INPUTS}
+        return {n for names in self.layer_inputs() for n in names if n in self.input_names()}
 
 
 def with_defaults(spec) -> dict:

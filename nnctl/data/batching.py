@@ -66,20 +66,33 @@ def batch_steps(data: Dataset, idx, multiple: int) -> tuple[int, ...]:
     return tx, padded_length(data.y_len[idx].max(initial=1), multiple, data.y.shape[1])
 
 
-def batch_arrays(data: Dataset, idx, multiple: int, dtype: str) -> list[np.ndarray]:
+def batch_arrays(data: Dataset, idx, multiple: int, dtype: str,
+                 extra: tuple[str, ...] = ()) -> list[np.ndarray]:
     """The host arrays of one batch in feed order: x, y, then for padded sequences x_mask,
-    then for sequence pairs decoder_input and y_mask (see StepBuilder.feeds)."""
+    then for sequence pairs decoder_input and y_mask, then the named `extra` inputs in the
+    order given (see StepBuilder.feeds)."""
     steps = batch_steps(data, idx, multiple)
     x, y = data.x[idx], data.y[idx]
+    extras = [trim_extra(data, name, data.extra[name][idx], steps) for name in extra]
     if not steps:
-        return [x, y]
+        return [x, y, *extras]
     tx = steps[0]
     x = x[:, :tx]
     x_mask = steps_mask(data.x_len[idx], tx, dtype)
     if data.y_len is None:
         if y.ndim >= 2 and y.shape[1] == data.x.shape[1]:  # a label per step (tagging)
             y = y[:, :tx]
-        return [x, y, x_mask]
+        return [x, y, x_mask, *extras]
     ty = steps[1]
     y = y[:, :ty]
-    return [x, y, x_mask, shift_right(y), steps_mask(data.y_len[idx], ty, dtype)]
+    return [x, y, x_mask, shift_right(y), steps_mask(data.y_len[idx], ty, dtype), *extras]
+
+
+def trim_extra(data: Dataset, name: str, array: np.ndarray, steps: tuple) -> np.ndarray:
+    """An extra input of a batch cut, on the axes info["trim"][name] names, to the batch's
+    padded length of x (a graph's adjacency [B, nodes, nodes] with its nodes)."""
+    axes = data.info.get("trim", {}).get(name, ())
+    if not steps or not axes:
+        return array
+    cut = tuple(slice(0, steps[0]) if a in axes else slice(None) for a in range(array.ndim))
+    return array[cut]

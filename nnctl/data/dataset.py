@@ -45,8 +45,11 @@ class Dataset:
     x_len: np.ndarray | None = None
     y_len: np.ndarray | None = None
     # facts every split shares: vocabularies ("input", "target", "tags": objects with
-    # to_dict), the audio sample rate, ...; subsets keep the same dict
+    # to_dict), the audio sample rate, which axes of an extra input are padded steps
+    # ("trim": {name: axes}), ...; subsets keep the same dict
     info: dict = dataclasses.field(default_factory=dict)
+    # further named model inputs, per sample (first axis N): a graph's adjacency, ...
+    extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -55,6 +58,9 @@ class Dataset:
             lengths = getattr(self, key)
             if lengths is not None and len(lengths) != len(self.x):
                 raise ValueError(f"{key} has {len(lengths)} entries for {len(self.x)} samples")
+        for key, array in self.extra.items():
+            if len(array) != len(self.x):
+                raise ValueError(f"input {key} has {len(array)} samples for {len(self.x)}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -65,7 +71,8 @@ class Dataset:
         return dataclasses.replace(
             self, x=self.x[idx], y=self.y[idx],
             x_len=None if self.x_len is None else self.x_len[idx],
-            y_len=None if self.y_len is None else self.y_len[idx])
+            y_len=None if self.y_len is None else self.y_len[idx],
+            extra={k: v[idx] for k, v in self.extra.items()})
 
     def with_x(self, x: np.ndarray) -> Dataset:
         """The same samples (labels, lengths, info) with other features."""

@@ -193,12 +193,13 @@ class Trainer:
     def batch_feeds(self, split: str, idx) -> tuple[list, tuple]:
         """(the data arrays of a batch on the device, in feed order; its padded lengths)."""
         data = getattr(self.splits, split)
-        if not self.splits.padded:
+        extra = self.builder.extra_names
+        if not self.splits.padded and not extra:
             xs, ys = self.device_data[split]
             device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
             return [xs[device_idx], ys[device_idx]], ()
         multiple = self.spec.train.pad_multiple
-        arrays = batch_arrays(data, idx, multiple, self.spec.train.dtype)
+        arrays = batch_arrays(data, idx, multiple, self.spec.train.dtype, extra)
         return [self.backend.asarray(a) for a in arrays], batch_steps(data, idx, multiple)
 
     # ---- the loop ------------------------------------------------------------------------------
