@@ -84,7 +84,8 @@ def load_dataset(config: Config) -> Dataset:
     if d.dataset == "spirals":
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
-        return load_npz(d.path, d.x_key, d.y_key, dtype=config.spec.train.dtype)
+        return load_npz(d.path, d.x_key, d.y_key, dtype=config.spec.train.dtype,
+                        extra_keys=tuple(d.inputs or ()))
     if d.dataset == "idx":
         return load_idx(d.images, d.labels, dtype=config.spec.train.dtype)
     if d.dataset == "parity":

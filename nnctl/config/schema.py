@@ -84,6 +84,10 @@ class NpzData(_DataCommon):
     path: str = field(string, doc="the file; a relative path is relative to the config file")
     x_key: str = field(string, "x", "array name of the features")
     y_key: str = field(string, "y", "array name of the labels or targets")
+    inputs: list | None = field(optional(list_of(string, min_len=1, what="a list of array "
+                                                                       "names")), None,
+                                "further arrays, one row per sample: model inputs of the same "
+                                "names (list them in model.inputs)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ Nothing here unpickles: np.load always runs with allow_pickle=False (architectur
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import os
 import re
@@ -53,9 +54,10 @@ def load_digits(path: str | os.PathLike | None = None) -> Dataset:
 
 
 def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
-             dtype: str = "float32") -> Dataset:
+             dtype: str = "float32", extra_keys: tuple[str, ...] = ()) -> Dataset:
     """Read arrays x_key (features) and y_key (labels/targets) from a NumPy .npz archive;
-    features and float targets become `dtype` (the run's train.dtype)."""
+    features and float targets become `dtype` (the run's train.dtype). `extra_keys` are
+    further per-sample arrays, the model inputs of those names (Dataset.extra)."""
     p = Path(path)
     where = str(p)
     expected = f"an .npz archive with arrays '{x_key}' and '{y_key}'"
@@ -65,7 +67,7 @@ def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
         with open(p, "rb") as f, _open_npz(f, where, expected) as npz:
             keys = list(npz.files)
             arrays = {}
-            for key in (x_key, y_key):
+            for key in (x_key, y_key, *extra_keys):
                 if key not in keys:
                     raise DataError(f"no array named {excerpt(key)}; the file has "
                                     f"{capped(excerpt(k) for k in keys) or 'no arrays'}",
@@ -78,7 +80,15 @@ def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
         # header parser (BadZipFile, zlib.error, EOFError, ValueError, even SyntaxError).
         raise DataError(f"cannot read as .npz (corrupt or truncated?): "
                         f"{type(e).__name__}: {e}", path=where) from None
-    return _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem, dtype)
+    data = _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem, dtype)
+    for key in extra_keys:
+        a = arrays[key]
+        if a.ndim == 0 or len(a) != len(data):
+            raise DataError(f"array {excerpt(key)} has shape {list(a.shape)}; expected one "
+                            f"row per sample ({len(data)})", path=where)
+        if not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all()):
+            raise DataError(f"array {excerpt(key)} must hold finite numbers", path=where)
+    return dataclasses.replace(data, extra={k: arrays[k] for k in extra_keys})
 
 
 def _open_npz(f, where: str, expected: str):

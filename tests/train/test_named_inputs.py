@@ -148,3 +148,18 @@ def test_mistakes_about_named_inputs_are_one_line(tmp_path, model, message):
         Trainer(config(tmp_path, text), get_backend("cpu"), out=None)
     text = str(info.value)
     assert message in text and "\n" not in text, text
+
+
+def test_an_npz_supplies_further_inputs_by_array_name(tmp_path):
+    rng = np.random.default_rng(1)
+    x, other = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
+    y = (x[:, 0] + other[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "views.npz", x=x, y=y, other=other)
+    text = TWO_VIEWS.replace("{dataset: test_two_views,",
+                             "{dataset: npz, path: views.npz, inputs: [other], normalize: none,")
+    trainer = Trainer(config(tmp_path, text), get_backend("cpu"), out=None)
+    assert trainer.fit()["test_accuracy"] > 0.85
+    np.savez(tmp_path / "views.npz", x=x, y=y, other=other[:10])
+    with pytest.raises(ConfigError, match="array 'other' has shape \\[10, 3\\]; expected one row "
+                                          "per sample \\(200\\)"):
+        Trainer(config(tmp_path, text), get_backend("cpu"), out=None)
