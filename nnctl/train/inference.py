@@ -136,11 +136,12 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
     if not integer:
         norm = Normalizer.from_dict(json.loads((run_dir / "normalizer.json").read_text()))
         x = norm.apply(x).astype(trainer.spec.train.dtype)  # as in training: per feature
+    extras = read_extra_inputs(inputs, trainer, len(x))
     outputs = []
     size = trainer.spec.train.eval_batch_size
     for start in range(0, len(x), size):
-        xb = backend.asarray(x[start:start + size])
-        outputs.append(backend.to_host(trainer.forward(xb)))
+        batch = [a[start:start + size] for a in (x, *extras)]
+        outputs.append(trainer.forward_arrays(batch))
     out = np.concatenate(outputs) if outputs else np.zeros((0,))
     if trainer.classification:
         z = out - out.max(axis=-1, keepdims=True)
@@ -155,6 +156,31 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         columns = {"prediction": out}
     _write_predictions(output, columns)
     return len(x)
+
+
+def read_extra_inputs(path: Path, trainer: Trainer, n: int) -> list[np.ndarray]:
+    """The further named inputs of a model (model.inputs) from the .npz's arrays of those
+    names, one row per input, each of the shape the model was trained on."""
+    names = trainer.builder.extra_names
+    if not names:
+        return []
+    if path.suffix != ".npz":
+        raise DataError(f"this model also reads {', '.join(names)}: give an .npz with arrays "
+                        f"x and {', '.join(names)}", path=str(path))
+    train = trainer.splits.train.extra
+    out = []
+    with np.load(path, allow_pickle=False) as npz:
+        for name in names:
+            if name not in npz.files:
+                raise DataError(f"expected an array named {name!r} (the model's input); found "
+                                f"{', '.join(npz.files)}", path=str(path))
+            a = npz[name]
+            if a.shape[1:] != train[name].shape[1:] or len(a) != n:
+                raise DataError(f"array {name!r} has shape {list(a.shape)}; expected "
+                                f"[{n}, {', '.join(map(str, train[name].shape[1:]))}]",
+                                path=str(path))
+            out.append(a.astype(train[name].dtype))
+    return out
 
 
 def read_wav_inputs(path: Path, splits) -> tuple[np.ndarray, list[str]]:

@@ -163,3 +163,24 @@ def test_an_npz_supplies_further_inputs_by_array_name(tmp_path):
     with pytest.raises(ConfigError, match="array 'other' has shape \\[10, 3\\]; expected one row "
                                           "per sample \\(200\\)"):
         Trainer(config(tmp_path, text), get_backend("cpu"), out=None)
+
+
+def test_predict_reads_the_further_inputs_from_the_npz(tmp_path):
+    from nnctl.train.inference import predict_run
+    text = TWO_VIEWS.replace("epochs: 15", "epochs: 2")
+    trainer = Trainer(config(tmp_path, text), get_backend("cpu"), out=tmp_path / "runs")
+    trainer.fit()
+    (run,) = (tmp_path / "runs").iterdir()
+    rng = np.random.default_rng(5)
+    x, other = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+    np.savez(tmp_path / "new.npz", x=x, other=other)
+    assert predict_run(run, tmp_path / "new.npz", tmp_path / "p.npz", get_backend("cpu")) == 7
+    with np.load(tmp_path / "p.npz") as p:
+        probabilities = p["probabilities"]
+    expected = trainer.forward_arrays([x, other])
+    z = np.exp(expected - expected.max(-1, keepdims=True))
+    assert np.allclose(probabilities, z / z.sum(-1, keepdims=True), rtol=1e-12)
+    np.savez(tmp_path / "bad.npz", x=x)
+    from nnctl.errors import DataError
+    with pytest.raises(DataError, match="expected an array named 'other'"):
+        predict_run(run, tmp_path / "bad.npz", tmp_path / "p2.npz", get_backend("cpu"))
