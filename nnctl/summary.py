@@ -102,6 +102,8 @@ def model_summary(config: Config) -> dict:
         "memory_plan": memory_plan(config, builder),
         "config": config.name,
         "input_shape": list(x.shape[1:]), "input_dtype": x.dtype,
+        "inputs": {name: {"shape": list(t.shape[1:]), "dtype": t.dtype}
+                   for name, t in feeds.inputs.items()},
         "output_shape": list(out.shape[1:]),
         "layers": rows,
         "totals": {"params": trainable + non_trainable, "trainable": trainable,

@@ -50,8 +50,9 @@ def summary(
         from rich.table import Table
 
         t = s["totals"]
-        table = Table(title=f"{s['config']}: input {shape(s['input_shape'])} "
-                            f"{s['input_dtype']}")
+        inputs = ", ".join(f"{name} {shape(i['shape'])} {i['dtype']}"
+                           for name, i in s["inputs"].items())
+        table = Table(title=f"{s['config']}: {inputs}")
         for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"),
                                 ("params", "right"), ("trainable", "right"),
                                 ("activations", "right")):
