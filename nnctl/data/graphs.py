@@ -1,0 +1,291 @@
+"""Graph data: graphs_npz and graphs_jsonl files, and the generated graph_cycles task.
+
+Every kind gives dense, padded graphs (the layout nnctl.layers.graph reads):
+
+    x          float [G, Nmax, F]      node features, zero rows after each graph's nodes
+    x_len      int64 [G]               node counts (the trainer's node mask and buckets)
+    y          int64 [G]               a label per graph, or [G, Nmax] a label per node
+                                       (0 at padded nodes, which the node mask leaves out)
+    extra["adjacency"]  float [G, Nmax, Nmax]   A[i, j] = 1 for an edge j -> i
+
+info["trim"] = {"adjacency": (1, 2)} tells the batcher to cut both node axes of a batch's
+adjacency to the batch's padded node count, as it cuts x. Self loops in the data are dropped
+(the layers add their own where their equations have one) and an edge listed twice is one
+edge. With `undirected` (the default) every edge also gets its reverse.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nnctl.data.dataset import Dataset
+from nnctl.data.kinds import register_loader
+from nnctl.data.text import read_utf8
+from nnctl.errors import DataError
+
+ADJACENCY = "adjacency"  # the model input name layers read the adjacency by
+
+
+class Graph:
+    """One graph as read: features [n, F], edges [E, 2] (source, target), and a label (int)
+    or node labels [n]."""
+
+    def __init__(self, features: np.ndarray, edges: np.ndarray, label=None, node_labels=None):
+        self.features, self.edges = features, edges
+        self.label, self.node_labels = label, node_labels
+
+
+def check_edges(graph: Graph, which: str, where: str) -> None:
+    """DataError naming the graph and its first edge with a node index out of range."""
+    n = len(graph.features)
+    bad = np.flatnonzero(((graph.edges < 0) | (graph.edges >= n)).any(axis=1))
+    if len(bad):
+        k = int(bad[0])
+        source, target = (int(v) for v in graph.edges[k])
+        raise DataError(f"{which}: edge {k} ({source} -> {target}) names a node outside 0..{n - 1} "
+                        f"(the graph has {n} nodes)", path=where)
+
+
+def to_dataset(graphs: list[Graph], name: str, undirected: bool, info: dict | None = None,
+               where: str | None = None) -> Dataset:
+    """The padded arrays of `graphs` (see the module docstring); all graph labels or all node
+    labels."""
+    if not graphs:
+        raise DataError("no graphs", path=where)
+    node_level = graphs[0].node_labels is not None
+    if any((g.node_labels is not None) != node_level for g in graphs):
+        raise DataError("some graphs have a label, others node labels; use one kind",
+                        path=where)
+    count, width = len(graphs), graphs[0].features.shape[1]
+    n_max = max(len(g.features) for g in graphs)
+    x = np.zeros((count, n_max, width))
+    adjacency = np.zeros((count, n_max, n_max))
+    y = np.zeros((count, n_max) if node_level else count, dtype=np.int64)
+    for i, g in enumerate(graphs):
+        n = len(g.features)
+        x[i, :n] = g.features
+        source, target = g.edges[:, 0], g.edges[:, 1]
+        adjacency[i, target, source] = 1.0  # messages flow from source to target
+        if undirected:
+            adjacency[i, source, target] = 1.0
+        adjacency[i, np.arange(n), np.arange(n)] = 0.0  # the layers add their own self loops
+        if node_level:
+            y[i, :n] = g.node_labels
+        else:
+            y[i] = g.label
+    x_len = np.array([len(g.features) for g in graphs], dtype=np.int64)
+    info = {**(info or {}), "trim": {ADJACENCY: (1, 2)}}
+    return Dataset(x, y, name, x_len=x_len, info=info, extra={ADJACENCY: adjacency})
+
+
+def check_labels(labels: np.ndarray, what: str, where: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+        raise DataError(f"{what} must be non-negative integers (class ids), got "
+                        f"{labels.dtype} values", path=where)
+    return labels.astype(np.int64)
+
+
+# ---- graphs_npz -------------------------------------------------------------------------------
+
+def read_graphs_npz(path: str) -> list[Graph]:
+    """Graphs from an .npz file: node_features [total_nodes, F] (the graphs' nodes one graph
+    after another), node_counts [G], edges int [2, total_edges] (row 0 sources, row 1
+    targets, indices local to each graph; the graphs' edges one graph after another),
+    edge_counts [G], and labels [G] or node_labels [total_nodes]."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read as .npz: {err}", path=path) from None
+    missing = [k for k in ("node_features", "node_counts", "edges", "edge_counts")
+               if k not in arrays]
+    if missing or ("labels" in arrays) == ("node_labels" in arrays):
+        need = ", ".join(missing) if missing else "exactly one of labels and node_labels"
+        raise DataError(f"missing {need} (found: {', '.join(sorted(arrays)) or 'no arrays'})",
+                        path=path)
+    features = np.asarray(arrays["node_features"], dtype=np.float64)
+    counts = check_labels(arrays["node_counts"], "node_counts", path)
+    edges, edge_counts = arrays["edges"], check_labels(arrays["edge_counts"], "edge_counts", path)
+    if features.ndim == 1:
+        features = features[:, None]
+    if features.ndim != 2:
+        raise DataError(f"node_features must be [total_nodes, features], got shape "
+                        f"{list(features.shape)}", path=path)
+    if edges.ndim != 2 or edges.shape[0] != 2 or not np.issubdtype(edges.dtype, np.integer):
+        raise DataError(f"edges must be integers [2, total_edges], got {edges.dtype} of shape "
+                        f"{list(edges.shape)}", path=path)
+    if counts.ndim != 1 or len(counts) != len(edge_counts):
+        raise DataError(f"node_counts ({len(counts)}) and edge_counts ({len(edge_counts)}) "
+                        "must give one count per graph", path=path)
+    if counts.sum() != len(features):
+        raise DataError(f"node_counts add up to {counts.sum()}, but node_features has "
+                        f"{len(features)} rows", path=path)
+    if edge_counts.sum() != edges.shape[1]:
+        raise DataError(f"edge_counts add up to {edge_counts.sum()}, but edges has "
+                        f"{edges.shape[1]} columns", path=path)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        raise DataError(f"graph {empty[0]} has no nodes", path=path)
+    node_level = "node_labels" in arrays
+    labels = check_labels(arrays["node_labels" if node_level else "labels"],
+                          "node_labels" if node_level else "labels", path)
+    if len(labels) != (len(features) if node_level else len(counts)):
+        raise DataError(f"{len(labels)} {'node_labels' if node_level else 'labels'} for "
+                        f"{len(features) if node_level else len(counts)} "
+                        f"{'nodes' if node_level else 'graphs'}", path=path)
+    node_starts = np.concatenate([[0], np.cumsum(counts)])
+    edge_starts = np.concatenate([[0], np.cumsum(edge_counts)])
+    graphs = []
+    for g in range(len(counts)):
+        nodes = slice(node_starts[g], node_starts[g + 1])
+        graph = Graph(features[nodes], edges[:, edge_starts[g]:edge_starts[g + 1]].T.astype(
+            np.int64), None if node_level else int(labels[g]),
+            labels[nodes] if node_level else None)
+        check_edges(graph, f"graph {g}", path)
+        graphs.append(graph)
+    return graphs
+
+
+@register_loader("graphs_npz")
+def load_graphs_npz(spec, seed: int, dtype: str) -> Dataset:
+    """`dataset: graphs_npz`: the file's graphs, padded (see the module docstring)."""
+    return to_dataset(read_graphs_npz(spec.path), Path(spec.path).stem, spec.undirected,
+                      where=spec.path)
+
+
+# ---- graphs_jsonl -----------------------------------------------------------------------------
+
+def read_graphs_jsonl(path: str) -> list[Graph]:
+    """Graphs from a JSON-lines file, one object per line (blank lines skipped):
+    {"nodes": [[f, ...], ...], "edges": [[source, target], ...], "label": k} or, for node
+    classification, "node_labels": [k, ...] instead of "label"."""
+    graphs, width = [], None
+    for number, line in enumerate(read_utf8(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        graph = parse_graph_line(line, where)
+        if width is None:
+            width, first = graph.features.shape[1], number
+        elif graph.features.shape[1] != width:
+            raise DataError(f"nodes have {graph.features.shape[1]} features, but line {first}'s "
+                            f"have {width}", path=where)
+        graphs.append(graph)
+    if not graphs:
+        raise DataError("no graphs (the file has no JSON lines)", path=path)
+    return graphs
+
+
+def parse_graph_line(line: str, where: str) -> Graph:
+    """One graph from one JSON line, with a one-line DataError (file:line) for each mistake."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"not JSON: {err.msg} (column {err.colno})", path=where) from None
+    if not isinstance(obj, dict) or "nodes" not in obj:
+        raise DataError('expected an object with "nodes", "edges" and "label" or '
+                        '"node_labels"', path=where)
+    nodes = obj["nodes"]
+    if not isinstance(nodes, list) or not nodes:
+        raise DataError("the graph has no nodes", path=where)
+    widths = {len(f) if isinstance(f, list) else -1 for f in nodes}
+    if -1 in widths:
+        raise DataError('"nodes" must be a list of feature lists, e.g. [[1.0], [0.5]]',
+                        path=where)
+    if len(widths) > 1:
+        raise DataError(f"ragged node features: nodes have {sorted(widths)} features",
+                        path=where)
+    try:
+        features = np.array(nodes, dtype=np.float64).reshape(len(nodes), -1)
+    except (TypeError, ValueError):
+        raise DataError("node features must be numbers", path=where) from None
+    edges = obj.get("edges", [])
+    if not isinstance(edges, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in e) for e in edges):
+        raise DataError('"edges" must be a list of [source, target] node indices (integers)',
+                        path=where)
+    graph = Graph(features, np.array(edges, dtype=np.int64).reshape(-1, 2))
+    check_edges(graph, "the graph", where)
+    if ("label" in obj) == ("node_labels" in obj):
+        raise DataError('give the graph exactly one of "label" and "node_labels"', path=where)
+    if "label" in obj:
+        label = obj["label"]
+        if not isinstance(label, int) or isinstance(label, bool) or label < 0:
+            raise DataError(f'"label" must be a non-negative integer, got {label!r}', path=where)
+        graph.label = label
+    else:
+        labels = obj["node_labels"]
+        if not isinstance(labels, list) or len(labels) != len(nodes) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in labels):
+            raise DataError(f'"node_labels" must be {len(nodes)} non-negative integers, one '
+                            "per node", path=where)
+        graph.node_labels = np.array(labels, dtype=np.int64)
+    return graph
+
+
+@register_loader("graphs_jsonl")
+def load_graphs_jsonl(spec, seed: int, dtype: str) -> Dataset:
+    """`dataset: graphs_jsonl`: the file's graphs, padded (see the module docstring)."""
+    return to_dataset(read_graphs_jsonl(spec.path), Path(spec.path).stem, spec.undirected,
+                      where=spec.path)
+
+
+# ---- graph_cycles -----------------------------------------------------------------------------
+
+CYCLE_CLASSES = ["tree", "one_cycle"]
+
+
+def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Edges [n - 1, 2] of a uniformly random labelled tree on n nodes (a random Pruefer
+    sequence decoded)."""
+    code = rng.integers(0, n, size=n - 2)
+    degree = np.ones(n, dtype=np.int64)
+    np.add.at(degree, code, 1)
+    edges = []
+    for v in code:
+        leaf = int(np.flatnonzero(degree == 1)[0])
+        edges.append((leaf, int(v)))
+        degree[leaf] -= 1
+        degree[v] -= 1
+    last = np.flatnonzero(degree == 1)
+    edges.append((int(last[0]), int(last[1])))
+    return np.array(edges, dtype=np.int64)
+
+
+def make_graph_cycles(samples: int, min_nodes: int, max_nodes: int, seed: int) -> Dataset:
+    """Half the graphs (alternating labels, shuffled) are random trees, the others random
+    trees plus one edge between two nodes not yet adjacent, which closes exactly one cycle
+    (of length 3 or more). Graphs come in pairs, a tree and a one-cycle graph with the same
+    node count (uniform in [min_nodes, max_nodes]), so both classes have the same node count
+    histogram; every node's feature is [1.0]. A model that looks at each node alone sees
+    only the node count, which says nothing about the class; one that passes messages sees
+    degrees (a tree on n nodes has n - 1 edges, a one-cycle graph n)."""
+    rng = np.random.default_rng(seed)
+    graphs, n = [], 0
+    for i in range(samples):
+        label = i % 2
+        if not label:  # a new pair
+            n = int(rng.integers(min_nodes, max_nodes + 1))
+        edges = random_tree(n, rng)
+        if label:
+            adjacent = np.zeros((n, n), dtype=bool)
+            adjacent[edges[:, 0], edges[:, 1]] = adjacent[edges[:, 1], edges[:, 0]] = True
+            free = np.argwhere(np.triu(~adjacent, 1))  # non-edges, i < j
+            extra = free[rng.integers(len(free))]
+            edges = np.vstack([edges, extra[None]])
+        graphs.append(Graph(np.ones((n, 1)), edges, label))
+    order = rng.permutation(samples)
+    return to_dataset([graphs[i] for i in order], "graph_cycles", undirected=True,
+                      info={"labels": list(CYCLE_CLASSES)})
+
+
+@register_loader("graph_cycles")
+def load_graph_cycles(spec, seed: int, dtype: str) -> Dataset:
+    """`dataset: graph_cycles`: generated trees vs one-cycle graphs, seeded by the config's
+    seed."""
+    return make_graph_cycles(spec.samples, spec.min_nodes, spec.max_nodes, seed)
