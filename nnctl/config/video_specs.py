@@ -13,7 +13,7 @@ from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, LayerSpec, pos
                                       register_layer_spec)
 from nnctl.config.schema import _DataCommon, register_dataset_spec
 from nnctl.config.validate import (Context, Invalid, boolean, choice, field, got, integer,
-                                   list_of, number, one_of, optional, single_key, string)
+                                   number, one_of, optional, single_key, string)
 
 
 def _triple(what: str, minimum: int):
@@ -87,7 +87,6 @@ class AvgPool3dSpec(Pool3dSpec):
 @dataclass(frozen=True, kw_only=True)
 class TimeDistributedSpec(LayerSpec):
     kind: ClassVar[str] = "time_distributed"
-    shorthand: ClassVar[str] = "layer"
     # LAYERS is the live table: layer types registered later (recurrent, audio, ...) count
     layer: object = field(single_key(LAYERS, "layer"),
                           doc="the layer applied to each frame, written as in the model's "

@@ -83,9 +83,9 @@ class Conv3d(_ChannelsFirst):
     def build(self, x: Tensor, rng) -> None:
         _need_volume(self, x)
         channels = x.shape[1]
-        if channels % self.groups:
-            raise ShapeError(f"input channels ({channels}) must be divisible by groups "
-                             f"({self.groups})", scope=self.name)
+        if channels % self.groups or self.filters % self.groups:
+            raise ShapeError(f"input channels ({channels}) and filters ({self.filters}) must "
+                             f"be divisible by groups ({self.groups})", scope=self.name)
         per_group, taps = channels // self.groups, self.kernel[0] * self.kernel[1] * self.kernel[2]
         fan_in, fan_out = per_group * taps, self.filters // self.groups * taps
         self.w = self.add_param("weight", (self.filters, per_group, *self.kernel), self.init,
