@@ -83,14 +83,18 @@ def model_summary(config: Config) -> dict:
             act[_owner(node.scope, names)] += node.aval.nbytes
 
     rows = []
+    counted: set[int] = set()  # a shared layer's parameters count once, at the original
     for i in model.order:
-        layer = model.layers[i]
-        trainable = sum(_size(t.shape) for t in layer.params.values())
-        states = sum(_size(t.shape) for t in layer.states.values())
-        rows.append({"name": layer.name, "type": layer.kind, "inputs": list(model.inputs[i]),
-                     "output_shape": list(values[layer.name].shape[1:]),
+        layer, name = model.layers[i], model.names[i]
+        trainable = states = 0
+        if id(layer) not in counted:
+            counted.add(id(layer))
+            trainable = sum(_size(t.shape) for t in layer.params.values())
+            states = sum(_size(t.shape) for t in layer.states.values())
+        rows.append({"name": name, "type": layer.kind, "inputs": list(model.inputs[i]),
+                     "output_shape": list(values[name].shape[1:]),
                      "params": trainable + states, "trainable": trainable,
-                     "non_trainable": states, "activation_bytes": act.pop(layer.name, 0)})
+                     "non_trainable": states, "activation_bytes": act.pop(name, 0)})
 
     param_bytes: dict[str, int] = defaultdict(int)
     for t in (*builder.params.values(), *builder.states.values()):

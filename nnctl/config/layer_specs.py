@@ -62,6 +62,9 @@ class LayerSpec:
     inputs: list | None = field(optional(list_of(string, min_len=1, what="a list of layer names")),
                                 None, "names of the layers this one reads ('input': the model's "
                                       "input); default: the previous layer")
+    shares: str | None = field(optional(string), None,
+                               "use the parameters of this other layer (same type and settings): "
+                               "one sub-network applied to several inputs (siamese models)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -259,6 +262,7 @@ class ModelSpec:
             elif not any(name in (spec.inputs or ()) for spec in self.layers):
                 ctx.error(path + ("inputs", k), f"no layer reads input '{name}'; name it in a "
                                                 "layer's inputs or remove it")
+        self._check_shares(path, ctx, names)
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             where = path + ("layers", i, self.layers[i].kind)
@@ -286,6 +290,35 @@ class ModelSpec:
             self._check_cycles(path, ctx)
         if len(ctx.errors) == errors_before:
             self._check_all_used(path, ctx)
+
+    def _check_shares(self, path, ctx: Context, names: list[str]) -> None:
+        """A layer that shares another's parameters names an original of its own type and
+        settings (not itself, not another sharer)."""
+        index = {n: i for i, n in enumerate(names)}
+        for i, spec in enumerate(self.layers):
+            if spec.shares is None:
+                continue
+            where = path + ("layers", i, spec.kind, "shares")
+            j = index.get(spec.shares)
+            if j is None:
+                ctx.error(where, f"unknown layer '{spec.shares}'{suggest(spec.shares, names)}")
+                continue
+            other = self.layers[j]
+            if j == i:
+                ctx.error(where, "a layer cannot share its own parameters")
+            elif other.kind != spec.kind:
+                ctx.error(where, f"'{spec.shares}' is a {other.kind} layer; a {spec.kind} "
+                                 "layer can only share a layer of its own type")
+            elif other.shares is not None:
+                ctx.error(where, f"'{spec.shares}' shares '{other.shares}' itself; name the "
+                                 f"original, '{other.shares}'")
+            else:
+                differ = [f.name for f in dataclasses.fields(spec)
+                          if f.name not in ("name", "inputs", "shares")
+                          and getattr(spec, f.name) != getattr(other, f.name)]
+                if differ:
+                    ctx.error(where, f"settings differ from '{spec.shares}' in "
+                                     f"{', '.join(differ)}; a shared layer is the same layer")
 
     def _check_all_used(self, path, ctx: Context) -> None:
         """Every layer must feed the output (the last layer); a dangling one would be trained

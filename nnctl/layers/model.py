@@ -82,10 +82,18 @@ def build_model(spec: ModelSpec, rng, hints: dict | None = None) -> Model:
     """The layers of `spec`; `rng` (a NumPy Generator) draws the initial weights on first
     call. `hints` are facts about the data some layers ask for: "classes", "vocab", "dtype"."""
     hints = hints or {}
-    layers = []
-    for i, (s, name) in enumerate(zip(spec.layers, spec.layer_names())):
+    layers: list = []
+    names = spec.layer_names()
+    for i, (s, name) in enumerate(zip(spec.layers, names)):
+        if s.shares is not None:  # the original's object, filled in below
+            layers.append(None)
+            continue
         try:
             layers.append(LAYER_TYPES[s.kind].from_spec(s, name, hints))
         except ShapeError as err:
             raise LayerError(err, i, name) from None
+    # a sharing layer is the original layer called again: the same parameters (and names),
+    # so their gradients from every call add up
+    layers = [layer if layer is not None else layers[names.index(s.shares)]
+              for layer, s in zip(layers, spec.layers)]
     return Model(spec, layers, rng)

@@ -184,3 +184,38 @@ def test_predict_reads_the_further_inputs_from_the_npz(tmp_path):
     from nnctl.errors import DataError
     with pytest.raises(DataError, match="expected an array named 'other'"):
         predict_run(run, tmp_path / "bad.npz", tmp_path / "p2.npz", get_backend("cpu"))
+
+
+SIAMESE = TWO_VIEWS.replace("""\
+    - concat: {inputs: [input, other]}
+    - dense: {units: 16, activation: tanh}
+""", """\
+    - dense: {units: 8, activation: tanh, name: left, inputs: [input]}
+    - dense: {units: 8, activation: tanh, name: right, inputs: [other], shares: left}
+    - add: {inputs: [left, right]}
+""")
+
+
+def test_a_shared_layer_is_one_set_of_parameters_with_both_paths_gradients(tmp_path):
+    from nnctl.gradcheck import check_model
+    cfg = config(tmp_path, SIAMESE)
+    trainer = Trainer(cfg, get_backend("cpu"), out=None)
+    assert trainer.param_names == ["left.weight", "left.bias", "dense_3.weight", "dense_3.bias"]
+    # the sum of both views through one tower: learnable, and only with the shared weights
+    assert trainer.fit()["test_accuracy"] > 0.9
+    assert all(row.passed for row in check_model(cfg))  # both paths' gradients add up
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("{units: 8, name: right, inputs: [other], shares: lefty}", "unknown layer 'lefty'"),
+    ("{units: 9, name: right, inputs: [other], shares: left}",
+     "settings differ from 'left' in units"),
+    ("{units: 8, name: right, inputs: [other], shares: right}",
+     "a layer cannot share its own parameters"),
+])
+def test_sharing_mistakes_are_one_line(tmp_path, layer, message):
+    text = SIAMESE.replace("{units: 8, activation: tanh, name: right, inputs: [other], "
+                           "shares: left}", layer.replace("}", ", activation: tanh}"))
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, text)
+    assert message in str(info.value) and "model.layers[1].dense.shares" in str(info.value)
