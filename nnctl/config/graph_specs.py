@@ -96,12 +96,16 @@ class GraphsJsonlData(_DataCommon):
 class GraphCyclesData(_DataCommon):
     dataset: str = field(string, "graph_cycles", "generated graphs: random trees (label 0) "
                                                  "vs the same with one extra edge, so exactly "
-                                                 "one cycle (label 1); every node's feature "
-                                                 "is 1")
+                                                 "one cycle (label 1), same node counts, "
+                                                 "uninformative node features")
     samples: int = field(integer(min=10, what="an integer >= 10"), 2000, "graphs in all")
     min_nodes: int = field(integer(min=4, what="an integer >= 4"), 8, "the smallest graph")
     max_nodes: int = field(integer(min=4, max=256, what="an integer in [4, 256]"), 16,
                            "the largest graph")
+    node_features: str = field(choice("ones", "noise"), "ones",
+                               "ones: the feature 1 at every node; noise: feature_width "
+                               "standard normal numbers per node, drawn independently")
+    feature_width: int = field(positive, 8, "features per node with node_features: noise")
     normalize: str = _NORMALIZE
 
     def validate(self, path, ctx: Context) -> None:

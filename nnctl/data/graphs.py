@@ -257,15 +257,21 @@ def random_tree(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.array(edges, dtype=np.int64)
 
 
-def make_graph_cycles(samples: int, min_nodes: int, max_nodes: int, seed: int) -> Dataset:
+def make_graph_cycles(samples: int, min_nodes: int, max_nodes: int, seed: int,
+                      features: str = "ones", width: int = 8) -> Dataset:
     """Half the graphs (alternating labels, shuffled) are random trees, the others random
     trees plus one edge between two nodes not yet adjacent, which closes exactly one cycle
     (of length 3 or more). Graphs come in pairs, a tree and a one-cycle graph with the same
     node count (uniform in [min_nodes, max_nodes]), so both classes have the same node count
-    histogram; every node's feature is [1.0]. A model that looks at each node alone sees
-    only the node count, which says nothing about the class; one that passes messages sees
-    degrees (a tree on n nodes has n - 1 edges, a one-cycle graph n)."""
+    histogram. Node features say nothing about the graph: [1.0] at every node (`ones`), or
+    `width` independent standard normal numbers per node (`noise`). A model that looks at
+    each node alone sees only the node count (and noise), which says nothing about the class;
+    one that passes messages sees degrees (a tree on n nodes has n - 1 edges, a one-cycle
+    graph n). GCN's symmetric normalisation all but hides degrees from constant features
+    (each node's output is sum_j (A + I)_ij / sqrt(d_i d_j) ~ 0.98 in both classes), while
+    the norm of its average over noise vectors falls with the degree (~ 1 / sqrt(d_i))."""
     rng = np.random.default_rng(seed)
+    noise = np.random.default_rng([seed, 1])  # its own stream: the same graphs either way
     graphs, n = [], 0
     for i in range(samples):
         label = i % 2
@@ -278,7 +284,8 @@ def make_graph_cycles(samples: int, min_nodes: int, max_nodes: int, seed: int) -
             free = np.argwhere(np.triu(~adjacent, 1))  # non-edges, i < j
             extra = free[rng.integers(len(free))]
             edges = np.vstack([edges, extra[None]])
-        graphs.append(Graph(np.ones((n, 1)), edges, label))
+        x = np.ones((n, 1)) if features == "ones" else noise.normal(size=(n, width))
+        graphs.append(Graph(x, edges, label))
     order = rng.permutation(samples)
     return to_dataset([graphs[i] for i in order], "graph_cycles", undirected=True,
                       info={"labels": list(CYCLE_CLASSES)})
@@ -288,4 +295,5 @@ def make_graph_cycles(samples: int, min_nodes: int, max_nodes: int, seed: int) -
 def load_graph_cycles(spec, seed: int, dtype: str) -> Dataset:
     """`dataset: graph_cycles`: generated trees vs one-cycle graphs, seeded by the config's
     seed."""
-    return make_graph_cycles(spec.samples, spec.min_nodes, spec.max_nodes, seed)
+    return make_graph_cycles(spec.samples, spec.min_nodes, spec.max_nodes, seed,
+                             spec.node_features, spec.feature_width)

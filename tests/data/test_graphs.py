@@ -220,3 +220,15 @@ def test_graph_cycles_is_seeded():
     np.testing.assert_array_equal(a.extra["adjacency"], b.extra["adjacency"])
     np.testing.assert_array_equal(a.y, b.y)
     assert not np.array_equal(a.x_len, c.x_len)
+
+
+def test_graph_cycles_noise_features_are_standard_normal_at_real_nodes_only():
+    data = make_graph_cycles(200, 8, 16, seed=4, features="noise", width=5)
+    ones = make_graph_cycles(200, 8, 16, seed=4)
+    assert data.x.shape == (200, 16, 5)
+    real = np.arange(16)[None] < data.x_len[:, None]
+    assert not data.x[~real].any()
+    values = data.x[real]
+    assert abs(values.mean()) < 0.05 and abs(values.std() - 1) < 0.05
+    np.testing.assert_array_equal(data.x_len, ones.x_len)  # the same graph sizes and labels
+    np.testing.assert_array_equal(data.y, ones.y)
