@@ -13,7 +13,7 @@ import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
-from nnctl.config.schema import CLASSIFICATION_LOSSES
+from nnctl.config.schema import CLASSIFICATION_LOSSES, VERIFICATION_LOSSES
 from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
                         load_words,
                         make_adding, make_parity, make_spirals, split)
@@ -120,6 +120,13 @@ def load_splits(config: Config) -> Splits:
                                f"the data's labels are {data.y.dtype} of shape "
                                f"{list(data.y.shape)}")
         num_classes = _class_count(data)
+    elif spec.loss.name in VERIFICATION_LOSSES:  # same (1) / different (0): kept as ints
+        if not integer_labels or data.y.ndim != 1:
+            raise config.error(("loss",), f"{spec.loss.name} needs one integer label per "
+                               "sample (1 same, 0 different; e.g. dataset: pairs), but the "
+                               f"data's labels are {data.y.dtype} of shape "
+                               f"{list(data.y.shape)}")
+        num_classes = None
     else:
         y = data.y.astype(spec.train.dtype)
         data = dataclasses.replace(data, y=y[:, None] if y.ndim == 1 else y)  # (N, 1) for one
@@ -226,8 +233,8 @@ class StepBuilder:
             y_shape = (steps[0],) + y_shape[1:]  # a label per step (tagging)
         x_dtype = "int64" if s.vocab is not None else self.dtype
         x = input_placeholder("x", (batch,) + x_shape, x_dtype)
-        y = input_placeholder("y", (batch,) + y_shape,
-                              "int64" if s.num_classes is not None else self.dtype)
+        integer = s.num_classes is not None or np.issubdtype(s.train.y.dtype, np.integer)
+        y = input_placeholder("y", (batch,) + y_shape, "int64" if integer else self.dtype)
         inputs, masks, data, y_mask = {MODEL_INPUT: x}, {}, [x, y], None
         if steps:
             masks[MODEL_INPUT] = input_placeholder("x_mask", (batch, steps[0]), self.dtype)
@@ -270,6 +277,19 @@ class StepBuilder:
 
     def _check_output(self, y: Tensor, out: Tensor) -> None:
         layers = self.config.spec.model.layers
+        loss = self.config.spec.loss.name
+        if loss in VERIFICATION_LOSSES:
+            width = 1 if loss == "contrastive" else 2
+            if tuple(out.shape[1:]) != (width,):
+                last = len(layers) - 1
+                what = ("a distance per pair ([1]: end with a distance layer)" if width == 1
+                        else "d(anchor, positive) and d(anchor, negative) ([2]: end with a "
+                             "triplet_distance layer)")
+                raise self.config.error(
+                    ("model", "layers", last, layers[last].kind),
+                    f"the model's output per sample is {list(out.shape[1:])}, but loss {loss} "
+                    f"needs {what}")
+            return
         expected = y.shape + (self.splits.num_classes,) if self.splits.num_classes is not None \
             else y.shape
         if out.shape != expected:
@@ -287,6 +307,12 @@ class StepBuilder:
         loss = self.config.spec.loss
         if loss.name == "crf":
             return self.model.layers[self.model.output].nll(out, y, mask)
+        if loss.name == "contrastive":
+            from nnctl.layers.compare import contrastive_loss
+            return contrastive_loss(out, y, loss.margin)
+        if loss.name == "triplet":
+            from nnctl.layers.compare import triplet_loss
+            return triplet_loss(out, loss.margin)
         if loss.name == "mse":
             return out.mse(y)
         if mask is not None:

@@ -21,10 +21,16 @@ CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recal
                           "f1_macro", "bits_per_char", "span_f1", "exact_match",
                           "char_error_rate", "bleu")
 CLASSIFICATION_LOSSES = ("cross_entropy", "crf")
-METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2")
+# comparators: the model's output is a distance (pairs) or two (triplets), the labels say
+# same (1) or different (0)
+VERIFICATION_METRICS = ("verification_accuracy", "roc_auc")
+VERIFICATION_LOSSES = ("contrastive", "triplet")
+METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2") + VERIFICATION_METRICS
 DTYPES = ("float32", "float64")
 DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"],
-                   "crf": ["accuracy", "span_f1"]}
+                   "crf": ["accuracy", "span_f1"],
+                   "contrastive": list(VERIFICATION_METRICS),
+                   "triplet": list(VERIFICATION_METRICS)}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -348,11 +354,24 @@ class RunSpec:
                 ctx.error(("model", "layers", i, "crf"), "a crf layer must be the model's "
                           "last layer, with loss: crf")
         for i, metric in enumerate(self.metrics or ()):
-            classify = metric in CLASSIFICATION_METRICS
-            if classify != (self.loss.name in CLASSIFICATION_LOSSES):
-                wants = "cross_entropy" if classify else "mse"
+            family = metric_family(metric)
+            if family != loss_family(self.loss.name):
+                wants = {"classification": "cross_entropy", "verification":
+                         "contrastive or triplet", "regression": "mse"}[family]
                 ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
                                           f"but the loss is {self.loss.name}")
+
+
+def metric_family(metric: str) -> str:
+    if metric in CLASSIFICATION_METRICS:
+        return "classification"
+    return "verification" if metric in VERIFICATION_METRICS else "regression"
+
+
+def loss_family(loss: str) -> str:
+    if loss in CLASSIFICATION_LOSSES:
+        return "classification"
+    return "verification" if loss in VERIFICATION_LOSSES else "regression"
 
 
 def register_dataset_spec(cls) -> None:

@@ -29,7 +29,7 @@ class MetricSums:
             hits = out.argmax(axis=-1) == y
             self.correct += int(hits.sum() if mask is None else (hits * mask).sum())
             self.positions += y.size if mask is None else weight
-        elif self.metrics:
+        elif any(m in ("mae", "rmse") for m in self.metrics):
             d = out - y
             self.abs_err += float(self.xp.abs(d).sum()) / max(d.size // n, 1)
             self.sq_err += float((d * d).sum()) / max(d.size // n, 1)

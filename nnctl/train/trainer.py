@@ -23,6 +23,7 @@ import numpy as np
 from nnctl.backend import Backend
 from nnctl.compile import compile_graph
 from nnctl.config import Config
+from nnctl.config.schema import VERIFICATION_LOSSES
 from nnctl.data import batch_indices
 from nnctl.data.batching import batch_arrays, batch_steps, bucket_batches
 from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
@@ -40,7 +41,7 @@ from nnctl.train.metrics import MetricSums, SpanTotals
 from nnctl.train.run_dir import RunDir, RunLock, WriteError, check_writable_folder
 
 MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2",
-             "span_f1", "exact_match", "bleu"}
+             "span_f1", "exact_match", "bleu", "verification_accuracy", "roc_auc"}
 # metrics of sequences decoded by search (sequence to sequence), not of the teacher-forced
 # scores: nnctl.train.translate computes them
 DECODED_METRICS = ("exact_match", "char_error_rate", "bleu")
@@ -487,8 +488,13 @@ class Trainer:
             return {}
         metrics = self.spec.metrics
         sums = MetricSums(self.backend.xp, metrics, self.classification)
-        totals = (ClassificationTotals(self.splits.num_classes) if self.classification
-                  else RegressionTotals())
+        if self.classification:
+            totals = ClassificationTotals(self.splits.num_classes)
+        elif self.spec.loss.name in VERIFICATION_LOSSES:
+            from nnctl.comparator_metrics import VerificationTotals
+            totals = VerificationTotals()
+        else:
+            totals = RegressionTotals()
         to_host = self.backend.to_host
         weights = self.weights() if self.decoder is not None else None
         spans = SpanTotals(self.splits.info.get("tags")) if "span_f1" in metrics else None
