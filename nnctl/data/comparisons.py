@@ -1,0 +1,179 @@
+"""The data kinds of neural comparators: `pairs` (two samples of a labelled data set, labelled
+1 same class / 0 different) and `triplets` (anchor, positive of its class, negative of
+another), drawn once at load, seeded.
+
+Held-out items: nnctl.step.load_splits cuts the rows into train / val / test with
+nnctl.data.dataset.split after this loader returns. The loader computes that same row
+assignment (same row count, labels and seed), splits the SOURCE samples into three disjoint
+groups (seeded, stratified by class, the same fractions) and fills every row of a split only
+with samples of that split's group: a test pair never shows a sample the model trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnctl.data.dataset import Dataset, Normalizer, split
+from nnctl.data.kinds import register_loader
+from nnctl.data.loaders import load_digits, load_npz
+from nnctl.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def _source(spec, dtype: str) -> tuple[Dataset, str]:
+    """The labelled data set drawn from, and where it lives (for messages)."""
+    if spec.of == "digits":
+        return load_digits(), "digits"
+    data = load_npz(spec.path, spec.x_key, spec.y_key, dtype=dtype)
+    if not np.issubdtype(data.y.dtype, np.integer) or data.y.ndim != 1:
+        raise DataError(f"pairs and triplets need one integer class label per sample in "
+                        f"'{spec.y_key}', got {data.y.dtype} of shape {list(data.y.shape)}",
+                        path=spec.path)
+    return data, spec.path
+
+
+def _groups(source: Dataset, spec, seed: int, where: str) -> list[np.ndarray]:
+    """Three disjoint sets of source indices (train, val, test groups), stratified by class,
+    with the config's split fractions."""
+    classes = np.unique(source.y)
+    if len(classes) < 2:
+        raise DataError(f"{spec.dataset} need at least two classes; {where} has "
+                        f"{len(classes)}", path=where if where != "digits" else None)
+    try:
+        parts = split(Dataset(np.arange(len(source)), source.y), spec.split.val,
+                      spec.split.test, seed=seed, stratify=True)
+    except ValueError as err:
+        raise DataError(f"cannot split the {len(source)} samples of {where}: {err}") from None
+    return [np.sort(p.x) for p in parts]
+
+
+def _row_groups(y: np.ndarray, spec, seed: int) -> list[np.ndarray]:
+    """The rows load_splits will put in train, val and test: `split` on the same row count,
+    labels and seed, stratified as load_splits stratifies 1-D integer labels. Fractions that
+    `split` refuses: every row in train (load_splits then reports the config mistake)."""
+    try:
+        parts = split(Dataset(np.arange(len(y)), y), spec.split.val, spec.split.test,
+                      seed=seed, stratify=True)
+    except ValueError:
+        return [np.arange(len(y)), np.arange(0), np.arange(0)]
+    return [p.x for p in parts]
+
+
+class _Group:
+    """One split's source samples by class: draws same-class pairs (two distinct samples)
+    and different-class pairs."""
+
+    def __init__(self, indices: np.ndarray, labels: np.ndarray, name: str, what: str,
+                 where: str):
+        classes = np.unique(labels[indices])
+        self.members = [indices[labels[indices] == c] for c in classes]
+        self.pairable = [m for m in self.members if len(m) >= 2]
+        self.name, self.what, self.where = name, what, where
+
+    def check(self, same: bool, different: bool) -> None:
+        if same and not self.pairable:
+            raise DataError(f"the {self.name} split's source samples have no class with two "
+                            f"samples, so no same-class {self.what}; use more samples of "
+                            f"{self.where} or a larger {self.name} fraction")
+        if different and len(self.members) < 2:
+            raise DataError(f"the {self.name} split's source samples hold {len(self.members)} "
+                            f"class, so no different-class {self.what}; use more samples of "
+                            f"{self.where} or a larger {self.name} fraction")
+
+    def same(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k pairs of distinct samples of one class (a class drawn uniformly among those with
+        two or more samples)."""
+        pick = rng.integers(len(self.pairable), size=k)
+        sizes = np.array([len(m) for m in self.pairable])[pick]
+        i = rng.integers(0, sizes)
+        j = rng.integers(0, sizes - 1)
+        j = j + (j >= i)  # a second sample, never the first
+        left = np.array([self.pairable[c][a] for c, a in zip(pick, i)], dtype=np.int64)
+        right = np.array([self.pairable[c][b] for c, b in zip(pick, j)], dtype=np.int64)
+        return left, right
+
+    def other(self, rng: np.random.Generator, than: np.ndarray) -> np.ndarray:
+        """For each sample index in `than`, one sample of another class (uniform class, then
+        uniform member)."""
+        labels_of = {int(i): c for c, m in enumerate(self.members) for i in m}
+        own = np.array([labels_of[int(i)] for i in than], dtype=np.int64)
+        cls = rng.integers(0, len(self.members) - 1, size=len(than))
+        cls = cls + (cls >= own)
+        sizes = np.array([len(m) for m in self.members])[cls]
+        at = rng.integers(0, sizes)
+        return np.array([self.members[c][a] for c, a in zip(cls, at)], dtype=np.int64)
+
+    def any(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        """k samples, a class drawn uniformly, then a member."""
+        cls = rng.integers(len(self.members), size=k)
+        sizes = np.array([len(m) for m in self.members])[cls]
+        at = rng.integers(0, sizes)
+        return np.array([self.members[c][a] for c, a in zip(cls, at)], dtype=np.int64)
+
+
+def _prepare(spec, seed: int, dtype: str):
+    """(scaled source features, labels, source groups, where, rng)."""
+    source, where = _source(spec, dtype)
+    groups = _groups(source, spec, seed, where)
+    scaler = Normalizer.fit(source.x[groups[0]], spec.scale)
+    x = scaler.apply(source.x).astype(dtype)
+    rng = np.random.default_rng([seed, spec.seed_offset, 0x5EED])
+    return x, source.y, groups, where, rng
+
+
+@register_loader("pairs")
+def load_pairs(spec, seed: int, dtype: str) -> Dataset:
+    """`dataset: pairs`: x the left sample, extra "right" the other, y int64 1 same / 0
+    different (round(pairs * positive_fraction) same pairs); info["pair_of"] the source."""
+    return draw_pairs(spec, seed, dtype)[0]
+
+
+def draw_pairs(spec, seed: int, dtype: str) -> tuple[Dataset, np.ndarray]:
+    """The pairs data set and [N, 2] the source sample indices of each row's two sides."""
+    x, labels, groups, where, rng = _prepare(spec, seed, dtype)
+    n = spec.pairs
+    y = np.zeros(n, np.int64)
+    y[:int(np.floor(n * spec.positive_fraction + 0.5))] = 1
+    y = rng.permutation(y)
+    sources = np.zeros((n, 2), np.int64)
+    for name, rows, members in zip(SPLITS, _row_groups(y, spec, seed), groups):
+        if len(rows) == 0:
+            continue
+        group = _Group(members, labels, name, "pairs", where)
+        same, different = rows[y[rows] == 1], rows[y[rows] == 0]
+        group.check(len(same) > 0, len(different) > 0)
+        if len(same):
+            left, right = group.same(rng, len(same))
+            sources[same] = np.stack([left, right], axis=1)
+        if len(different):
+            left = group.any(rng, len(different))
+            sources[different] = np.stack([left, group.other(rng, left)], axis=1)
+    info = {"pair_of": where if spec.of == "digits" else f"npz {where}"}
+    return Dataset(x[sources[:, 0]], y, name=f"pairs of {spec.of}", info=info,
+                   extra={"right": x[sources[:, 1]]}), sources
+
+
+@register_loader("triplets")
+def load_triplets(spec, seed: int, dtype: str) -> Dataset:
+    """`dataset: triplets`: x the anchor, extra "positive" (another sample of its class) and
+    "negative" (a sample of another class), y int64 zeros; info["pair_of"] the source."""
+    return draw_triplets(spec, seed, dtype)[0]
+
+
+def draw_triplets(spec, seed: int, dtype: str) -> tuple[Dataset, np.ndarray]:
+    """The triplets data set and [N, 3] the source sample indices of each row."""
+    x, labels, groups, where, rng = _prepare(spec, seed, dtype)
+    n = spec.triplets
+    y = np.zeros(n, np.int64)
+    sources = np.zeros((n, 3), np.int64)
+    for name, rows, members in zip(SPLITS, _row_groups(y, spec, seed), groups):
+        if len(rows) == 0:
+            continue
+        group = _Group(members, labels, name, "triplets", where)
+        group.check(True, True)
+        anchor, positive = group.same(rng, len(rows))
+        sources[rows] = np.stack([anchor, positive, group.other(rng, anchor)], axis=1)
+    info = {"pair_of": where if spec.of == "digits" else f"npz {where}"}
+    return Dataset(x[sources[:, 0]], y, name=f"triplets of {spec.of}", info=info,
+                   extra={"positive": x[sources[:, 1]], "negative": x[sources[:, 2]]}), sources
