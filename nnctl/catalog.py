@@ -116,6 +116,34 @@ CATALOG: tuple[DatasetInfo, ...] = (
         "array y: int classes", "yours",
         "{dataset: audio_npz, path: clips.npz, sample_rate: 16000}",
         "raw audio clips in a NumPy .npz; sample_rate from the config or the file"),
+    DatasetInfo(
+        "moving_shapes", "generator", "2,000 clips (samples), 8 frames of 12x12",
+        "[frames, 1, 12, 12] floats (a shape on gaussian noise)",
+        "the direction it moves: up, down, left, right (4 classes)",
+        "none needed (generated)", "dataset: moving_shapes",
+        "a small shape drifting across noisy frames; one frame does not tell the direction "
+        "(docs/video.md); keys samples, frames, size, max_speed, noise"),
+    DatasetInfo(
+        "frames_npz", "loader", "your file",
+        "array x: [N, frames, channels, height, width] floats", "array y: int classes",
+        "yours", "{dataset: frames_npz, path: clips.npz}",
+        "frame stacks (short videos) in a NumPy .npz; every frame the same size"),
+    DatasetInfo(
+        "graphs_npz", "loader", "your file", "node_features [total_nodes, F] + edges [2, E] "
+        "(padded graphs; model input adjacency)", "labels [G] per graph or node_labels per node",
+        "yours", "{dataset: graphs_npz, path: graphs.npz}",
+        "graphs in an .npz: node_features, node_counts, edges, edge_counts, labels or "
+        "node_labels; key undirected (docs/graphs.md)"),
+    DatasetInfo(
+        "graphs_jsonl", "loader", "your file", "a graph per line: nodes (feature lists), edges "
+        "[[source, target], ...]", "label per graph or node_labels per node", "yours",
+        "{dataset: graphs_jsonl, path: graphs.jsonl}",
+        "graphs as JSON lines; key undirected (docs/graphs.md)"),
+    DatasetInfo(
+        "graph_cycles", "generator", "2,000 graphs (samples)", "8..16 nodes, feature 1 per node "
+        "(or noise), adjacency", "2 classes (tree, one_cycle)", "none needed (generated)",
+        "dataset: graph_cycles", "random trees vs trees plus one edge (exactly one cycle), "
+        "same node counts; keys samples, min_nodes, max_nodes, node_features, feature_width"),
 )
 
 if "idx" in DATASETS:  # nnctl.data.load_idx exists; listed once a config can name it

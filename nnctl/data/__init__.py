@@ -32,4 +32,4 @@ __all__ = [
 ]
 
 # the data kinds defined in their own modules register their loaders (nnctl.data.kinds)
-from nnctl.data import audio, dates, pairs, tagging, text_lines  # noqa: E402,F401
+from nnctl.data import audio, dates, graphs, pairs, tagging, text_lines, video  # noqa: E402,F401

@@ -4,8 +4,8 @@ Importing this package registers every layer type (LAYER_TYPES, by config kind).
 """
 
 from nnctl.layers import (activation, attention, audio, conv, crf,  # noqa: F401
-                          cross_attention, dense, dropout, embedding, merge, norm, recurrent,
-                          reshape, sequence_pool)
+                          cross_attention, dense, dropout, embedding, graph, merge, norm,
+                          recurrent, reshape, sequence_pool, video)
 from nnctl.layers.activation import ACTIVATIONS, Activation
 from nnctl.layers.base import LAYER_TYPES, Layer, register_layer
 from nnctl.layers.dense import Dense

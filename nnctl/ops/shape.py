@@ -204,7 +204,9 @@ class Pad(Op):
         return out
 
     def vjp(self, g, out, x, pad_width):
-        return (g[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, pad_width))],)
+        # an unpadded axis is taken whole: the batch axis B is symbolic and cannot be sliced
+        return (g[tuple(slice(b, b + d) if (b, a) != (0, 0) else slice(None)
+                        for d, (b, a) in zip(x.shape, pad_width))],)
 
     def samples(self):
         yield Sample(shapes=((3, 4),), attrs={"pad_width": ((1, 2), (0, 3))})

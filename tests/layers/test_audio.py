@@ -328,3 +328,17 @@ layers:
     assert "padding (2) must be at most half the window (2)" in text
     assert "fmin (500) must be below fmax (400)" in text
     assert len(errors) == 5
+
+
+def test_conv1d_same_with_an_even_span_differentiates_on_a_symbolic_batch():
+    """'same' padding with an even kernel pads unevenly through the pad op, whose gradient
+    once sliced the symbolic batch axis (the trainer's graphs have B, not a number)."""
+    from nnctl.autodiff import grad
+    from nnctl.graph import input_placeholder
+    from nnctl.layers.audio import Conv1d
+    from nnctl.ops.registry import Dim
+    layer = Conv1d("c", 3, 4, padding="same")
+    x = input_placeholder("x", (Dim("B"), 2, 10), "float64")
+    y = layer(x, True, np.random.default_rng(0))
+    (gx,) = grad(y.sum(), [x])
+    assert gx.shape == x.shape
