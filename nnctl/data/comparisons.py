@@ -38,8 +38,11 @@ def _groups(source: Dataset, spec, seed: int, where: str) -> list[np.ndarray]:
     with the config's split fractions."""
     classes = np.unique(source.y)
     if len(classes) < 2:
-        raise DataError(f"{spec.dataset} need at least two classes; {where} has "
-                        f"{len(classes)}", path=where if where != "digits" else None)
+        if where == "digits":
+            raise DataError(f"{spec.dataset} need at least two classes; digits has "
+                            f"{len(classes)}")
+        raise DataError(f"{spec.dataset} need at least two classes; the labels "
+                        f"'{spec.y_key}' hold {len(classes)}", path=where)
     try:
         parts = split(Dataset(np.arange(len(source)), source.y), spec.split.val,
                       spec.split.test, seed=seed, stratify=True)
