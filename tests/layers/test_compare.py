@@ -205,3 +205,34 @@ def test_contrastive_loss_vs_pytorch_metric_learning_where_it_matches():
     assert ours == pytest.approx(float(expected), rel=1e-9)
     # different pairs both inside and beyond the margin; same pairs all count
     assert 0 < np.count_nonzero(pml_neg) < len(neg) and np.all(pml_pos > 0)
+
+
+# ---- specs --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layer, message", [
+    ("distance: {inputs: [a, b, c]}", "distance compares two layers (left, right), got 3"),
+    ("triplet_distance: {inputs: [a, b]}", "triplet_distance compares three layers"),
+    ("distance: {metric: manhattan, inputs: [a, b]}", "metric"),
+    ("difference: {inputs: [a]}", "difference reads two layers, got 1"),
+])
+def test_spec_mistakes_are_config_errors(model_spec, layer, message):
+    import nnctl.config.compare_specs  # noqa: F401  (registers the specs)
+    errors = []
+    model_spec("layers:\n  - dense: {name: a, units: 2, inputs: [input]}\n"
+               "  - dense: {name: b, units: 2, inputs: [input]}\n"
+               "  - dense: {name: c, units: 2, inputs: [input]}\n"
+               f"  - {layer}\n", errors)
+    assert any(message in e for e in errors), errors
+
+
+def test_distance_spec_builds_the_layer_with_its_metric(model_spec):
+    import nnctl.config.compare_specs  # noqa: F401
+    from nnctl.layers import build_model
+    errors = []
+    spec = model_spec("layers:\n  - dense: {name: a, units: 3, inputs: [input]}\n"
+                      "  - dense: {name: b, units: 3, inputs: [input], shares: a}\n"
+                      "  - distance: {metric: cosine, inputs: [a, b]}\n", errors)
+    assert errors == []
+    model = build_model(spec, np.random.default_rng(0), {"dtype": "float64"})
+    layer = model.layers[model.output]
+    assert isinstance(layer, Distance) and layer.metric == "cosine"
