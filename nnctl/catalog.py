@@ -144,6 +144,22 @@ CATALOG: tuple[DatasetInfo, ...] = (
         "(or noise), adjacency", "2 classes (tree, one_cycle)", "none needed (generated)",
         "dataset: graph_cycles", "random trees vs trees plus one edge (exactly one cycle), "
         "same node counts; keys samples, min_nodes, max_nodes, node_features, feature_width"),
+    DatasetInfo(
+        "pairs", "generator", "4,000 pairs (pairs)",
+        "two samples of the source (x and input 'right'; digits: 64 each)",
+        "2 classes (different 0, same 1)", "that of the source (digits: UCI, CC BY 4.0)",
+        "{dataset: pairs, of: digits, pairs: 4000}",
+        "pairs drawn from a labelled data set (of: digits | npz); each split's pairs use only "
+        "its own source samples (held out); keys of, path, x_key, y_key, pairs, "
+        "positive_fraction, seed_offset, scale"),
+    DatasetInfo(
+        "triplets", "generator", "4,000 triplets (triplets)",
+        "anchor x, inputs 'positive' and 'negative' (digits: 64 each)", "none (all 0)",
+        "that of the source (digits: UCI, CC BY 4.0)",
+        "{dataset: triplets, of: digits, triplets: 4000}",
+        "anchor, same-class positive, other-class negative drawn from a labelled data set; "
+        "held-out source samples per split; keys of, path, x_key, y_key, triplets, "
+        "seed_offset, scale"),
 )
 
 if "idx" in DATASETS:  # nnctl.data.load_idx exists; listed once a config can name it

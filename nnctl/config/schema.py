@@ -385,4 +385,4 @@ def register_loss_spec(cls) -> None:
 
 # the modules below register their layers, data kinds and losses into the tables above
 from nnctl.config import audio_specs, crf_specs, seq2seq_specs, text_specs  # noqa: E402,F401
-from nnctl.config import graph_specs, video_specs  # noqa: E402,F401
+from nnctl.config import compare_specs, graph_specs, video_specs  # noqa: E402,F401

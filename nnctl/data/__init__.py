@@ -32,4 +32,5 @@ __all__ = [
 ]
 
 # the data kinds defined in their own modules register their loaders (nnctl.data.kinds)
-from nnctl.data import audio, dates, graphs, pairs, tagging, text_lines, video  # noqa: E402,F401
+from nnctl.data import (audio, comparisons, dates, graphs, pairs, tagging,  # noqa: E402,F401
+                        text_lines, video)

@@ -3,7 +3,7 @@
 Importing this package registers every layer type (LAYER_TYPES, by config kind).
 """
 
-from nnctl.layers import (activation, attention, audio, conv, crf,  # noqa: F401
+from nnctl.layers import (activation, attention, audio, compare, conv, crf,  # noqa: F401
                           cross_attention, dense, dropout, embedding, graph, merge, norm,
                           recurrent, reshape, sequence_pool, video)
 from nnctl.layers.activation import ACTIVATIONS, Activation
