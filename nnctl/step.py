@@ -73,6 +73,8 @@ class Feeds:
     y: Tensor
     y_mask: Tensor | None
     data: list
+    targets: dict = dataclasses.field(default_factory=dict)  # aux_losses' data arrays by name
+    layer_outputs: dict = dataclasses.field(default_factory=dict)  # by layer name (build)
 
 
 def load_dataset(config: Config) -> Dataset:
@@ -85,7 +87,8 @@ def load_dataset(config: Config) -> Dataset:
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
         return load_npz(d.path, d.x_key, d.y_key, dtype=config.spec.train.dtype,
-                        extra_keys=tuple(d.inputs or ()))
+                        extra_keys=tuple(dict.fromkeys((*(d.inputs or ()),
+                                                           *(d.targets or ())))))
     if d.dataset == "idx":
         return load_idx(d.images, d.labels, dtype=config.spec.train.dtype)
     if d.dataset == "parity":
@@ -180,12 +183,25 @@ class StepBuilder:
         info = splits.info
         hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype,
                  "tags": info.get("tags"), "sample_rate": info.get("sample_rate")}
-        self.extra_names = tuple(config.spec.model.inputs or ())
-        for k, name in enumerate(self.extra_names):
+        have = ", ".join(sorted(splits.train.extra)) or "none"
+        self.input_names = tuple(config.spec.model.inputs or ())  # further model inputs
+        for k, name in enumerate(self.input_names):
             if name not in splits.train.extra:
-                have = ", ".join(sorted(splits.train.extra)) or "none"
                 raise config.error(("model", "inputs", k), f"the data has no input '{name}' "
                                    f"(its further inputs: {have})")
+        self.aux_losses = tuple(config.spec.aux_losses or ())
+        targets = []  # data arrays the aux_losses compare with (not the labels, not an input)
+        for k, aux in enumerate(self.aux_losses):
+            if aux.target in ("y", MODEL_INPUT) or aux.target in self.input_names + (*targets,):
+                continue
+            if aux.target not in splits.train.extra:
+                raise config.error(("aux_losses", k, "target"), f"the data has no array "
+                                   f"'{aux.target}' (its further arrays: {have}; an npz lists "
+                                   "them under data.targets); or use y or input")
+            targets.append(aux.target)
+        self.target_names = tuple(targets)
+        # what the trainer feeds after x, y and masks, in this order (batch_arrays)
+        self.extra_names = self.input_names + self.target_names
         if DECODER_INPUT in config.spec.model.model_inputs() and not splits.pairs:
             layers = config.spec.model.layers
             i = next(i for i, names in enumerate(config.spec.model.layer_inputs())
@@ -248,21 +264,23 @@ class StepBuilder:
                                                               self.dtype)
             data += [inputs[DECODER_INPUT], y_mask]
         trim = s.info.get("trim", {})
-        for name in self.extra_names:  # declared named inputs (model.inputs), in that order
+        targets = {}
+        for name in self.extra_names:  # declared named inputs (model.inputs), then targets
             array = s.train.extra[name]
             shape = tuple(steps[0] if steps and a + 1 in trim.get(name, ()) else d
                           for a, d in enumerate(array.shape[1:]))
             dtype = "int64" if np.issubdtype(array.dtype, np.integer) else self.dtype
-            inputs[name] = input_placeholder(name, (batch,) + shape, dtype)
-            data.append(inputs[name])
-        return Feeds(inputs, masks, y, y_mask, data)
+            into = targets if name in self.target_names else inputs
+            into[name] = input_placeholder(name, (batch,) + shape, dtype)
+            data.append(into[name])
+        return Feeds(inputs, masks, y, y_mask, data, targets)
 
     def build(self, batch=BATCH, training: bool = True,
               steps: tuple[int, ...] | None = None) -> tuple[Feeds, Tensor]:
         """(feeds, model output) for a batch (see `feeds`)."""
         feeds = self.feeds(batch, steps)
         try:
-            out = self.model(feeds.inputs, training, feeds.masks)
+            out = self.model(feeds.inputs, training, feeds.masks, trace=feeds.layer_outputs)
         except LayerError as err:
             raise self._layer_error(err) from None
         self._check_output(feeds.y, out)
@@ -313,22 +331,45 @@ class StepBuilder:
         if loss.name == "triplet":
             from nnctl.layers.compare import triplet_loss
             return triplet_loss(out, loss.margin)
-        if loss.name == "mse":
-            return out.mse(y)
-        if mask is not None:
-            return masked_cross_entropy(out, y, mask, loss.label_smoothing)
-        if not loss.label_smoothing:
-            return out.cross_entropy(y)
-        # (1 - e) CE(onehot) + e CE(uniform): the uniform part is the mean negative log-prob
-        e = loss.label_smoothing
-        uniform = -out.log_softmax(-1).mean()
-        return out.cross_entropy(y) * (1.0 - e) + uniform * e
+        return score(loss, out, y, mask)
+
+    def objective(self, feeds: Feeds, out: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(the total loss: the config's loss plus each aux_losses term times its weight,
+        the terms unweighted) for a built batch."""
+        total = self.loss(out, feeds.y, feeds.y_mask)
+        terms = [self.aux_term(k, feeds) for k in range(len(self.aux_losses))]
+        for aux, term in zip(self.aux_losses, terms):
+            total = total + term * aux.weight
+        return total, terms
+
+    def aux_term(self, k: int, feeds: Feeds) -> Tensor:
+        """aux_losses[k]'s loss of its layer's output against its target, shapes checked."""
+        aux = self.aux_losses[k]
+        pred = feeds.layer_outputs[aux.output]
+        target = (feeds.y if aux.target == "y" else feeds.targets[aux.target]
+                  if aux.target in feeds.targets else feeds.inputs[aux.target])
+        mask = feeds.y_mask if aux.target == "y" else None
+        integer = target.dtype.startswith("int")
+        if aux.loss.name == "mse":
+            ok, wants = not integer and pred.shape == target.shape, list(target.shape[1:])
+        else:
+            ok = integer and pred.shape[:-1] == target.shape and len(pred.shape) >= 2
+            wants = list(target.shape[1:]) + ["classes"]
+        if not ok:
+            what = (f"{aux.loss.name} needs {'float' if aux.loss.name == 'mse' else 'integer'} "
+                    f"targets, but {aux.target} is {target.dtype}") if \
+                (aux.loss.name == "mse") == integer else \
+                f"its target {aux.target} needs {wants}"
+            raise self.config.error(("aux_losses", k, "output"),
+                                    f"layer '{aux.output}' gives {list(pred.shape[1:])} per "
+                                    f"sample; {what}")
+        return score(aux.loss, pred, target, mask if len(pred.shape) == 3 else None)
 
     def training_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],
         feeds = [*data feeds (x, y, masks...), *params, *states]."""
         feeds, out = self.build(batch, True, steps)
-        loss = self.loss(out, feeds.y, feeds.y_mask)
+        loss, _ = self.objective(feeds, out)
         params, states = list(self.params.values()), list(self.states.values())
         grads = grad(loss, params)
         updates = self.model.updates
@@ -336,16 +377,35 @@ class StepBuilder:
         return [loss, out, *grads, *new_states], [*feeds.data, *params, *states]
 
     def evaluation_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
-        """outputs = [loss, model output], feeds = [*data feeds, *params, *states]."""
+        """outputs = [loss, model output, *aux_losses terms (unweighted)],
+        feeds = [*data feeds, *params, *states]."""
         feeds, out = self.build(batch, False, steps)
-        return ([self.loss(out, feeds.y, feeds.y_mask), out],
+        loss, terms = self.objective(feeds, out)
+        return ([loss, out, *terms],
                 [*feeds.data, *self.params.values(), *self.states.values()])
 
     def forward_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
-        """outputs = [model output], feeds = [*data feeds but y, *params, *states] (predict)."""
+        """outputs = [model output], feeds = [*data feeds but y and aux targets, *params,
+        *states] (predict)."""
         feeds, out = self.build(batch, False, steps)
-        data = [t for t in feeds.data if t is not feeds.y]
+        labels = [feeds.y, *feeds.targets.values()]
+        data = [t for t in feeds.data if not any(t is u for u in labels)]
         return [out], [*data, *self.params.values(), *self.states.values()]
+
+
+def score(loss, out: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+    """A cross_entropy or mse loss spec applied to `out` against `y`; with a mask
+    [batch, steps], cross-entropy is the mean over the real steps only."""
+    if loss.name == "mse":
+        return out.mse(y)
+    if mask is not None:
+        return masked_cross_entropy(out, y, mask, loss.label_smoothing)
+    if not loss.label_smoothing:
+        return out.cross_entropy(y)
+    # (1 - e) CE(onehot) + e CE(uniform): the uniform part is the mean negative log-prob
+    e = loss.label_smoothing
+    uniform = -out.log_softmax(-1).mean()
+    return out.cross_entropy(y) * (1.0 - e) + uniform * e
 
 
 def masked_cross_entropy(out: Tensor, y: Tensor, mask: Tensor, smoothing: float = 0.0) -> Tensor:

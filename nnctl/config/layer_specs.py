@@ -288,8 +288,7 @@ class ModelSpec:
                 ctx.error(where + ("inputs",), f"{spec.kind} reads {wants}, got {len(inputs)}")
         if len(ctx.errors) == errors_before:
             self._check_cycles(path, ctx)
-        if len(ctx.errors) == errors_before:
-            self._check_all_used(path, ctx)
+        # whether every layer is used depends on the outputs the losses score (RunSpec)
 
     def _check_shares(self, path, ctx: Context, names: list[str]) -> None:
         """A layer that shares another's parameters names an original of its own type and
@@ -320,12 +319,12 @@ class ModelSpec:
                     ctx.error(where, f"settings differ from '{spec.shares}' in "
                                      f"{', '.join(differ)}; a shared layer is the same layer")
 
-    def _check_all_used(self, path, ctx: Context) -> None:
-        """Every layer must feed the output (the last layer); a dangling one would be trained
-        for nothing."""
+    def check_all_used(self, path, ctx: Context, outputs: tuple[str, ...] = ()) -> None:
+        """Every layer must feed the output (the last layer) or one of the further `outputs`
+        a loss scores (aux_losses); a dangling one would be trained for nothing."""
         names, inputs = self.layer_names(), self.layer_inputs()
         index = {n: i for i, n in enumerate(names)}
-        used, stack = set(), [self.output_index()]
+        used, stack = set(), [self.output_index(), *(index[n] for n in outputs)]
         while stack:
             i = stack.pop()
             if i not in used:
@@ -334,7 +333,8 @@ class ModelSpec:
         for i in sorted(set(range(len(names))) - used):
             ctx.error(path + ("layers", i, self.layers[i].kind),
                       f"layer '{names[i]}' does not lead to the output (the last layer, "
-                      f"'{names[-1]}'); connect it through 'inputs' or remove it")
+                      f"'{names[-1]}'){' or to an aux_losses output' if outputs else ''}; "
+                      "connect it through 'inputs', score it in aux_losses, or remove it")
 
     def _check_cycles(self, path, ctx: Context) -> None:
         names, inputs = self.layer_names(), self.layer_inputs()

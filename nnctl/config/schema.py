@@ -14,7 +14,7 @@ from nnctl.config import sequence_specs  # noqa: F401  (registers rnn/lstm/gru/a
 from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
                                       DropoutSpec, ModelSpec, ReshapeSpec)
 from nnctl.config.validate import (Context, boolean, choice, field, integer, nested, number,
-                                   one_of, optional, string, tagged, list_of)
+                                   one_of, optional, string, suggest, tagged, list_of)
 
 
 CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
@@ -94,6 +94,10 @@ class NpzData(_DataCommon):
                                                                        "names")), None,
                                 "further arrays, one row per sample: model inputs of the same "
                                 "names (list them in model.inputs)")
+    targets: list | None = field(optional(list_of(string, min_len=1, what="a list of array "
+                                                                        "names")), None,
+                                 "further arrays, one row per sample: targets of aux_losses "
+                                 "(their `target`)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,6 +192,21 @@ class MSESpec:
 
 
 LOSSES = {"cross_entropy": CrossEntropySpec, "mse": MSESpec}
+AUX_LOSSES = dict(LOSSES)  # what an auxiliary output may be scored with
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuxLossSpec:
+    """A further loss term on a named layer's output: total = loss + sum of weight x term."""
+
+    output: str = field(string, doc="the layer whose output this term scores")
+    loss: object = field(tagged("name", AUX_LOSSES, "loss"),
+                         doc="cross_entropy (integer targets) or mse")
+    target: str = field(string, "y", "what the output is compared with: y (the labels), input "
+                                     "(the model's input: reconstruction) or a named array of "
+                                     "the data (e.g. an npz `targets` key)")
+    weight: float = field(number(0.0, low_open=True), 1.0,
+                          "the term's weight in the total loss (the main loss has weight 1)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -343,9 +362,16 @@ class RunSpec:
     metrics: list | None = field(optional(list_of(choice(*METRICS))), None,
                                  "reported besides the loss (default: accuracy and f1_macro "
                                  "for cross_entropy; mae, rmse and r2 for mse)")
+    aux_losses: list | None = field(optional(list_of(nested(AuxLossSpec), min_len=1,
+                                                     what="a list of {output, loss, target, "
+                                                          "weight} mappings")), None,
+                                    "further weighted losses on named layers' outputs "
+                                    "(auxiliary heads, reconstructions); the model's last "
+                                    "layer is scored by `loss`")
 
     def validate(self, path, ctx: Context) -> None:
         layers = self.model.layers
+        self._check_aux_losses(ctx)
         if self.loss.name == "crf" and layers[-1].kind != "crf":
             ctx.error(("loss",), "loss crf needs a crf layer as the model's last layer "
                                  "(e.g. dense: {units: classes}, then crf: {constraints: bio})")
@@ -360,6 +386,26 @@ class RunSpec:
                          "contrastive or triplet", "regression": "mse"}[family]
                 ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
                                           f"but the loss is {self.loss.name}")
+
+
+    def _check_aux_losses(self, ctx: Context) -> None:
+        names = self.model.layer_names()
+        outputs, errors_before = [], len(ctx.errors)
+        for k, aux in enumerate(self.aux_losses or ()):
+            where = ("aux_losses", k)
+            if aux.output not in names:
+                ctx.error(where + ("output",),
+                          f"unknown layer '{aux.output}'{suggest(aux.output, names)}")
+            elif aux.output == names[-1]:
+                ctx.error(where + ("output",), f"'{aux.output}' is the model's output, which "
+                                               "`loss` scores; name another layer")
+            else:
+                outputs.append(aux.output)
+            if aux.target == "input" and aux.loss.name == "cross_entropy":
+                ctx.error(where + ("target",), "cross_entropy needs integer class targets; "
+                                               "reconstruct the input with mse")
+        if len(ctx.errors) == errors_before:  # a misspelt output would also strand its layer
+            self.model.check_all_used(("model",), ctx, tuple(outputs))
 
 
 def metric_family(metric: str) -> str:

@@ -20,7 +20,7 @@ def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
     splits, builder = prepare(config)
     batch = batch or config.spec.train.batch_size
     feeds, out = builder.build(batch, training=True)
-    loss = builder.loss(out, feeds.y, feeds.y_mask)
+    loss, _ = builder.objective(feeds, out)
     outputs = {"loss": loss.node}
     if backward:
         from nnctl.autodiff import grad

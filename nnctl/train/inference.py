@@ -161,7 +161,7 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
 def read_extra_inputs(path: Path, trainer: Trainer, n: int) -> list[np.ndarray]:
     """The further named inputs of a model (model.inputs) from the .npz's arrays of those
     names, one row per input, each of the shape the model was trained on."""
-    names = trainer.builder.extra_names
+    names = trainer.builder.input_names
     if not names:
         return []
     if path.suffix != ".npz":

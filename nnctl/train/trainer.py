@@ -498,9 +498,13 @@ class Trainer:
         to_host = self.backend.to_host
         weights = self.weights() if self.decoder is not None else None
         spans = SpanTotals(self.splits.info.get("tags")) if "span_f1" in metrics else None
+        aux_names = aux_loss_names(self.spec.aux_losses or ())
+        aux_sums = [0.0] * len(aux_names)
         for idx in self.batches(split, self.spec.train.eval_batch_size, False):
             arrays, steps = self.batch_feeds(split, idx)
-            loss, out = self.eval_plan(steps).run([*arrays, *self.params, *self.states])
+            loss, out, *terms = self.eval_plan(steps).run([*arrays, *self.params, *self.states])
+            for k, term in enumerate(terms):  # batch means, weighted by the batch's samples
+                aux_sums[k] += float(term) * len(idx)
             yb = arrays[1]
             mask = arrays[self.label_mask_at] if self.label_mask_at is not None else None
             sums.update(float(loss), out, yb, mask)
@@ -519,6 +523,8 @@ class Trainer:
                 totals.update(host_out, host_y)
         self.confusion = getattr(totals, "confusion", None)
         result = {f"{split}_loss": sums.result(split)[f"{split}_loss"]}
+        result.update({f"{split}_{name}_loss": total / len(data)
+                       for name, total in zip(aux_names, aux_sums)})
         everything = {**sums.result(split), **totals.result(split)}
         if spans is not None:
             everything[f"{split}_span_f1"] = spans.f1()
@@ -629,3 +635,11 @@ class Trainer:
                              "for longer")
         self.run = RunDir(run_dir)
         self.run.truncate_metrics(self.epoch - 1)
+
+
+def aux_loss_names(aux_losses) -> list[str]:
+    """The name each aux_losses term is reported under ({split}_{name}_loss): its output
+    layer, with the target added where two terms score one output."""
+    outputs = [a.output for a in aux_losses]
+    return [a.output if outputs.count(a.output) == 1 else f"{a.output}_{a.target}"
+            for a in aux_losses]
