@@ -76,9 +76,10 @@ def model_summary(config: Config) -> dict:
     values: dict = {}
     out = model(feeds.inputs, False, feeds.masks, trace=values)
 
+    aux = config.spec.aux_losses or ()
     names = set(model.names)
     act = defaultdict(int)
-    for node in Graph([out.node]).op_nodes:
+    for node in Graph([out.node, *(values[a.output].node for a in aux)]).op_nodes:
         if node.value is None:
             act[_owner(node.scope, names)] += node.aval.nbytes
 
@@ -109,6 +110,10 @@ def model_summary(config: Config) -> dict:
         "inputs": {name: {"shape": list(t.shape[1:]), "dtype": t.dtype}
                    for name, t in feeds.inputs.items()},
         "output_shape": list(out.shape[1:]),
+        "outputs": [{"name": model.names[model.output], "shape": list(out.shape[1:]),
+                     "loss": config.spec.loss.name, "target": "y", "weight": 1.0}] +
+                   [{"name": a.output, "shape": list(values[a.output].shape[1:]),
+                     "loss": a.loss.name, "target": a.target, "weight": a.weight} for a in aux],
         "layers": rows,
         "totals": {"params": trainable + non_trainable, "trainable": trainable,
                    "non_trainable": non_trainable,

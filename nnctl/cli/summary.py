@@ -70,6 +70,11 @@ def summary(
             console.width = 120  # a log file has no width; keep rows on one line
         console.print(table)
         memory = ", ".join(f"{human_bytes(b)} {d}" for d, b in t["param_bytes"].items())
+        if len(s["outputs"]) > 1:  # aux_losses: say what each output is scored against
+            print("outputs: " + "; ".join(
+                f"{o['name']} {shape(o['shape'])} ({o['loss']} vs {o['target']}"
+                f"{'' if o['weight'] == 1 else ' x ' + format(o['weight'], 'g')})"
+                for o in s["outputs"]))
         print(f"total parameters: {t['params']:,}")
         print(f"trainable: {t['trainable']:,}")
         print(f"non-trainable: {t['non_trainable']:,} (layer state)")

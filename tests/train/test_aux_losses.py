@@ -171,3 +171,14 @@ def test_the_cli_reports_the_terms_and_exits_2_on_a_mistake(tmp_path):
     assert bad.exit_code == 2
     assert "bad.yaml:13: aux_losses[1].output: unknown layer 'recn'" in bad.output
     assert len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+def test_summary_lists_every_output_with_what_scores_it(tmp_path):
+    from nnctl.summary import model_summary
+    s = model_summary(config(tmp_path))
+    assert s["outputs"] == [
+        {"name": "logits", "shape": [2], "loss": "cross_entropy", "target": "y", "weight": 1.0},
+        {"name": "size_head", "shape": [2], "loss": "mse", "target": "size", "weight": 0.25},
+        {"name": "recon", "shape": [3], "loss": "mse", "target": "input", "weight": 2.0}]
+    recon = next(r for r in s["layers"] if r["name"] == "recon")
+    assert recon["activation_bytes"] == 2 * 3 * 8  # the head counts: matmul, then + bias
