@@ -106,3 +106,19 @@ class VerificationTotals:
             accuracy = best_threshold(d, y)[1]
         return {f"{prefix}_verification_accuracy": accuracy,
                 f"{prefix}_roc_auc": roc_auc(-d, y)}
+
+
+def recall_at_k(embedding: np.ndarray, labels: np.ndarray, ks) -> dict[int, float]:
+    """Retrieval recall@k (as deep metric learning reports it, e.g. Song et al. 2016): each
+    sample queries all the others; a hit when one of its k nearest (Euclidean; ties by index)
+    has its class. A sample alone in its class is a miss. {k: the share of hits}."""
+    e = np.asarray(embedding, np.float64).reshape(len(embedding), -1)
+    labels = np.asarray(labels).ravel()
+    if len(e) < 2:
+        return {k: float("nan") for k in ks}
+    sq = (e * e).sum(1)
+    d = sq[:, None] + sq[None, :] - 2.0 * (e @ e.T)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, :max(ks)]
+    hit = labels[nearest] == labels[:, None]
+    return {k: float(hit[:, :k].any(1).mean()) for k in ks}

@@ -384,6 +384,13 @@ class StepBuilder:
         return ([loss, out, *terms],
                 [*feeds.data, *self.params.values(), *self.states.values()])
 
+    def embedding_step(self, layer: str, batch=BATCH):
+        """outputs = [layer's output], feeds = [x, *params, *states]: a comparator's tower
+        on single samples (evaluation mode; the layer must depend on `input` alone)."""
+        feeds, _ = self.build(batch, False)
+        return ([feeds.layer_outputs[layer]],
+                [feeds.inputs[MODEL_INPUT], *self.params.values(), *self.states.values()])
+
     def forward_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
         """outputs = [model output], feeds = [*data feeds but y and aux targets, *params,
         *states] (predict)."""
@@ -435,6 +442,7 @@ def prepare(config: Config, check=None):
         raise _too_large(config, ("data",), err) from None
     make_augmenter(config, splits)
     check_span_metric(config, splits)
+    check_comparison_needs(config, splits)
     if check is not None:
         check(config, splits)
     init = seed_streams(config.spec.seed)["init"]
@@ -442,6 +450,54 @@ def prepare(config: Config, check=None):
         return splits, StepBuilder(config, splits, np.random.default_rng(init))
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("model",), err) from None
+
+
+COMPARISON_LAYERS = ("distance", "triplet_distance", "difference")
+RECALL_METRICS = {"recall_at_1": 1, "recall_at_2": 2, "recall_at_4": 4, "recall_at_8": 8}
+
+
+def embedding_layer(config: Config) -> str | None:
+    """A comparator's embedding: the first input of its first comparison layer (distance,
+    triplet_distance, difference); None for a model without one."""
+    model = config.spec.model
+    for spec, inputs in zip(model.layers, model.layer_inputs()):
+        if spec.kind in COMPARISON_LAYERS:
+            return inputs[0]
+    return None
+
+
+def check_comparison_needs(config: Config, splits: Splits) -> None:
+    """Retrieval metrics and hard negatives embed single samples: they need comparison data
+    (pairs, triplets) and a comparison layer whose first input is the tower on `input`."""
+    metrics = config.spec.metrics or []
+    wants = [("metrics", metrics.index(m)) for m in metrics if m in RECALL_METRICS]
+    source = splits.info.get("comparison")
+    if source is not None and source.mines:
+        wants.append(("data", "hard_negatives"))
+    if not wants:
+        return
+    if source is None:
+        raise config.error(wants[0], "retrieval recall needs comparison data (dataset: pairs "
+                                     "or triplets), whose source samples have class labels")
+    layer = embedding_layer(config)
+    what = "retrieval recall" if wants[0][0] == "metrics" else "hard negatives"
+    if layer is None:
+        raise config.error(wants[0], f"{what} needs the model's embedding: end the shared "
+                                     "tower in a distance, triplet_distance or difference "
+                                     "layer, whose first input is the embedding")
+    names = config.spec.model.layer_names()
+    inputs = config.spec.model.layer_inputs()
+    reads, stack = set(), [layer]
+    while stack:  # the model inputs the embedding depends on
+        name = stack.pop()
+        if name in names:
+            stack.extend(inputs[names.index(name)])
+        else:
+            reads.add(name)
+    if reads != {MODEL_INPUT}:
+        raise config.error(wants[0], f"{what} embeds single samples through layer '{layer}', "
+                                     f"but it reads {', '.join(sorted(reads))}; its first "
+                                     "input must be the tower on 'input' alone")
 
 
 def check_span_metric(config: Config, splits: Splits) -> None:

@@ -85,3 +85,33 @@ def test_one_class_gives_nan_auc_and_a_wrong_width_a_data_error():
     assert np.isnan(roc_auc(np.array([1.0, 2.0]), np.array([1, 1])))
     with pytest.raises(DataError, match=r"\[batch, 1\].*got \[4, 3\]"):
         VerificationTotals().update(np.zeros((4, 3)), np.zeros(4))
+
+
+def brute_force_recall(e, labels, k):
+    hits = 0
+    for i in range(len(e)):
+        d = [(np.sum((e[i] - e[j]) ** 2), j) for j in range(len(e)) if j != i]
+        nearest = [j for _, j in sorted(d)[:k]]
+        hits += any(labels[j] == labels[i] for j in nearest)
+    return hits / len(e)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recall_at_k_equals_brute_force(seed):
+    from nnctl.comparator_metrics import recall_at_k
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 60)
+    e = rng.normal(size=(60, 3)) + labels[:, None] * 0.7  # classes partly separated
+    got = recall_at_k(e, labels, [1, 2, 4, 8])
+    for k in (1, 2, 4, 8):
+        assert got[k] == brute_force_recall(e, labels, k)
+    assert got[1] <= got[2] <= got[4] <= got[8]
+    assert 0.2 < got[1] < 1.0  # neither trivial nor perfect on this data
+
+
+def test_recall_at_k_extremes():
+    from nnctl.comparator_metrics import recall_at_k
+    e = np.array([[0.0], [0.1], [5.0], [5.1], [9.0]])
+    labels = np.array([0, 0, 1, 1, 2])  # the last is alone in its class: always a miss
+    assert recall_at_k(e, labels, [1, 4]) == {1: 0.8, 4: 0.8}
+    assert np.isnan(recall_at_k(e[:1], labels[:1], [1])[1])

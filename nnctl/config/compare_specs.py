@@ -11,7 +11,8 @@ from typing import ClassVar
 
 from nnctl.config.layer_specs import LayerSpec, register_layer_spec
 from nnctl.config.schema import _DataCommon, register_dataset_spec, register_loss_spec
-from nnctl.config.validate import Context, choice, field, integer, number, optional, string
+from nnctl.config.validate import (Context, boolean, choice, field, integer, number, optional,
+                                   string)
 
 METRICS = ("euclidean", "squared_euclidean", "cosine")  # nnctl.layers.compare.METRICS
 SOURCES = ("digits", "npz")  # the labelled data sets pairs and triplets are drawn from
@@ -97,6 +98,15 @@ class _Comparisons(_DataCommon):
     scale: str = field(choice("standard", "minmax", "none"), "standard",
                        "feature scaling of the source samples, fitted on the training group")
     normalize: str = _NO_NORMALIZE
+    online: bool = field(boolean, False,
+                         "draw the training split's rows afresh every epoch (seeded by the "
+                         "seed and the epoch) from its source samples; val and test stay fixed")
+    hard_negatives: float = field(number(0.0, 1.0, what="a fraction in [0, 1]"), 0.0,
+                                  "with online: this share of the other-class sides is the "
+                                  "nearest, by the model's embedding at the epoch's start, of "
+                                  "`candidates` random samples of other classes")
+    candidates: int = field(integer(min=2, what="an integer >= 2"), 16,
+                            "other-class samples a hard negative is chosen among")
 
     def validate(self, path, ctx: Context) -> None:
         super().validate(path, ctx)
@@ -104,6 +114,9 @@ class _Comparisons(_DataCommon):
             ctx.error(path + ("path",), "of: npz needs the file's path")
         if self.of != "npz" and self.path is not None:
             ctx.error(path + ("path",), f"path is for of: npz; of: {self.of} is built in")
+        if self.hard_negatives and not self.online:
+            ctx.error(path + ("hard_negatives",), "hard negatives are mined as training goes; "
+                                                  "set online: true")
 
 
 @dataclass(frozen=True, kw_only=True)

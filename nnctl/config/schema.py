@@ -23,14 +23,15 @@ CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recal
 CLASSIFICATION_LOSSES = ("cross_entropy", "crf")
 # comparators: the model's output is a distance (pairs) or two (triplets), the labels say
 # same (1) or different (0)
-VERIFICATION_METRICS = ("verification_accuracy", "roc_auc")
+VERIFICATION_METRICS = ("verification_accuracy", "roc_auc", "recall_at_1", "recall_at_2",
+                        "recall_at_4", "recall_at_8")
 VERIFICATION_LOSSES = ("contrastive", "triplet")
 METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2") + VERIFICATION_METRICS
 DTYPES = ("float32", "float64")
 DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"],
                    "crf": ["accuracy", "span_f1"],
-                   "contrastive": list(VERIFICATION_METRICS),
-                   "triplet": list(VERIFICATION_METRICS)}
+                   "contrastive": list(VERIFICATION_METRICS[:2]),
+                   "triplet": list(VERIFICATION_METRICS[:2])}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")

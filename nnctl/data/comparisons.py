@@ -125,58 +125,122 @@ def _prepare(spec, seed: int, dtype: str):
     return x, source.y, groups, where, rng
 
 
+class ComparisonSource:
+    """What a pairs or triplets data set was drawn from, kept in Dataset.info["comparison"]
+    for the trainer: each split's source samples with their labels (retrieval metrics), and a
+    fresh draw of the training rows per epoch (`online`), optionally with hard negatives
+    chosen by the model's embedding (the trainer passes it in; data never runs a model)."""
+
+    def __init__(self, kind: str, spec, seed: int, x, labels, groups, where: str):
+        self.kind, self.spec, self.seed = kind, spec, seed
+        self.x, self.labels, self.groups, self.where = x, labels, groups, where
+
+    @property
+    def online(self) -> bool:
+        return self.spec.online
+
+    @property
+    def mines(self) -> bool:
+        return self.spec.online and self.spec.hard_negatives > 0
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "of": self.spec.of, "online": self.spec.online,
+                "hard_negatives": self.spec.hard_negatives, "candidates": self.spec.candidates,
+                "source_samples": {name: len(g) for name, g in zip(SPLITS, self.groups)}}
+
+    def samples(self, split_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels) of the source samples a split's rows are drawn from."""
+        g = self.groups[SPLITS.index(split_name)]
+        return self.x[g], self.labels[g]
+
+    def draw(self, split_index: int, y: np.ndarray, rng: np.random.Generator,
+             embedding: np.ndarray | None = None) -> np.ndarray:
+        """Source indices [len(y), 2] (pairs: y 1 same, 0 different) or [len(y), 3]
+        (triplets) from split `split_index`'s group. `embedding`: the group's samples
+        embedded (rows in group order), for hard negatives."""
+        name = SPLITS[split_index]
+        group = _Group(self.groups[split_index], self.labels, name, self.kind, self.where)
+        negatives = self._negatives(group, rng, embedding, split_index)
+        if self.kind == "triplets":
+            group.check(True, True)
+            anchor, positive = group.same(rng, len(y))
+            return np.stack([anchor, positive, negatives(anchor)], axis=1)
+        sources = np.zeros((len(y), 2), np.int64)
+        same, different = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        group.check(len(same) > 0, len(different) > 0)
+        if len(same):
+            sources[same] = np.stack(group.same(rng, len(same)), axis=1)
+        if len(different):
+            left = group.any(rng, len(different))
+            sources[different] = np.stack([left, negatives(left)], axis=1)
+        return sources
+
+    def _negatives(self, group: "_Group", rng, embedding, split_index: int):
+        """A function anchors -> other-class samples: uniform, or with embeddings, for a
+        `hard_negatives` share of anchors the nearest of `candidates` uniform draws."""
+        if embedding is None or not self.spec.hard_negatives:
+            return lambda anchors: group.other(rng, anchors)
+        members = self.groups[split_index]
+
+        def hard(anchors):
+            cand = np.stack([group.other(rng, anchors) for _ in range(self.spec.candidates)], 1)
+            e_a = embedding[np.searchsorted(members, anchors)]
+            e_c = embedding[np.searchsorted(members, cand)]
+            nearest = np.argmin(((e_c - e_a[:, None]) ** 2).sum(-1), axis=1)
+            use_hard = rng.random(len(anchors)) < self.spec.hard_negatives
+            return np.where(use_hard, cand[np.arange(len(anchors)), nearest], cand[:, 0])
+        return hard
+
+    def redraw(self, train: Dataset, epoch: int, embedding: np.ndarray | None = None) -> Dataset:
+        """The training split with rows drawn afresh for `epoch` (seeded by the run's seed,
+        seed_offset and the epoch), the same same/different labels in the same places."""
+        rng = np.random.default_rng([self.seed, self.spec.seed_offset, 0x5EED, epoch])
+        sources = self.draw(0, train.y, rng, embedding)
+        return _rows(self.kind, self.x, sources, train.y, train.name, train.info)
+
+
+def _rows(kind: str, x: np.ndarray, sources: np.ndarray, y: np.ndarray, name: str,
+          info: dict) -> Dataset:
+    names = ("right",) if kind == "pairs" else ("positive", "negative")
+    return Dataset(x[sources[:, 0]], y, name=name, info=info,
+                   extra={n: x[sources[:, k + 1]] for k, n in enumerate(names)})
+
+
 @register_loader("pairs")
 def load_pairs(spec, seed: int, dtype: str) -> Dataset:
     """`dataset: pairs`: x the left sample, extra "right" the other, y int64 1 same / 0
-    different (round(pairs * positive_fraction) same pairs); info["pair_of"] the source."""
+    different (round(pairs * positive_fraction) same pairs); info["pair_of"] the source,
+    info["comparison"] the ComparisonSource."""
     return draw_pairs(spec, seed, dtype)[0]
 
 
 def draw_pairs(spec, seed: int, dtype: str) -> tuple[Dataset, np.ndarray]:
     """The pairs data set and [N, 2] the source sample indices of each row's two sides."""
-    x, labels, groups, where, rng = _prepare(spec, seed, dtype)
-    n = spec.pairs
-    y = np.zeros(n, np.int64)
-    y[:int(np.floor(n * spec.positive_fraction + 0.5))] = 1
-    y = rng.permutation(y)
-    sources = np.zeros((n, 2), np.int64)
-    for name, rows, members in zip(SPLITS, _row_groups(y, spec, seed), groups):
-        if len(rows) == 0:
-            continue
-        group = _Group(members, labels, name, "pairs", where)
-        same, different = rows[y[rows] == 1], rows[y[rows] == 0]
-        group.check(len(same) > 0, len(different) > 0)
-        if len(same):
-            left, right = group.same(rng, len(same))
-            sources[same] = np.stack([left, right], axis=1)
-        if len(different):
-            left = group.any(rng, len(different))
-            sources[different] = np.stack([left, group.other(rng, left)], axis=1)
-    info = {"pair_of": where if spec.of == "digits" else f"npz {where}"}
-    return Dataset(x[sources[:, 0]], y, name=f"pairs of {spec.of}", info=info,
-                   extra={"right": x[sources[:, 1]]}), sources
+    return _draw("pairs", spec, seed, dtype, spec.pairs)
 
 
 @register_loader("triplets")
 def load_triplets(spec, seed: int, dtype: str) -> Dataset:
     """`dataset: triplets`: x the anchor, extra "positive" (another sample of its class) and
-    "negative" (a sample of another class), y int64 zeros; info["pair_of"] the source."""
+    "negative" (a sample of another class), y int64 zeros; info as for pairs."""
     return draw_triplets(spec, seed, dtype)[0]
 
 
 def draw_triplets(spec, seed: int, dtype: str) -> tuple[Dataset, np.ndarray]:
     """The triplets data set and [N, 3] the source sample indices of each row."""
+    return _draw("triplets", spec, seed, dtype, spec.triplets)
+
+
+def _draw(kind: str, spec, seed: int, dtype: str, n: int) -> tuple[Dataset, np.ndarray]:
     x, labels, groups, where, rng = _prepare(spec, seed, dtype)
-    n = spec.triplets
     y = np.zeros(n, np.int64)
-    sources = np.zeros((n, 3), np.int64)
-    for name, rows, members in zip(SPLITS, _row_groups(y, spec, seed), groups):
-        if len(rows) == 0:
-            continue
-        group = _Group(members, labels, name, "triplets", where)
-        group.check(True, True)
-        anchor, positive = group.same(rng, len(rows))
-        sources[rows] = np.stack([anchor, positive, group.other(rng, anchor)], axis=1)
-    info = {"pair_of": where if spec.of == "digits" else f"npz {where}"}
-    return Dataset(x[sources[:, 0]], y, name=f"triplets of {spec.of}", info=info,
-                   extra={"positive": x[sources[:, 1]], "negative": x[sources[:, 2]]}), sources
+    if kind == "pairs":
+        y[:int(np.floor(n * spec.positive_fraction + 0.5))] = 1
+        y = rng.permutation(y)
+    source = ComparisonSource(kind, spec, seed, x, labels, groups, where)
+    sources = np.zeros((n, 2 if kind == "pairs" else 3), np.int64)
+    for k, rows in enumerate(_row_groups(y, spec, seed)):
+        if len(rows):
+            sources[rows] = source.draw(k, y[rows], rng)
+    info = {"pair_of": where if spec.of == "digits" else f"npz {where}", "comparison": source}
+    return _rows(kind, x, sources, y, f"{kind} of {spec.of}", info), sources

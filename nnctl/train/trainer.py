@@ -30,7 +30,8 @@ from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
-from nnctl.step import make_augmenter, prepare, seed_streams, vocabulary
+from nnctl.step import (COMPARISON_LAYERS, RECALL_METRICS, embedding_layer, make_augmenter,
+                        prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
 from nnctl.train.divergence import DivergenceWatch
@@ -117,6 +118,7 @@ class Trainer:
         self._train_plans: dict = {}
         self._eval_plans: dict = {}
         self._forward_plans: dict = {}
+        self._embedding_plan, self._embedding_cosine = None, False
         feeds = self.builder.feeds(1)
         # where the mask of the labels is among a batch's arrays (None: every label counts)
         self.label_mask_at = next((i for i, t in enumerate(feeds.data) if t is feeds.y_mask),
@@ -389,6 +391,12 @@ class Trainer:
 
     def train_epoch(self) -> tuple[dict, float]:
         t = self.spec.train
+        source = self.splits.info.get("comparison")
+        if source is not None and source.online:  # comparator rows drawn afresh per epoch
+            embedding = None
+            if source.mines:
+                embedding = self.embed(source.samples("train")[0])
+            self.splits.train = source.redraw(self.splits.train, self.epoch, embedding)
         host_x = self.splits.train.x
         sums = self.partial or MetricSums(self.backend.xp, self.spec.metrics, self.classification)
         self.partial = sums
@@ -522,10 +530,19 @@ class Trainer:
             else:
                 totals.update(host_out, host_y)
         self.confusion = getattr(totals, "confusion", None)
+        wanted_recall = [m for m in metrics if m in RECALL_METRICS]
+        if wanted_recall:  # retrieval among the split's own source samples
+            x, labels = self.splits.info["comparison"].samples(split)
+            ks = [RECALL_METRICS[m] for m in wanted_recall]
+            from nnctl.comparator_metrics import recall_at_k
+            recall = recall_at_k(self.embed(x), labels, ks)
+            totals_extra = {f"{split}_recall_at_{k}": v for k, v in recall.items()}
+        else:
+            totals_extra = {}
         result = {f"{split}_loss": sums.result(split)[f"{split}_loss"]}
         result.update({f"{split}_{name}_loss": total / len(data)
                        for name, total in zip(aux_names, aux_sums)})
-        everything = {**sums.result(split), **totals.result(split)}
+        everything = {**sums.result(split), **totals.result(split), **totals_extra}
         if spans is not None:
             everything[f"{split}_span_f1"] = spans.f1()
         if self.decoder is not None:  # the running accuracy counted argmax; decoded counts
@@ -562,6 +579,31 @@ class Trainer:
         device = [self.backend.asarray(a) for a in arrays]
         (out,) = plan([*device, *self.params, *self.states])
         return self.backend.to_host(out)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """A comparator's embedding of samples x on the host (evaluation mode, in batches of
+        eval_batch_size): the first input of its comparison layer, L2-normalised where that
+        layer's metric is cosine, so that Euclidean order is the metric's order."""
+        if self._embedding_plan is None:
+            layer = embedding_layer(self.config)
+            outputs, feeds = self.builder.embedding_step(layer)
+            self._embedding_plan = compile_graph(
+                outputs, feeds, self.backend, capacity={"B": self.spec.train.eval_batch_size},
+                jit=self._jit())
+            model = self.config.spec.model
+            first = next(s for s in model.layers if s.kind in COMPARISON_LAYERS)
+            self._embedding_cosine = getattr(first, "metric", None) == "cosine"
+        size = self.spec.train.eval_batch_size
+        parts = []
+        for start in range(0, len(x), size):
+            xb = self.backend.asarray(x[start:start + size])
+            (out,) = self._embedding_plan([xb, *self.params, *self.states])
+            parts.append(np.array(self.backend.to_host(out), np.float64))
+        e = np.concatenate(parts) if parts else np.zeros((0, 1))
+        e = e.reshape(len(e), -1)
+        if self._embedding_cosine:
+            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        return e
 
     def forward(self, xb):
         """The model's output for a batch of inputs (evaluation mode, no labels needed)."""

@@ -12,6 +12,7 @@ import pytest
 import nnctl.config.schema  # noqa: F401
 import nnctl.config.compare_specs  # noqa: F401  (registers the kinds, until schema imports it)
 import nnctl.data.comparisons  # noqa: F401
+import nnctl.data.dataset
 from nnctl.config import load_config
 from nnctl.config.compare_specs import PairsData, TripletsData
 from nnctl.config.schema import SplitSpec
@@ -146,4 +147,70 @@ def test_config_mistakes(tmp_path, data, message):
     text = PAIRS.format(seed=0).replace(
         "{dataset: pairs, of: digits, pairs: 3000, positive_fraction: 0.4}", data)
     with pytest.raises(ConfigError, match=message):
+        config(tmp_path, text)
+
+
+def test_online_redraws_train_rows_per_epoch_from_the_train_group_only():
+    spec = PairsData(pairs=2000, online=True)
+    data, sources = draw_pairs(spec, 4, "float64")
+    source = data.info["comparison"]
+    assert source.online and not source.mines
+    labels = load_digits().y
+    train_rows = np.zeros(len(data), bool)  # the rows load_splits will put in train
+    from nnctl.data.comparisons import _row_groups
+    train_rows[_row_groups(data.y, spec, 4)[0]] = True
+    train = nnctl.data.dataset.Dataset(data.x[train_rows], data.y[train_rows],
+                                       info=data.info,
+                                       extra={"right": data.extra["right"][train_rows]})
+    one, again, two = (source.redraw(train, e) for e in (1, 1, 2))
+    np.testing.assert_array_equal(one.x, again.x)  # seeded by (seed, offset, epoch)
+    assert not np.array_equal(one.x, two.x)
+    np.testing.assert_array_equal(one.y, train.y)  # the same labels in the same places
+    group = set(source.groups[0].tolist())
+    index = {row.tobytes(): i for i, row in enumerate(source.x)}
+    for redrawn in (one, two):
+        left = np.array([index[r.tobytes()] for r in redrawn.x])
+        right = np.array([index[r.tobytes()] for r in redrawn.extra["right"]])
+        assert set(left) | set(right) <= group  # never a val or test digit
+        np.testing.assert_array_equal(labels[left] == labels[right], redrawn.y == 1)
+    assert source.to_dict()["source_samples"]["train"] == len(group)
+
+
+def test_hard_negatives_are_the_nearest_of_the_candidates():
+    """An embedding of one number per sample: with every negative hard, each is the nearest
+    other-class candidate, much nearer than uniform negatives, and never of the anchor's
+    class."""
+    labels = load_digits().y
+    spec = TripletsData(triplets=600, online=True, hard_negatives=1.0, candidates=8)
+    data, _ = draw_triplets(spec, 0, "float64")
+    source = data.info["comparison"]
+    assert source.mines
+    members = source.groups[0]
+    embedding = np.random.default_rng(1).normal(size=(len(members), 1))
+    rng_hard, rng_uniform = np.random.default_rng(5), np.random.default_rng(5)
+    y = np.zeros(400, np.int64)
+    hard = source.draw(0, y, rng_hard, embedding)
+    uniform = source.draw(0, y, rng_uniform)
+    assert np.all(labels[hard[:, 0]] != labels[hard[:, 2]])
+    np.testing.assert_array_equal(hard[:, :2], uniform[:, :2])  # anchors drawn alike
+    gap = lambda rows: np.abs(embedding[np.searchsorted(members, rows[:, 0])] -  # noqa: E731
+                              embedding[np.searchsorted(members, rows[:, 2])]).mean()
+    assert gap(hard) < 0.3 * gap(uniform)
+    # replay the candidates: the chosen one is the nearest of them
+    rng = np.random.default_rng(5)
+    from nnctl.data.comparisons import _Group
+    group = _Group(members, labels, "train", "triplets", "digits")
+    anchor, _ = group.same(rng, 400)
+    cand = np.stack([group.other(rng, anchor) for _ in range(8)], 1)
+    d = np.abs(embedding[np.searchsorted(members, cand)][..., 0] -
+               embedding[np.searchsorted(members, anchor)])
+    np.testing.assert_array_equal(hard[:, 2], cand[np.arange(400), d.argmin(1)])
+
+
+def test_hard_negatives_need_online(tmp_path):
+    from nnctl.errors import ConfigError
+    text = PAIRS.format(seed=0).replace("positive_fraction: 0.4}",
+                                        "positive_fraction: 0.4, hard_negatives: 0.5}")
+    with pytest.raises(ConfigError, match="data.hard_negatives: hard negatives are mined as "
+                                          "training goes; set online: true"):
         config(tmp_path, text)
