@@ -73,6 +73,13 @@ class _Group:
         self.members = [indices[labels[indices] == c] for c in classes]
         self.pairable = [m for m in self.members if len(m) >= 2]
         self.name, self.what, self.where = name, what, where
+        # the same as arrays, for drawing many at once: members padded per class, sizes,
+        # and each source index's class position
+        self.table, self.sizes = _padded(self.members)
+        self.pair_table, self.pair_sizes = _padded(self.pairable)
+        self.class_of = np.full(int(indices.max()) + 1 if len(indices) else 0, -1, np.int64)
+        for c, m in enumerate(self.members):
+            self.class_of[m] = c
 
     def check(self, same: bool, different: bool) -> None:
         if same and not self.pairable:
@@ -88,31 +95,35 @@ class _Group:
         """k pairs of distinct samples of one class (a class drawn uniformly among those with
         two or more samples)."""
         pick = rng.integers(len(self.pairable), size=k)
-        sizes = np.array([len(m) for m in self.pairable])[pick]
+        sizes = self.pair_sizes[pick]
         i = rng.integers(0, sizes)
         j = rng.integers(0, sizes - 1)
         j = j + (j >= i)  # a second sample, never the first
-        left = np.array([self.pairable[c][a] for c, a in zip(pick, i)], dtype=np.int64)
-        right = np.array([self.pairable[c][b] for c, b in zip(pick, j)], dtype=np.int64)
-        return left, right
+        return self.pair_table[pick, i], self.pair_table[pick, j]
 
     def other(self, rng: np.random.Generator, than: np.ndarray) -> np.ndarray:
         """For each sample index in `than`, one sample of another class (uniform class, then
         uniform member)."""
-        labels_of = {int(i): c for c, m in enumerate(self.members) for i in m}
-        own = np.array([labels_of[int(i)] for i in than], dtype=np.int64)
+        own = self.class_of[np.asarray(than, np.int64)]
         cls = rng.integers(0, len(self.members) - 1, size=len(than))
         cls = cls + (cls >= own)
-        sizes = np.array([len(m) for m in self.members])[cls]
-        at = rng.integers(0, sizes)
-        return np.array([self.members[c][a] for c, a in zip(cls, at)], dtype=np.int64)
+        at = rng.integers(0, self.sizes[cls])
+        return self.table[cls, at]
 
     def any(self, rng: np.random.Generator, k: int) -> np.ndarray:
         """k samples, a class drawn uniformly, then a member."""
         cls = rng.integers(len(self.members), size=k)
-        sizes = np.array([len(m) for m in self.members])[cls]
-        at = rng.integers(0, sizes)
-        return np.array([self.members[c][a] for c, a in zip(cls, at)], dtype=np.int64)
+        at = rng.integers(0, self.sizes[cls])
+        return self.table[cls, at]
+
+
+def _padded(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """([len(groups), longest] the groups' indices padded with -1, [len(groups)] sizes)."""
+    sizes = np.array([len(g) for g in groups], np.int64)
+    table = np.full((len(groups), int(sizes.max()) if len(groups) else 0), -1, np.int64)
+    for c, g in enumerate(groups):
+        table[c, :len(g)] = g
+    return table, sizes
 
 
 def _prepare(spec, seed: int, dtype: str):
