@@ -62,8 +62,9 @@ def evaluate(
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
     inputs: Annotated[Path, typer.Argument(
-        help="Features: .npz (array x) or .csv; for a text model, a text file of one input "
-             "per line.")],
+        help="Features: .npz (array x, and arrays named as the model's further inputs) or "
+             ".csv; for a text model, a text file of one input per line; for a graph model, "
+             "graphs as .jsonl or .npz (docs/graphs.md).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.csv/.npz).")],
     weights: Annotated[str, typer.Option(help="final or best.")] = "final",
     beam: Annotated[int, typer.Option(min=1, help="Sequence to sequence: beam width (1: "

@@ -56,7 +56,8 @@ def to_dataset(graphs: list[Graph], name: str, undirected: bool, info: dict | No
     if not graphs:
         raise DataError("no graphs", path=where)
     node_level = graphs[0].node_labels is not None
-    if any((g.node_labels is not None) != node_level for g in graphs):
+    unlabelled = all(g.label is None and g.node_labels is None for g in graphs)
+    if not unlabelled and any((g.node_labels is not None) != node_level for g in graphs):
         raise DataError("some graphs have a label, others node labels; use one kind",
                         path=where)
     count, width = len(graphs), graphs[0].features.shape[1]
@@ -74,7 +75,7 @@ def to_dataset(graphs: list[Graph], name: str, undirected: bool, info: dict | No
         adjacency[i, np.arange(n), np.arange(n)] = 0.0  # the layers add their own self loops
         if node_level:
             y[i, :n] = g.node_labels
-        else:
+        elif not unlabelled:  # graphs to predict for: labels 0
             y[i] = g.label
     x_len = np.array([len(g.features) for g in graphs], dtype=np.int64)
     info = {**(info or {}), "trim": {ADJACENCY: (1, 2)}}
@@ -91,11 +92,12 @@ def check_labels(labels: np.ndarray, what: str, where: str) -> np.ndarray:
 
 # ---- graphs_npz -------------------------------------------------------------------------------
 
-def read_graphs_npz(path: str) -> list[Graph]:
+def read_graphs_npz(path: str, labelled: bool = True) -> list[Graph]:
     """Graphs from an .npz file: node_features [total_nodes, F] (the graphs' nodes one graph
     after another), node_counts [G], edges int [2, total_edges] (row 0 sources, row 1
     targets, indices local to each graph; the graphs' edges one graph after another),
-    edge_counts [G], and labels [G] or node_labels [total_nodes]."""
+    edge_counts [G], and labels [G] or node_labels [total_nodes] (`labelled=False`: graphs
+    to predict for, labels optional and ignored)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -103,7 +105,9 @@ def read_graphs_npz(path: str) -> list[Graph]:
         raise DataError(f"cannot read as .npz: {err}", path=path) from None
     missing = [k for k in ("node_features", "node_counts", "edges", "edge_counts")
                if k not in arrays]
-    if missing or ("labels" in arrays) == ("node_labels" in arrays):
+    if not labelled:
+        arrays = {k: v for k, v in arrays.items() if k not in ("labels", "node_labels")}
+    if missing or (labelled and ("labels" in arrays) == ("node_labels" in arrays)):
         need = ", ".join(missing) if missing else "exactly one of labels and node_labels"
         raise DataError(f"missing {need} (found: {', '.join(sorted(arrays)) or 'no arrays'})",
                         path=path)
@@ -132,7 +136,8 @@ def read_graphs_npz(path: str) -> list[Graph]:
         raise DataError(f"graph {empty[0]} has no nodes", path=path)
     node_level = "node_labels" in arrays
     labels = check_labels(arrays["node_labels" if node_level else "labels"],
-                          "node_labels" if node_level else "labels", path)
+                          "node_labels" if node_level else "labels", path) if labelled else \
+        np.zeros(len(counts), np.int64)
     if len(labels) != (len(features) if node_level else len(counts)):
         raise DataError(f"{len(labels)} {'node_labels' if node_level else 'labels'} for "
                         f"{len(features) if node_level else len(counts)} "
@@ -143,7 +148,7 @@ def read_graphs_npz(path: str) -> list[Graph]:
     for g in range(len(counts)):
         nodes = slice(node_starts[g], node_starts[g + 1])
         graph = Graph(features[nodes], edges[:, edge_starts[g]:edge_starts[g + 1]].T.astype(
-            np.int64), None if node_level else int(labels[g]),
+            np.int64), None if node_level or not labelled else int(labels[g]),
             labels[nodes] if node_level else None)
         check_edges(graph, f"graph {g}", path)
         graphs.append(graph)
@@ -159,16 +164,17 @@ def load_graphs_npz(spec, seed: int, dtype: str) -> Dataset:
 
 # ---- graphs_jsonl -----------------------------------------------------------------------------
 
-def read_graphs_jsonl(path: str) -> list[Graph]:
+def read_graphs_jsonl(path: str, labelled: bool = True) -> list[Graph]:
     """Graphs from a JSON-lines file, one object per line (blank lines skipped):
     {"nodes": [[f, ...], ...], "edges": [[source, target], ...], "label": k} or, for node
-    classification, "node_labels": [k, ...] instead of "label"."""
+    classification, "node_labels": [k, ...] instead of "label" (`labelled=False`: graphs to
+    predict for, labels optional and ignored)."""
     graphs, width = [], None
     for number, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        graph = parse_graph_line(line, where)
+        graph = parse_graph_line(line, where, labelled)
         if width is None:
             width, first = graph.features.shape[1], number
         elif graph.features.shape[1] != width:
@@ -180,7 +186,7 @@ def read_graphs_jsonl(path: str) -> list[Graph]:
     return graphs
 
 
-def parse_graph_line(line: str, where: str) -> Graph:
+def parse_graph_line(line: str, where: str, labelled: bool = True) -> Graph:
     """One graph from one JSON line, with a one-line DataError (file:line) for each mistake."""
     try:
         obj = json.loads(line)
@@ -211,6 +217,8 @@ def parse_graph_line(line: str, where: str) -> Graph:
                         path=where)
     graph = Graph(features, np.array(edges, dtype=np.int64).reshape(-1, 2))
     check_edges(graph, "the graph", where)
+    if not labelled:
+        return graph
     if ("label" in obj) == ("node_labels" in obj):
         raise DataError('give the graph exactly one of "label" and "node_labels"', path=where)
     if "label" in obj:

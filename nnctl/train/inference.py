@@ -5,6 +5,7 @@ the data are split and normalised exactly as in training (same seed, saved norma
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 from nnctl.backend import Backend
 from nnctl.config import load_config
 from nnctl.data import Normalizer
+from nnctl.data.batching import batch_arrays
+from nnctl.data.graphs import ADJACENCY
 from nnctl.errors import DataError, UsageError
 from nnctl.train.run_dir import atomic_write, load_weights
 from nnctl.train.trainer import Trainer
@@ -124,6 +127,10 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         raise UsageError(f"-o: expected a .csv or .npz file, got {output.name}")
     trainer = load_run(run_dir, backend, weights)
     splits = trainer.splits
+    if ADJACENCY in splits.info.get("trim", {}):  # a graph model: a file of graphs
+        columns, count = _predict_graphs(trainer, inputs)
+        _write_predictions(output, columns)
+        return count
     if splits.padded:  # texts: one per line
         columns = _predict_texts(trainer, inputs, beam)
         _write_predictions(output, columns)
@@ -156,6 +163,57 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         columns = {"prediction": out}
     _write_predictions(output, columns)
     return len(x)
+
+
+def read_graph_inputs(path: Path, trainer: Trainer):
+    """Graphs to predict for, from a .jsonl or an .npz in the graphs_npz layout (labels may
+    be there; they are ignored), padded as in training (undirected as the run's data)."""
+    from nnctl.data.graphs import read_graphs_jsonl, read_graphs_npz, to_dataset
+    if not path.is_file():
+        raise DataError("no such file (expected graphs: .jsonl or .npz)", path=str(path))
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        graphs = read_graphs_jsonl(str(path), labelled=False)
+    elif path.suffix.lower() == ".npz":
+        graphs = read_graphs_npz(str(path), labelled=False)
+    else:
+        raise DataError("a graph model predicts for graphs in a .jsonl or .npz file "
+                        "(docs/graphs.md)", path=str(path))
+    width = trainer.splits.feature_shape[-1]
+    if graphs[0].features.shape[1] != width:
+        raise DataError(f"nodes have {graphs[0].features.shape[1]} features; the model was "
+                        f"trained on {width}", path=str(path))
+    undirected = getattr(trainer.spec.data, "undirected", True)
+    data = to_dataset(graphs, path.stem, undirected, where=str(path))
+    return dataclasses.replace(data, x=data.x.astype(trainer.spec.train.dtype), extra={
+        k: v.astype(trainer.spec.train.dtype) for k, v in data.extra.items()})
+
+
+def _predict_graphs(trainer: Trainer, path: Path) -> tuple[dict, int]:
+    """Per graph: the class and probabilities; for a node classifier, per node (an .npz
+    output: class [G, N], probabilities [G, N, C], nodes [G] the real node counts)."""
+    data = read_graph_inputs(path, trainer)
+    multiple = trainer.spec.train.pad_multiple
+    names = trainer.builder.input_names
+    outputs = []
+    size = trainer.spec.train.eval_batch_size
+    width = int(data.x_len.max())
+    for start in range(0, len(data), size):
+        idx = np.arange(start, min(start + size, len(data)))
+        arrays = batch_arrays(data, idx, multiple, trainer.spec.train.dtype, names)
+        out = trainer.forward_arrays([a for k, a in enumerate(arrays) if k != 1])  # no y
+        if out.ndim == 3:  # per node: pad to the file's largest graph
+            out = np.pad(out, ((0, 0), (0, width - out.shape[1]), (0, 0)))[:, :width]
+        outputs.append(out)
+    out = np.concatenate(outputs)
+    z = out - out.max(axis=-1, keepdims=True)
+    prob = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    columns = {"class": prob.argmax(axis=-1), "probabilities": prob}
+    labels = trainer.splits.info.get("labels")
+    if labels is not None and prob.ndim == 2:
+        columns["label"] = np.array([labels[c] for c in columns["class"]])
+    if prob.ndim == 3:
+        columns["nodes"] = data.x_len
+    return columns, len(data)
 
 
 def read_extra_inputs(path: Path, trainer: Trainer, n: int) -> list[np.ndarray]:
