@@ -123,3 +123,25 @@ def test_recall_needs_comparison_data(tmp_path):
     with pytest.raises(ConfigError, match="metrics\\[1\\]: retrieval recall needs comparison "
                                           "data \\(dataset: pairs or triplets\\)"):
         Trainer(config(tmp_path, text), get_backend("cpu"), out=None)
+
+
+def test_online_mining_run_resumed_at_an_epoch_end_is_bit_identical(tmp_path):
+    """Epoch e's rows depend on (seed, e) and, when mining, on the weights at e's start,
+    which the checkpoint holds: 2 epochs + resume + 2 equals 4 straight."""
+    from typer.testing import CliRunner
+    from nnctl.cli.app import app
+    text = PAIRS.replace("online: true}", "online: true, hard_negatives: 0.5}")
+    (tmp_path / "c.yaml").write_text(text)
+
+    def cli(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+    cli("train", tmp_path / "c.yaml", "--epochs", 4, "--out", tmp_path / "straight")
+    cli("train", tmp_path / "c.yaml", "--epochs", 2, "--out", tmp_path / "split")
+    (run,) = (tmp_path / "split").iterdir()
+    cli("train", tmp_path / "c.yaml", "--epochs", 4, "--resume", run)
+    (straight,) = (tmp_path / "straight").iterdir()
+    assert (run / "metrics.jsonl").read_bytes() == (straight / "metrics.jsonl").read_bytes()
+    with np.load(run / "weights.npz") as a, np.load(straight / "weights.npz") as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
