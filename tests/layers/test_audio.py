@@ -21,24 +21,15 @@ from nnctl.layers import build_model
 from nnctl.layers.audio import (AvgPool1d, Conv1d, MaxPool1d, Spectrogram, hann_window,
                                 hz_to_mel, mel_filterbank, mel_to_hz)
 
+from .engine import run_layer  # noqa: E402
+
 CPU = get_backend("cpu")
 RTOL, ATOL = 1e-10, 1e-12
 
 
 def run(layer, x: np.ndarray, cotangent=None, params=None):
-    """The layer on x through the whole engine (graph, autodiff, compiled CPU plan): its
-    output and, for loss = sum(out * cotangent), the gradients of x and each parameter."""
-    xt = input_placeholder("x", x.shape, str(x.dtype))
-    out = layer(xt, False, np.random.default_rng(0))
-    if params:
-        layer.initial.update({f"{layer.name}.{k}": v for k, v in params.items()})
-    names = list(layer.params)
-    if cotangent is None:
-        cotangent = np.random.default_rng(1).normal(size=out.shape)
-    grads = grad((out * Tensor(cotangent)).sum(), [xt, *layer.params.values()])
-    plan = compile_graph([out, *grads], [xt, *layer.params.values()], CPU)
-    results = plan([x, *(layer.initial[k] for k in names)])
-    return results[0], dict(zip(["x", *(n.split(".")[-1] for n in names)], results[1:]))
+    """(output, gradients): tests/layers/engine.run_layer without the cotangent."""
+    return run_layer(layer, x, cotangent, params)[:2]
 
 
 def torch_run(fn, x: np.ndarray, cotangent: np.ndarray, **params):
@@ -333,7 +324,6 @@ layers:
 def test_conv1d_same_with_an_even_span_differentiates_on_a_symbolic_batch():
     """'same' padding with an even kernel pads unevenly through the pad op, whose gradient
     once sliced the symbolic batch axis (the trainer's graphs have B, not a number)."""
-    from nnctl.autodiff import grad
     from nnctl.graph import input_placeholder
     from nnctl.layers.audio import Conv1d
     from nnctl.ops.registry import Dim

@@ -24,25 +24,15 @@ from nnctl.layers.dense import Dense
 from nnctl.layers.video import (AvgPool3d, Conv3d, MaxPool3d, Permute, SelectFrame,
                                 TimeDistributed)
 
+from .engine import run_layer  # noqa: E402
+
 CPU = get_backend("cpu")
 RTOL, ATOL = 1e-10, 1e-12
 
 
 def run(layer, x: np.ndarray, cotangent=None, params=None):
-    """The layer on x through the whole engine (graph, autodiff, compiled CPU plan): its
-    output and, for loss = sum(out * cotangent), the gradients of x and each parameter."""
-    xt = input_placeholder("x", x.shape, str(x.dtype))
-    out = layer(xt, False, np.random.default_rng(0))
-    if params:
-        layer.initial.update({f"{layer.name}.{k}": v for k, v in params.items()})
-    names = list(layer.params)
-    if cotangent is None:
-        cotangent = np.random.default_rng(1).normal(size=out.shape)
-    grads = grad((out * Tensor(cotangent)).sum(), [xt, *layer.params.values()])
-    plan = compile_graph([out, *grads], [xt, *layer.params.values()], CPU)
-    results = plan([x, *(layer.initial[k] for k in names)])
-    return results[0], dict(zip(["x", *(n.split(".")[-1] for n in names)], results[1:])), \
-        cotangent
+    """(output, gradients, cotangent): tests/layers/engine.run_layer."""
+    return run_layer(layer, x, cotangent, params)
 
 
 def torch_run(fn, x: np.ndarray, cotangent: np.ndarray, **params):
