@@ -49,6 +49,19 @@ class GINSpec(MessagePassingSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GINESpec(GINSpec):
+    """gin with edge features: `inputs: [node features, adjacency, edge_features]`."""
+
+    kind: ClassVar[str] = "gine"
+    max_inputs: ClassVar[int] = 3
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.inputs is not None and len(self.inputs) != 3:
+            ctx.error(path + ("inputs",), f"gine reads [node features, adjacency, "
+                                          f"edge_features], got {len(self.inputs)} input(s)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GATSpec(MessagePassingSpec):
     kind: ClassVar[str] = "gat"
     heads: int = field(positive, 1, "attention heads, each with `units` features")
@@ -115,7 +128,7 @@ class GraphCyclesData(_DataCommon):
                                              f"max_nodes ({self.max_nodes})")
 
 
-for _spec in (GCNSpec, SAGESpec, GINSpec, GATSpec, GraphPoolSpec):
+for _spec in (GCNSpec, SAGESpec, GINSpec, GINESpec, GATSpec, GraphPoolSpec):
     register_layer_spec(_spec)
 for _spec in (GraphsNpzData, GraphsJsonlData, GraphCyclesData):
     register_dataset_spec(_spec)

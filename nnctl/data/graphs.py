@@ -7,8 +7,10 @@ Every kind gives dense, padded graphs (the layout nnctl.layers.graph reads):
     y          int64 [G]               a label per graph, or [G, Nmax] a label per node
                                        (0 at padded nodes, which the node mask leaves out)
     extra["adjacency"]  float [G, Nmax, Nmax]   A[i, j] = 1 for an edge j -> i
+    extra["edge_features"]  float [G, Nmax, Nmax, D]   the edge j -> i's features at [i, j]
+                                       (only for data with edge features; the gine layer)
 
-info["trim"] = {"adjacency": (1, 2)} tells the batcher to cut both node axes of a batch's
+info["trim"] = {"adjacency": (1, 2)} (and edge_features) tells the batcher to cut both node axes of a batch's
 adjacency to the batch's padded node count, as it cuts x. Self loops in the data are dropped
 (the layers add their own where their equations have one) and an edge listed twice is one
 edge. With `undirected` (the default) every edge also gets its reverse.
@@ -27,15 +29,18 @@ from nnctl.data.text import read_utf8
 from nnctl.errors import DataError
 
 ADJACENCY = "adjacency"  # the model input name layers read the adjacency by
+EDGE_FEATURES = "edge_features"  # ... and the edge features by (gine), where the data has them
 
 
 class Graph:
     """One graph as read: features [n, F], edges [E, 2] (source, target), and a label (int)
     or node labels [n]."""
 
-    def __init__(self, features: np.ndarray, edges: np.ndarray, label=None, node_labels=None):
+    def __init__(self, features: np.ndarray, edges: np.ndarray, label=None, node_labels=None,
+                 edge_features: np.ndarray | None = None):
         self.features, self.edges = features, edges
         self.label, self.node_labels = label, node_labels
+        self.edge_features = edge_features  # [E, D], one row per edge, or None
 
 
 def check_edges(graph: Graph, which: str, where: str) -> None:
@@ -78,8 +83,53 @@ def to_dataset(graphs: list[Graph], name: str, undirected: bool, info: dict | No
         elif not unlabelled:  # graphs to predict for: labels 0
             y[i] = g.label
     x_len = np.array([len(g.features) for g in graphs], dtype=np.int64)
-    info = {**(info or {}), "trim": {ADJACENCY: (1, 2)}}
-    return Dataset(x, y, name, x_len=x_len, info=info, extra={ADJACENCY: adjacency})
+    extra, trim = {ADJACENCY: adjacency}, {ADJACENCY: (1, 2)}
+    with_features = [g.edge_features is not None for g in graphs]
+    if any(with_features):
+        if not all(with_features):
+            raise DataError(f"graph {with_features.index(False)} has no edge features, "
+                            "others have; give every graph's edges features", path=where)
+        extra[EDGE_FEATURES] = edge_feature_array(graphs, n_max, undirected)
+        trim[EDGE_FEATURES] = (1, 2)
+    info = {**(info or {}), "trim": trim}
+    return Dataset(x, y, name, x_len=x_len, info=info, extra=extra)
+
+
+def edge_feature_array(graphs: list[Graph], n_max: int, undirected: bool) -> np.ndarray:
+    """[G, n_max, n_max, D]: the features of edge j -> i at [g, i, j], 0 where there is no
+    edge. With `undirected`, the reverse of an edge gets its features unless the reverse is
+    listed itself; an edge listed twice keeps its last features; self loops are dropped."""
+    width = max(g.edge_features.shape[1] for g in graphs)  # 0 for a graph without edges
+    out = np.zeros((len(graphs), n_max, n_max, width))
+    for i, g in enumerate(graphs):
+        if not len(g.edges):
+            continue
+        source, target = g.edges[:, 0], g.edges[:, 1]
+        if undirected:
+            out[i, source, target] = g.edge_features
+        out[i, target, source] = g.edge_features
+        n = len(g.features)
+        out[i, np.arange(n), np.arange(n)] = 0.0
+    return out
+
+
+def check_edge_features(values, edges: int, width: int | None, where: str) -> np.ndarray:
+    """Edge features as [E, D] floats (a 1-D array is one feature per edge), finite, one row
+    per edge, of `width` features where a width is already known."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("edge features must be numbers", path=where) from None
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or len(array) != edges:
+        raise DataError(f"edge features must be one row per edge ({edges}), got shape "
+                        f"{list(array.shape)}", path=where)
+    if width is not None and array.shape[1] != width:
+        raise DataError(f"edges have {array.shape[1]} features, others {width}", path=where)
+    if not np.isfinite(array).all():
+        raise DataError("edge features hold NaN or Inf", path=where)
+    return array
 
 
 def check_labels(labels: np.ndarray, what: str, where: str) -> np.ndarray:
@@ -144,12 +194,16 @@ def read_graphs_npz(path: str, labelled: bool = True) -> list[Graph]:
                         f"{'nodes' if node_level else 'graphs'}", path=path)
     node_starts = np.concatenate([[0], np.cumsum(counts)])
     edge_starts = np.concatenate([[0], np.cumsum(edge_counts)])
+    edge_features = check_edge_features(arrays[EDGE_FEATURES], edges.shape[1], None, path) \
+        if EDGE_FEATURES in arrays else None
     graphs = []
     for g in range(len(counts)):
         nodes = slice(node_starts[g], node_starts[g + 1])
         graph = Graph(features[nodes], edges[:, edge_starts[g]:edge_starts[g + 1]].T.astype(
             np.int64), None if node_level or not labelled else int(labels[g]),
             labels[nodes] if node_level else None)
+        if edge_features is not None:
+            graph.edge_features = edge_features[edge_starts[g]:edge_starts[g + 1]]
         check_edges(graph, f"graph {g}", path)
         graphs.append(graph)
     return graphs
@@ -177,9 +231,18 @@ def read_graphs_jsonl(path: str, labelled: bool = True) -> list[Graph]:
         graph = parse_graph_line(line, where, labelled)
         if width is None:
             width, first = graph.features.shape[1], number
+            edge_width = None if graph.edge_features is None else graph.edge_features.shape[1]
         elif graph.features.shape[1] != width:
             raise DataError(f"nodes have {graph.features.shape[1]} features, but line {first}'s "
                             f"have {width}", path=where)
+        else:
+            have = None if graph.edge_features is None else graph.edge_features.shape[1]
+            if (have is None) != (edge_width is None) or (have and edge_width and
+                                                          have != edge_width):
+                raise DataError(f"edges have {'no' if have is None else have} features, but "
+                                f"line {first}'s have "
+                                f"{'no' if edge_width is None else edge_width}", path=where)
+            edge_width = edge_width or have  # 0: the first graph had no edges
         graphs.append(graph)
     if not graphs:
         raise DataError("no graphs (the file has no JSON lines)", path=path)
@@ -217,6 +280,17 @@ def parse_graph_line(line: str, where: str, labelled: bool = True) -> Graph:
                         path=where)
     graph = Graph(features, np.array(edges, dtype=np.int64).reshape(-1, 2))
     check_edges(graph, "the graph", where)
+    if EDGE_FEATURES in obj:
+        values = obj[EDGE_FEATURES]
+        if not isinstance(values, list) or not all(isinstance(v, (list, int, float))
+                                                   and not isinstance(v, bool) for v in values):
+            raise DataError('"edge_features" must be a list with one feature list (or '
+                            'number) per edge', path=where)
+        if len({len(v) if isinstance(v, list) else 0 for v in values}) > 1:
+            raise DataError("ragged edge features: edges have different feature counts",
+                            path=where)
+        graph.edge_features = np.zeros((0, 0)) if not values else \
+            check_edge_features(values, len(graph.edges), None, where)
     if not labelled:
         return graph
     if ("label" in obj) == ("node_labels" in obj):

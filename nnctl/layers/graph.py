@@ -1,4 +1,4 @@
-"""Graph neural network layers on dense, padded graphs: gcn, sage, gin, gat, and the graph_pool
+"""Graph neural network layers on dense, padded graphs: gcn, sage, gin, gine, gat, and the graph_pool
 readout.
 
 A batch of graphs is node features H [batch, nodes, features] (padded with zero rows to the
@@ -196,6 +196,58 @@ class GIN(MessagePassing):
         self.params.update(layer.params)
         self.initial.update(layer.initial)
         return y
+
+
+@register_layer
+class GINE(GIN):
+    """GIN with edge features, as PyG's GINEConv(nn, edge_dim=D) with nn = Linear, ReLU,
+    Linear:
+
+        H'_i = mlp((1 + eps) H_i + sum_{j in N(i)} relu(H_j + E_ij W_e + b_e))
+
+    E [batch, nodes, nodes, D] holds the features of the edge j -> i at [i, j] (the graph
+    kinds' model input 'edge_features'); the sum runs over the edges (A_ij = 1), so entries
+    without an edge never count. Reads `inputs: [node features, adjacency, edge features]`.
+    Parameters: edge.weight [D, features], edge.bias [features] (PyG's lin, transposed), then
+    gin's."""
+
+    kind = "gine"
+
+    def build(self, x, rng) -> None:
+        h, _, _, _ = split_edges(self, x, None)
+        self.build_params(h.shape[-1], h.dtype, rng)
+
+    def build_params(self, features, dtype, rng):
+        super().build_params(features, dtype, rng)
+        self.edge = Dense(f"{self.name}.edge", features)
+
+    def forward(self, x, training: bool, mask=None) -> Tensor:
+        h, adjacency, edge_features, node_mask = split_edges(self, x, mask)
+        # [B, N, N, F]: the message from j to i, from j's features and the edge's
+        messages = (self.sub(self.edge, edge_features) + h.reshape(
+            *h.shape[:1], 1, *h.shape[1:])).relu()
+        summed = (messages * adjacency.reshape(*adjacency.shape, 1)).sum(2)
+        z = h * (1.0 + self.eps) + summed
+        return self.sub(self.mlp2, self.sub(self.mlp1, z))
+
+
+def split_edges(layer: Layer, x, mask) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """split_graph for a layer that also reads edge features [B, N, N, D]."""
+    if not isinstance(x, list) or len(x) != 3:
+        raise ShapeError(f"{layer.kind} needs inputs: [node features, adjacency, edge "
+                         "features] (model inputs 'adjacency' and 'edge_features' of a graph "
+                         "data kind with edge features)", scope=layer.name)
+    h, adjacency, node_mask = split_graph(layer, x[:2], (mask or [None])[:1])
+    edges = x[2]
+    nodes = h.shape[1]
+    if edges.ndim != 4 or tuple(edges.shape[1:3]) != (nodes, nodes):
+        raise ShapeError(f"{layer.kind}: edge features {list(edges.shape)} do not match "
+                         f"{nodes} nodes (expected [batch, {nodes}, {nodes}, features])",
+                         scope=layer.name)
+    if edges.dtype != h.dtype:
+        raise ShapeError(f"{layer.kind}: the edge features are {edges.dtype}, the node "
+                         f"features {h.dtype}", scope=layer.name)
+    return h, adjacency, edges, node_mask
 
 
 @register_layer

@@ -175,6 +175,71 @@ def test_jsonl_label_and_node_labels_mixed_across_lines(tmp_path):
         load_graphs_jsonl(spec(write_jsonl(tmp_path / "g.jsonl", lines)), 0, "float64")
 
 
+# ---- edge features ----------------------------------------------------------------------
+
+# features per edge of EDGES, in order (the self loop's and the repeat's included)
+EDGE_FEATURES = [[[1.0], [2.0], [3.0], [9.0], [4.0]], [], [[5.0]]]
+
+
+@pytest.mark.parametrize("undirected", [True, False])
+def test_edge_features_from_npz_and_jsonl_sit_at_their_edges(tmp_path, undirected):
+    npz = write_npz(tmp_path / "g.npz", edge_features=np.concatenate(
+        [np.array(f).reshape(-1, 1) for f in EDGE_FEATURES]))
+    lines = jsonl_lines()
+    for line, f in zip(lines, EDGE_FEATURES):
+        line["edge_features"] = f
+    jsonl = write_jsonl(tmp_path / "g.jsonl", lines)
+    a = load_graphs_npz(spec(npz, undirected), 0, "float64")
+    b = load_graphs_jsonl(spec(jsonl, undirected), 0, "float64")
+    e = a.extra["edge_features"]
+    np.testing.assert_array_equal(e, b.extra["edge_features"])
+    assert e.shape == (3, 3, 3, 1)
+    assert a.info["trim"] == {"adjacency": (1, 2), "edge_features": (1, 2)}
+    # edge j -> i at [i, j]: 0 -> 1 listed twice keeps the last (4), 1 -> 2 is 2, 2 -> 0 is 3;
+    # the self loop 1 -> 1 is dropped
+    expected = np.zeros((3, 3))
+    if undirected:  # reverses, unless the reverse is listed itself
+        expected[0, 1], expected[1, 2], expected[2, 0] = 4.0, 2.0, 3.0
+    expected[1, 0], expected[2, 1], expected[0, 2] = 4.0, 2.0, 3.0
+    np.testing.assert_array_equal(e[0, ..., 0], expected)
+    assert not e[1].any()
+    assert e[2, 1, 0, 0] == 5.0 and e[2, 0, 1, 0] == (5.0 if undirected else 0.0)
+    # every feature sits on an edge of the adjacency
+    assert np.all((e[..., 0] != 0) <= (a.extra["adjacency"] != 0))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[0].update(edge_features=[[1.0]]),
+     r"g.jsonl:1: edge features must be one row per edge \(5\), got shape \[1, 1\]"),
+    (lambda lines: lines[2].update(edge_features=[[1.0, 2.0]]),
+     r"g.jsonl:3: edges have 2 features, but line 1's have 1"),
+    (lambda lines: lines[2].pop("edge_features"),
+     r"g.jsonl:3: edges have no features, but line 1's have 1"),
+    (lambda lines: lines[0].update(edge_features=[[1.0], [2.0, 3.0], [1.0], [1.0], [1.0]]),
+     r"g.jsonl:1: ragged edge features"),
+    (lambda lines: lines[0].update(edge_features="x"),
+     r'g.jsonl:1: "edge_features" must be a list'),
+])
+def test_edge_feature_mistakes_name_the_line(tmp_path, edit, message):
+    lines = jsonl_lines()
+    for line, f in zip(lines, EDGE_FEATURES):
+        line["edge_features"] = f
+    edit(lines)
+    path = write_jsonl(tmp_path / "g.jsonl", lines)
+    with pytest.raises(DataError, match=message) as err:
+        load_graphs_jsonl(spec(path), 0, "float64")
+    assert "\n" not in str(err.value)
+
+
+def test_npz_edge_features_must_match_the_edges(tmp_path):
+    path = write_npz(tmp_path / "g.npz", edge_features=np.ones((4, 2)))
+    with pytest.raises(DataError, match=r"edge features must be one row per edge \(6\)"):
+        load_graphs_npz(spec(path), 0, "float64")
+    path = write_npz(tmp_path / "h.npz", edge_features=np.full(6, np.nan))
+    with pytest.raises(DataError, match="edge features hold NaN or Inf"):
+        load_graphs_npz(spec(path), 0, "float64")
+
+
 # ---- graph_cycles -------------------------------------------------------------------------
 
 def connected(adjacency: np.ndarray, n: int) -> bool:
