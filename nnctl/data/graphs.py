@@ -10,10 +10,10 @@ Every kind gives dense, padded graphs (the layout nnctl.layers.graph reads):
     extra["edge_features"]  float [G, Nmax, Nmax, D]   the edge j -> i's features at [i, j]
                                        (only for data with edge features; the gine layer)
 
-info["trim"] = {"adjacency": (1, 2)} (and edge_features) tells the batcher to cut both node axes of a batch's
-adjacency to the batch's padded node count, as it cuts x. Self loops in the data are dropped
-(the layers add their own where their equations have one) and an edge listed twice is one
-edge. With `undirected` (the default) every edge also gets its reverse.
+info["trim"] = {"adjacency": (1, 2)} (and edge_features) tells the batcher to cut both node
+axes of a batch's adjacency to the batch's padded node count, as it cuts x. Self loops in the
+data are dropped (the layers add their own where their equations have one) and an edge listed
+twice is one edge. With `undirected` (the default) every edge also gets its reverse.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Graph neural network layers on dense, padded graphs: gcn, sage, gin, gine, gat, and the graph_pool
-readout.
+"""Graph neural network layers on dense, padded graphs: gcn, sage, gin, gine, gat, and the
+graph_pool readout.
 
 A batch of graphs is node features H [batch, nodes, features] (padded with zero rows to the
 batch's largest graph), a node mask m [batch, nodes] (1 at real nodes, 0 at padding: the
