@@ -172,7 +172,14 @@ class Tensor:
 
     def __repr__(self) -> str:
         kind = self.node.op if self.node.value is None else "value"
-        return f"Tensor({kind}, shape={list(self.shape)}, dtype={self.dtype})"
+        text = f"Tensor({kind}, shape={list(self.shape)}, dtype={self.dtype}"
+        value = self.node.value
+        if value is not None and getattr(value, "size", 0) <= 16:  # small constants: show them
+            import numpy as np  # values are host arrays here; a device array shows its own
+            array = value.get() if hasattr(value, "get") else np.asarray(value)
+            text += ", value=" + np.array2string(array, precision=4, separator=", ",
+                                                  threshold=16).replace("\n", "")
+        return text + ")"
 
     def __iter__(self):
         raise TypeError("a Tensor is not iterable; index it instead")

@@ -127,5 +127,8 @@ def test_reductions_reject_bad_axes():
         Tensor(A).sum(axis=-3)
 
 
-def test_repr_of_a_value():
-    assert repr(Tensor(A)) == "Tensor(value, shape=[2, 3], dtype=float64)"
+def test_repr_of_a_value_shows_small_values_only():
+    assert repr(Tensor(A)) == ("Tensor(value, shape=[2, 3], dtype=float64, "
+                               "value=[[ 1. , -2. ,  3. ], [ 0.5,  4. , -1.5]])")
+    assert repr(Tensor(np.float64(0.25))) == "Tensor(value, shape=[], dtype=float64, value=0.25)"
+    assert repr(Tensor(np.zeros((5, 4)))) == "Tensor(value, shape=[5, 4], dtype=float64)"
