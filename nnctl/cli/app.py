@@ -14,7 +14,9 @@ from typing import Annotated, Optional
 import typer
 
 from nnctl import __version__
+from nnctl.cli.help_style import plain_parameter_help
 
+plain_parameter_help()  # flags bare (no <bool>), arguments as CONFIG, RUN_DIR
 app = typer.Typer(
     name="nnctl",
     help="Train neural networks described in YAML, on a from-scratch autodiff engine.",
