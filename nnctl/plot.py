@@ -21,10 +21,11 @@ import tempfile
 from pathlib import Path
 
 from nnctl.errors import DataError, UsageError
+from nnctl.extras import install_hint
 
 NOT_CURVES = {"epoch", "seconds", "samples_per_s"}  # keys that are not train/val metrics
 SPLITS = ("train", "val")
-INSTALL = "nnctl plot needs matplotlib: pip install 'nnctl[plot]'"
+INSTALL = "nnctl plot needs matplotlib: " + install_hint("plot", "matplotlib")
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)

@@ -79,7 +79,8 @@ def bleu(predictions: Sequence[str], references: Sequence[str], tokenize: str = 
     try:
         import sacrebleu
     except ImportError:
-        raise UsageError("the bleu metric needs sacrebleu: pip install sacrebleu (or drop "
-                         "'bleu' from the metrics)") from None
+        from nnctl.extras import install_hint
+        raise UsageError("the bleu metric needs sacrebleu: " + install_hint("text", "sacrebleu")
+                         + "; or drop 'bleu' from the metrics") from None
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)],
                                        tokenize=tokenize).score)

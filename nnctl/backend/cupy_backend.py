@@ -13,8 +13,9 @@ class CupyBackend(Backend):
         try:
             import cupy
         except ImportError:
-            raise BackendError("--device cuda needs CuPy: pip install 'nnctl[cuda]' "
-                               "(cupy-cuda12x) on a machine with an NVIDIA GPU") from None
+            from nnctl.extras import install_hint
+            raise BackendError("--device cuda needs CuPy on a machine with an NVIDIA GPU: "
+                               + install_hint("cuda", "cupy-cuda12x")) from None
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as err:  # CuPy raises its own CUDARuntimeError without a driver

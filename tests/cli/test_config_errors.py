@@ -161,8 +161,8 @@ def test_cuda_without_cupy_or_gpu_is_one_line(cli, tmp_path):
     result = cli("train", write(tmp_path, VALID, "ok.yaml"), "--device", "cuda")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --device cuda needs CuPy: pip install 'nnctl[cuda]' (cupy-cuda12x) on a "
-        "machine with an NVIDIA GPU"]
+        "error: --device cuda needs CuPy on a machine with an NVIDIA GPU: pip install "
+        "cupy-cuda12x (the nnctl[cuda] extra; in a source checkout: pip install -e '.[cuda]')"]
 
 
 def test_error_through_the_real_entry_point_has_no_traceback(tmp_path):

@@ -81,7 +81,8 @@ def test_plot_without_matplotlib_is_exit_2(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = cli("plot", tmp_path)
     assert result.exit_code == 2
-    assert "nnctl plot needs matplotlib: pip install 'nnctl[plot]'" in result.stderr
+    assert ("nnctl plot needs matplotlib: pip install matplotlib (the nnctl[plot] extra; in a "
+            "source checkout: pip install -e '.[plot]')") in result.stderr
 
 
 def test_datasets_lists_every_data_set(cli):
