@@ -83,8 +83,9 @@ def test_without_matplotlib_a_usage_error(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(UsageError, match=r"pip install matplotlib \(the nnctl\[plot\] extra; in a source "
-                                        r"checkout: pip install -e '\.\[plot\]'\)") as info:
+    hint = r"pip install matplotlib \(the nnctl\[plot\] extra; in a source checkout: " \
+        r"pip install -e '\.\[plot\]'\)"
+    with pytest.raises(UsageError, match=hint) as info:
         plot_run(run)
     assert info.value.exit_code == 2
     assert not (run / "plots").exists()
