@@ -13,7 +13,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"graph"},
     {"autodiff", "backend", "config", "threads"},
     {"compile"},
-    {"layers", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
+    {"layers", "losses", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
      "comparator_metrics"},
     {"step"},
     {"train", "gradcheck", "export", "summary", "catalog"},
