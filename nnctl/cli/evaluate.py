@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,6 +16,9 @@ from nnctl.cli.threads_option import ThreadsOption
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Evaluate on this labelled file instead of a split: a .csv with the "
+                       "run's label column, or an .npz with x and y.")] = None,
     weights: Annotated[str, typer.Option(help="final (weights.npz) or best (best.npz).")] = "final",
     beam: Annotated[int, typer.Option(min=1, help="Sequence to sequence: the beam width of "
                                                   "the decoded metrics (1: greedy).")] = 1,
@@ -32,20 +36,30 @@ def evaluate(
 
         from nnctl.backend import get_backend
         from nnctl.threads import parse_threads, use_threads
-        from nnctl.train.inference import evaluate_run
+        from nnctl.train.inference import evaluate_file, evaluate_run
 
         with use_threads(parse_threads(threads)):
-            metrics, confusion, names = evaluate_run(run_dir, get_backend(device), split,
-                                                     weights, beam)
+            if data is not None:
+                metrics, confusion, names = evaluate_file(run_dir, get_backend(device), data,
+                                                          weights, beam)
+            else:
+                metrics, confusion, names = evaluate_run(run_dir, get_backend(device), split,
+                                                         weights, beam)
         console = Console(highlight=False)
-        table = Table(title=f"{run_dir.name}: {split} split, {weights} weights")
+        where = f"{data.name}" if data is not None else f"{split} split"
+        # the heading as a line of its own: a table title would wrap inside the run's name
+        console.print(f"{run_dir.name}: {where}, {weights} weights", soft_wrap=True,
+                      markup=False)
+        table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in metrics.items():
             table.add_row(key, f"{value:.4f}")
         console.print(table)
         if confusion is not None and len(confusion) <= 20:
-            cm = Table(title="confusion matrix (rows: true class, columns: predicted)")
+            console.print("confusion matrix (rows: true class, columns: predicted)",
+                          soft_wrap=True)
+            cm = Table()
             cm.add_column("")
             names = [escape(n) for n in names] if names else \
                 [str(k) for k in range(len(confusion))]
@@ -65,7 +79,9 @@ def predict(
         help="Features: .npz (array x, and arrays named as the model's further inputs) or "
              ".csv; for a text model, a text file of one input per line; for a graph model, "
              "graphs as .jsonl or .npz (docs/graphs.md).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write (.csv/.npz).")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Where to write (.csv/.npz); without it, CSV on standard "
+                               "output.")] = None,
     weights: Annotated[str, typer.Option(help="final or best.")] = "final",
     beam: Annotated[int, typer.Option(min=1, help="Sequence to sequence: beam width (1: "
                                                   "greedy).")] = 1,
@@ -83,8 +99,14 @@ def predict(
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train.inference import predict_run
         from nnctl.train.run_dir import check_writable_folder
-        check_writable_folder(output.parent, "--output")  # before the predictions are computed
+        if output is not None:  # before the predictions are computed
+            check_writable_folder(output.parent, "--output")
+
+        def report(line: str) -> None:  # the metric on a file that still had its labels
+            print(line, file=sys.stderr if output is None else sys.stdout)
         with use_threads(parse_threads(threads)):
-            n = predict_run(run_dir, inputs, output, get_backend(device), weights, beam)
-        print(f"wrote {n} predictions to {output}")
+            n = predict_run(run_dir, inputs, output, get_backend(device), weights, beam,
+                            report)
+        if output is not None:
+            print(f"wrote {n} predictions to {output}")
     guarded(run)

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,65 @@ def evaluate_run(run_dir: Path, backend: Backend, split: str = "test",
         raise UsageError(f"the {split} split of this run is empty")
     return (trainer.evaluate(split, decoded=True, beam=beam), trainer.confusion,
             trainer.class_names())
+
+
+def read_labelled(path: Path, trainer: Trainer):
+    """A labelled file read as the run's own data was: a .csv with the run's label column,
+    header and delimiter (for a run trained on other data: the last column, header detected),
+    or an .npz with the run's x/y array names and its further inputs; then normalised with
+    the run's normaliser and checked against its features and classes."""
+    from nnctl.data import load_csv, load_npz
+    spec, dtype = trainer.spec.data, trainer.spec.train.dtype
+    if not path.is_file():
+        raise DataError("no such file (expected a labelled .csv or .npz)", path=str(path))
+    if path.suffix.lower() == ".npz":
+        data = load_npz(path, getattr(spec, "x_key", "x"), getattr(spec, "y_key", "y"),
+                        dtype=dtype, extra_keys=trainer.builder.extra_names)
+    elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        csv_run = spec.dataset == "csv"
+        data = load_csv(path, spec.label_column if csv_run else -1,
+                        spec.header if csv_run else None,
+                        spec.delimiter if csv_run else ("\t" if path.suffix == ".tsv" else ","),
+                        dtype=dtype)
+    else:
+        raise DataError("expected a labelled .csv or .npz file", path=str(path))
+    splits = trainer.splits
+    if splits.padded or splits.vocab is not None:
+        raise UsageError("--data evaluates models of numeric features (csv, npz); for text "
+                         "or sequence runs evaluate a split of the run's own data")
+    if tuple(data.x.shape[1:]) != splits.feature_shape:
+        raise DataError(f"each row has {list(data.x.shape[1:])} features; the model was "
+                        f"trained on {list(splits.feature_shape)}", path=str(path))
+    y = data.y
+    if trainer.classification:
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"the labels are {y.dtype}; this classifier needs integer class "
+                            "labels", path=str(path))
+        if len(y) and (y.min() < 0 or y.max() >= splits.num_classes):
+            raise DataError(f"labels must be classes 0..{splits.num_classes - 1}, found "
+                            f"{int(y.min())}..{int(y.max())}", path=str(path))
+    else:
+        y = y.astype(dtype)
+        y = y[:, None] if y.ndim == 1 else y
+    x = splits.normalizer.apply(data.x).astype(dtype)
+    extra = {k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v
+             for k, v in data.extra.items()}
+    return dataclasses.replace(data, x=x, y=y, extra=extra, info=splits.info)
+
+
+def evaluate_file(run_dir: Path, backend: Backend, path: Path, weights: str = "final",
+                  beam: int = 1) -> tuple[dict, np.ndarray | None, list | None]:
+    """evaluate_run's figures on an external labelled file instead of a split; the metrics
+    are named data_<metric>."""
+    trainer = load_run(run_dir, backend, weights)
+    data = read_labelled(path, trainer)
+    if len(data) == 0:
+        raise DataError("no labelled rows", path=str(path))
+    trainer.splits = dataclasses.replace(trainer.splits, test=data)
+    trainer.device_data["test"] = (backend.asarray(data.x), backend.asarray(data.y))
+    metrics = trainer.evaluate("test", decoded=True, beam=beam)
+    return ({"data_" + k.removeprefix("test_"): v for k, v in metrics.items()},
+            trainer.confusion, trainer.class_names())
 
 
 def read_inputs(path: Path, feature_shape: tuple[int, ...], integer: bool) -> np.ndarray:
@@ -118,12 +178,14 @@ def _numeric(row) -> bool:
         return False
 
 
-def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
-                weights: str = "final", beam: int = 1) -> int:
-    """Write predictions for `inputs` to `output` (.csv or .npz); returns how many."""
-    if output.resolve() == inputs.resolve():
+def predict_run(run_dir: Path, inputs: Path, output: Path | None, backend: Backend,
+                weights: str = "final", beam: int = 1, report=None) -> int:
+    """Write predictions for `inputs` to `output` (.csv or .npz; None: CSV on standard
+    output); returns how many. A file that still has its label column (the run's, or an
+    npz's y array) has it dropped; `report(line)` then receives the metric on those labels."""
+    if output is not None and output.resolve() == inputs.resolve():
         raise UsageError("the output would overwrite the input file")
-    if output.suffix not in (".csv", ".npz"):
+    if output is not None and output.suffix not in (".csv", ".npz"):
         raise UsageError(f"-o: expected a .csv or .npz file, got {output.name}")
     trainer = load_run(run_dir, backend, weights)
     splits = trainer.splits
@@ -136,14 +198,20 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
         _write_predictions(output, columns)
         return len(next(iter(columns.values())))
     integer = splits.vocab is not None
-    if inputs.suffix.lower() == ".wav" or (inputs.is_dir() and "sample_rate" in splits.info):
-        x, names = read_wav_inputs(inputs, splits)
+    truth = None
+    if not integer and has_label_column(inputs, trainer):  # dropped, and scored
+        data = read_labelled(inputs, trainer)
+        x, truth, names = data.x, data.y, None
+        extras = [data.extra[n] for n in trainer.builder.input_names]
     else:
-        x, names = read_inputs(inputs, splits.feature_shape, integer), None
-    if not integer:
-        norm = Normalizer.from_dict(json.loads((run_dir / "normalizer.json").read_text()))
-        x = norm.apply(x).astype(trainer.spec.train.dtype)  # as in training: per feature
-    extras = read_extra_inputs(inputs, trainer, len(x))
+        if inputs.suffix.lower() == ".wav" or (inputs.is_dir() and "sample_rate" in splits.info):
+            x, names = read_wav_inputs(inputs, splits)
+        else:
+            x, names = read_inputs(inputs, splits.feature_shape, integer), None
+        if not integer:
+            norm = Normalizer.from_dict(json.loads((run_dir / "normalizer.json").read_text()))
+            x = norm.apply(x).astype(trainer.spec.train.dtype)  # as in training: per feature
+        extras = read_extra_inputs(inputs, trainer, len(x))
     outputs = []
     size = trainer.spec.train.eval_batch_size
     for start in range(0, len(x), size):
@@ -161,8 +229,41 @@ def predict_run(run_dir: Path, inputs: Path, output: Path, backend: Backend,
             columns["file"] = np.array(names)
     else:
         columns = {"prediction": out}
+    if truth is not None and report is not None and len(x):
+        if trainer.classification:
+            report(f"accuracy on the {len(x)} labelled rows of {inputs.name}: "
+                   f"{float(np.mean(columns['class'] == truth)):.4f}")
+        else:
+            error = out.reshape(truth.shape) - truth
+            report(f"on the {len(x)} labelled rows of {inputs.name}: mae "
+                   f"{float(np.abs(error).mean()):.4f}, rmse "
+                   f"{float(np.sqrt((error ** 2).mean())):.4f}")
     _write_predictions(output, columns)
     return len(x)
+
+
+def has_label_column(path: Path, trainer: Trainer) -> bool:
+    """Whether a file of inputs still holds the labels: an .npz with the run's y array, or a
+    CSV row with one column more than the model's features."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return getattr(trainer.spec.data, "y_key", "y") in npz.files
+        except Exception:  # read_inputs says what is wrong with the file
+            return False
+    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return False
+    delimiter = getattr(trainer.spec.data, "delimiter", ",") if path.suffix != ".tsv" else "\t"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for _, r in zip(range(2), (r for r in csv.reader(f, delimiter=delimiter)
+                                                 if any(c.strip() for c in r)))]
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return False
+    features = int(np.prod(trainer.splits.feature_shape))
+    return any(len(r) == features + 1 for r in rows[-1:])
 
 
 def read_graph_inputs(path: Path, trainer: Trainer):
@@ -335,9 +436,13 @@ def _predict_texts(trainer: Trainer, path: Path, beam: int) -> dict:
     return columns
 
 
-def _write_predictions(path: Path, columns: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".npz":
+def _write_predictions(path: Path | None, columns: dict) -> None:
+    """To `path` (.npz, or .csv), atomically; None: CSV on standard output."""
+    if path is None and any(np.asarray(v).ndim > 2 for v in columns.values()):
+        raise UsageError("these predictions have a value per step or node: give -o FILE.npz")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None and path.suffix == ".npz":
         atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in
                                                     columns.items()}))
         return
@@ -365,4 +470,8 @@ def _write_predictions(path: Path, columns: dict) -> None:
         writer.writerow([f"y{k}" for k in range(pred.shape[1])])
         for p in pred:
             writer.writerow([f"{v:.6g}" for v in p])
+    if path is None:
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
+        return
     atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
