@@ -27,6 +27,26 @@ def _fmt_record(r: dict) -> str:
     return "  ".join(parts)
 
 
+def early_stop_line(info: dict) -> str:
+    """One line: that early stopping ended the run, after which epoch, and whose weights
+    the run keeps."""
+    monitor, best_epoch = info["monitor"], info["best_epoch"]
+    patience = info["patience"]
+    line = (f"early stopping: {monitor} has not improved for {patience} epoch"
+            f"{'s' if patience != 1 else ''}; stopped after epoch {info['epoch']}; ")
+    best = f"epoch {best_epoch} ({monitor} {info['best']:.4f})"
+    if info["restore_best"] or best_epoch == info["epoch"]:
+        return line + f"kept the weights of the best, {best}"
+    return line + (f"kept the last weights (epoch {info['epoch']}, train.restore_best: "
+                   f"false); the best, {best}, are in best.npz")
+
+
+def best_text(summary: dict) -> str:
+    """'val_loss 0.1234' from a summary's best_<monitor> entry."""
+    key = next((k for k in summary if k.startswith("best_") and k != "best_epoch"), None)
+    return f"{key[5:]} {summary[key]:.4f}" if key else "monitored value"
+
+
 class PlainReporter(TrainerEvents):
     """One line per epoch (and every `log_every` steps) on stderr; no escape sequences."""
 
@@ -61,10 +81,17 @@ class PlainReporter(TrainerEvents):
     def on_epoch_end(self, record):
         self.say(_fmt_record(record) + f"  ({record['epoch']}/{self.epochs})")
 
+    def on_early_stop(self, info):
+        self.say(early_stop_line(info))
+
     def close(self):
         pass
 
     def final(self, summary: dict) -> None:
+        kept, last = summary.get("weights_epoch"), summary.get("epochs_completed")
+        if summary.get("status") == "completed" and kept is not None and kept != last:
+            say(f"kept the weights of epoch {kept} (the best {best_text(summary)}), not those "
+                f"of the last epoch ({last}); train.restore_best: false keeps the last")
         lines = [f"{k} {v:.4f}" for k, v in summary.items() if k.startswith("test_")]
         say("test: " + "  ".join(lines) if lines else "no test split")
         if summary.get("run_dir"):

@@ -20,18 +20,37 @@ from nnctl.config.validate import (Context, boolean, choice, field, integer, nes
 CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
                           "f1_macro", "bits_per_char", "span_f1", "exact_match",
                           "char_error_rate", "bleu")
-CLASSIFICATION_LOSSES = ("cross_entropy", "crf")
+CLASSIFICATION_LOSSES = ("cross_entropy", "crf", "focal")
 # comparators: the model's output is a distance (pairs) or two (triplets), the labels say
 # same (1) or different (0)
 VERIFICATION_METRICS = ("verification_accuracy", "roc_auc", "recall_at_1", "recall_at_2",
                         "recall_at_4", "recall_at_8")
 VERIFICATION_LOSSES = ("contrastive", "triplet")
-METRICS = CLASSIFICATION_METRICS + ("mae", "rmse", "r2") + VERIFICATION_METRICS
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+REGRESSION_LOSSES = ("mse", "l1", "huber", "smooth_l1")
+# binary and multi-label: one logit per label, targets 0/1 (or in [0, 1]), decided at
+# sigmoid > 0.5; `accuracy` is then the share of label decisions right (Keras's
+# binary_accuracy), `subset_accuracy` the share of samples with every label right
+MULTILABEL_METRICS = ("accuracy", "subset_accuracy", "precision_micro", "recall_micro",
+                      "f1_micro", "precision_macro", "recall_macro", "f1_macro", "roc_auc")
+MULTILABEL_LOSSES = ("bce_with_logits", "sigmoid_focal")
+# which metrics go with which losses: a metric may serve several families (accuracy, roc_auc)
+FAMILIES = {"classification": (CLASSIFICATION_LOSSES, CLASSIFICATION_METRICS),
+            "verification": (VERIFICATION_LOSSES, VERIFICATION_METRICS),
+            "regression": (REGRESSION_LOSSES, REGRESSION_METRICS),
+            "multilabel": (MULTILABEL_LOSSES, MULTILABEL_METRICS)}
+METRICS = tuple(dict.fromkeys(m for _, metrics in FAMILIES.values() for m in metrics))
 DTYPES = ("float32", "float64")
+_MULTILABEL_DEFAULT = ["accuracy", "f1_micro", "roc_auc"]
 DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"],
                    "crf": ["accuracy", "span_f1"],
                    "contrastive": list(VERIFICATION_METRICS[:2]),
-                   "triplet": list(VERIFICATION_METRICS[:2])}
+                   "triplet": list(VERIFICATION_METRICS[:2]),
+                   "focal": ["accuracy", "f1_macro"],
+                   "l1": list(REGRESSION_METRICS), "huber": list(REGRESSION_METRICS),
+                   "smooth_l1": list(REGRESSION_METRICS),
+                   "bce_with_logits": _MULTILABEL_DEFAULT,
+                   "sigmoid_focal": list(_MULTILABEL_DEFAULT)}
 
 positive = integer(min=1)
 fraction = number(0.0, 1.0, high_open=True, what="a fraction in [0, 1)")
@@ -192,8 +211,62 @@ class MSESpec:
     name: str = field(string, "mse", "mean squared error")
 
 
+_positive_number = number(0.0, low_open=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BCEWithLogitsSpec:
+    name: str = field(string, "bce_with_logits", "binary cross-entropy on logits: one output "
+                      "per label, targets 0/1 (binary [N] or [N, 1]; multi-label [N, K])")
+    pos_weight: float | list | None = field(
+        optional(one_of(_positive_number, list_of(_positive_number, min_len=1),
+                        what="a positive number or a list of them, one per label")), None,
+        "weight of the positive targets' term: a number, or one per label (PyTorch's "
+        "pos_weight; negatives / positives balances a rare label)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class L1Spec:
+    name: str = field(string, "l1", "mean absolute error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HuberSpec:
+    name: str = field(string, "huber", "squared error below delta, absolute error above")
+    delta: float = field(_positive_number, 1.0, "where the loss turns from squared to linear")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmoothL1Spec:
+    name: str = field(string, "smooth_l1", "huber divided by beta (PyTorch's SmoothL1Loss)")
+    beta: float = field(number(0.0), 1.0, "where the loss turns linear; 0 is plain l1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FocalSpec:
+    name: str = field(string, "focal", "multi-class focal loss on logits (Lin et al. 2017, "
+                      "softmax): cross-entropy scaled down by (1 - p_label)^gamma")
+    gamma: float = field(number(0.0), 2.0, "focusing: 0 is cross-entropy")
+    alpha: list | None = field(optional(list_of(number(0.0), min_len=1, what="a list of "
+                                                "class weights")), None,
+                               "a weight per class (alpha_t); default none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigmoidFocalSpec:
+    name: str = field(string, "sigmoid_focal", "binary / multi-label focal loss on logits "
+                      "(torchvision's sigmoid_focal_loss)")
+    gamma: float = field(number(0.0), 2.0, "focusing: 0 is (alpha-weighted) bce_with_logits")
+    alpha: float | None = field(optional(number(0.0, 1.0)), 0.25,
+                                "weight of positive targets (1 - alpha for negatives); null: "
+                                "no weighting")
+
+
 LOSSES = {"cross_entropy": CrossEntropySpec, "mse": MSESpec}
 AUX_LOSSES = dict(LOSSES)  # what an auxiliary output may be scored with
+LOSSES.update({"bce_with_logits": BCEWithLogitsSpec, "l1": L1Spec, "huber": HuberSpec,
+               "smooth_l1": SmoothL1Spec, "focal": FocalSpec,
+               "sigmoid_focal": SigmoidFocalSpec})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -341,6 +414,9 @@ class TrainSpec:
                                 "validation split)")
     patience: int | None = field(optional(positive), None,
                                  "stop after this many epochs without improvement")
+    restore_best: bool = field(boolean, True,
+                               "test metrics and weights.npz from the best epoch by "
+                               "train.monitor (false: from the last epoch)")
     threads: int | str = field(one_of(choice("auto"), integer(min=1, max=1024),
                                       what="a positive integer (at most 1024) or 'auto'"), 1,
                                "threads of BLAS and of numba's pool ('auto': the idle cores)")
@@ -356,13 +432,17 @@ class RunSpec:
     data: object = field(tagged("dataset", DATASETS, "dataset"), doc="where the samples come from")
     model: ModelSpec = field(nested(ModelSpec), doc="the network")
     loss: object = field(tagged("name", LOSSES, "loss"),
-                         doc="cross_entropy (classes, from logits) or mse")
+                         doc="cross_entropy or focal (classes, from logits); "
+                             "bce_with_logits or sigmoid_focal (binary, multi-label); mse, "
+                             "l1, huber or smooth_l1 (regression); docs/losses.md")
     optimizer: object = field(tagged("name", OPTIMIZERS, "optimizer"), doc="how parameters are updated")
     train: TrainSpec = field(nested(TrainSpec), doc="the training loop")
     seed: int = field(integer(min=0), 0, "seeds initialisation, splits, shuffling and dropout")
     metrics: list | None = field(optional(list_of(choice(*METRICS))), None,
                                  "reported besides the loss (default: accuracy and f1_macro "
-                                 "for cross_entropy; mae, rmse and r2 for mse)")
+                                 "for cross_entropy and focal; mae, rmse and r2 for mse, l1, "
+                                 "huber and smooth_l1; accuracy, f1_micro and roc_auc for "
+                                 "bce_with_logits and sigmoid_focal)")
     aux_losses: list | None = field(optional(list_of(nested(AuxLossSpec), min_len=1,
                                                      what="a list of {output, loss, target, "
                                                           "weight} mappings")), None,
@@ -381,12 +461,13 @@ class RunSpec:
                 ctx.error(("model", "layers", i, "crf"), "a crf layer must be the model's "
                           "last layer, with loss: crf")
         for i, metric in enumerate(self.metrics or ()):
-            family = metric_family(metric)
-            if family != loss_family(self.loss.name):
-                wants = {"classification": "cross_entropy", "verification":
-                         "contrastive or triplet", "regression": "mse"}[family]
-                ctx.error(("metrics", i), f"metric '{metric}' needs loss {wants}, "
-                                          f"but the loss is {self.loss.name}")
+            families = metric_families(metric)
+            if loss_family(self.loss.name) not in families:
+                wants = [loss for f in families for loss in FAMILIES[f][0]]
+                losses = f"{', '.join(wants[:-1])} or {wants[-1]}" if len(wants) > 1 \
+                    else wants[0]
+                ctx.error(("metrics", i), f"metric '{metric}' needs loss {losses}, but the "
+                                          f"loss is {self.loss.name}")
 
 
     def _check_aux_losses(self, ctx: Context) -> None:
@@ -409,16 +490,20 @@ class RunSpec:
             self.model.check_all_used(("model",), ctx, tuple(outputs))
 
 
+def metric_families(metric: str) -> tuple[str, ...]:
+    """The loss families (FAMILIES) a metric is computed for."""
+    return tuple(f for f, (_, metrics) in FAMILIES.items() if metric in metrics)
+
+
 def metric_family(metric: str) -> str:
-    if metric in CLASSIFICATION_METRICS:
-        return "classification"
-    return "verification" if metric in VERIFICATION_METRICS else "regression"
+    """The first family of a metric (see metric_families: some serve two)."""
+    return metric_families(metric)[0]
 
 
 def loss_family(loss: str) -> str:
-    if loss in CLASSIFICATION_LOSSES:
-        return "classification"
-    return "verification" if loss in VERIFICATION_LOSSES else "regression"
+    """classification, verification, regression or multilabel: which metrics and labels a
+    loss takes (a loss registered elsewhere without a family counts as regression)."""
+    return next((f for f, (losses, _) in FAMILIES.items() if loss in losses), "regression")
 
 
 def register_dataset_spec(cls) -> None:

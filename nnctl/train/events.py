@@ -17,6 +17,11 @@ class TrainerEvents:
 
     def on_epoch_end(self, record: dict) -> None: ...
 
+    def on_early_stop(self, info: dict) -> None:
+        """train.patience ran out. info: epoch (the last one trained), monitor, patience,
+        best (its value), best_epoch, restore_best (whether the run ends on the best
+        epoch's weights)."""
+
     def on_train_end(self, summary: dict) -> None: ...
 
     def on_warning(self, message: str) -> None:

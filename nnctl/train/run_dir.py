@@ -203,6 +203,22 @@ class RunDir:
         write_json(self.path / name, data)
 
 
+def read_best(folder: Path) -> dict | None:
+    """best.json of a run folder ({"epoch": N, <monitor>: value}); None when it is missing or
+    unreadable (it is a record of the run, never a reason to fail)."""
+    return read_json(Path(folder) / "best.json")
+
+
+def read_json(path: Path) -> dict | None:
+    """A small JSON object a run folder keeps (summary, best); None when missing, unreadable
+    or not an object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _parse_record(line: bytes) -> dict | None:
     try:
         record = json.loads(line.decode("utf-8"))

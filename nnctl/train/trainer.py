@@ -111,6 +111,10 @@ class Trainer:
         self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
         self.partial: MetricSums | None = None
         self.best, self.bad_epochs, self.skipped = None, 0, 0
+        # the epoch of the best monitored value, and a host copy of its weights, which end the
+        # run when train.restore_best is on
+        self.best_epoch: int | None = None
+        self.best_weights: dict[str, np.ndarray] | None = None
         self._stop_requested = self._clean_stop = False
         self.resume_command = None  # how to resume, as the CLI was called (for the message)
         self.confusion = None
@@ -274,9 +278,11 @@ class Trainer:
         if error:
             summary["error"] = error
         if status in ("completed", "early_stopped"):
+            summary["weights_epoch"] = self._keep_best_weights()
             summary.update(self.evaluate("test"))
             if self.best is not None:
                 summary[f"best_{self.spec.train.monitor}"] = self.best
+                summary["best_epoch"] = self.best_epoch
         if run:
             summary["run_dir"] = str(run.path)
             # after a failed write the disk may still be full: these are best effort, and the
@@ -368,18 +374,49 @@ class Trainer:
                                           samples_per_s=round(samples / max(seconds, 1e-9), 1)))
             monitor = monitor or self._monitor_key(record)
             improved = self._track_best(record[monitor])
+            if improved:
+                self.best_epoch = record["epoch"]
+                if self.spec.train.restore_best:  # a copy: the optimizer updates in place
+                    self.best_weights = {k: np.array(v, copy=True)
+                                         for k, v in self.weights().items()}
             self.epoch += 1
             self.step_in_epoch, self.partial = 0, None
             self.epoch_start_shuffle_state = self.shuffle_rng.bit_generator.state
             if self.run:
                 if improved:
-                    self.run.save_best(self.weights(), {"epoch": record["epoch"],
-                                                        monitor: record[monitor]})
+                    self.run.save_best(self.best_weights or self.weights(),
+                                       {"epoch": record["epoch"], monitor: record[monitor]})
                 self.save_checkpoint()
             patience = self.spec.train.patience
             if patience and self.bad_epochs >= patience:
+                self.events.on_early_stop({
+                    "epoch": record["epoch"], "monitor": monitor, "patience": patience,
+                    "best": self.best, "best_epoch": self.best_epoch,
+                    "restore_best": self._restores_best()})
                 return "early_stopped"
         return "completed"
+
+    def _restores_best(self) -> bool:
+        """Whether the run ends on the best epoch's weights: train.restore_best, and those
+        weights are known (a resumed run whose best.npz is gone ends on its last weights)."""
+        return self.spec.train.restore_best and self.best_weights is not None
+
+    def _keep_best_weights(self) -> int:
+        """Put the best epoch's weights in place for the test metrics and weights.npz (where
+        train.restore_best asks: Keras's restore_best_weights, Lightning's ckpt_path="best");
+        the epoch the weights are from. The checkpoint keeps the last epoch's state, so a
+        resumed run trains on from where it stopped."""
+        last = self.epoch - 1
+        if self.spec.train.restore_best and self.best is not None and self.best_weights is None:
+            self.events.on_warning(f"{self.run.path / 'best.npz' if self.run else 'best.npz'} "
+                                   "could not be read back: the test metrics and weights.npz "
+                                   f"are from the last epoch ({last})")
+        if not self._restores_best() or self.best_epoch == last:
+            return last
+        names = self.param_names + self.state_names
+        for name, target in zip(names, self.params + self.states):
+            target[...] = self.backend.asarray(self.best_weights[name])
+        return self.best_epoch
 
     def _track_best(self, value: float) -> bool:
         maximise = self.spec.train.monitor.partition("_")[2] in MAXIMISED
@@ -669,6 +706,8 @@ class Trainer:
                 if key != "xp":
                     setattr(self.partial, key, value)
         self.best, self.bad_epochs = meta.get("best"), meta.get("bad_epochs", 0)
+        if self.best is not None:
+            self._restore_best(run_dir)
         self.skipped = meta.get("skipped", 0)
         self.divergence.load_state_dict(meta.get("divergence"))
         if self.epoch > self.epochs:
@@ -677,6 +716,21 @@ class Trainer:
                              "for longer")
         self.run = RunDir(run_dir)
         self.run.truncate_metrics(self.epoch - 1)
+
+    def _restore_best(self, run_dir: Path) -> None:
+        """The best epoch so far and (for train.restore_best) its weights, from best.json and
+        best.npz: the checkpoint holds only the best value. A best epoch the checkpoint has
+        not reached (a crash between the two writes) is trained again and rewritten."""
+        from nnctl.train.run_dir import load_weights, read_best
+        info = read_best(run_dir)
+        epoch = info.get("epoch") if info else None
+        if not isinstance(epoch, int) or not 1 <= epoch < self.epoch:
+            return
+        self.best_epoch = epoch
+        if self.spec.train.restore_best and (run_dir / "best.npz").exists():
+            weights = load_weights(run_dir / "best.npz")
+            if set(weights) == set(self.param_names + self.state_names):
+                self.best_weights = weights
 
 
 def aux_loss_names(aux_losses) -> list[str]:
