@@ -13,7 +13,7 @@ import numpy as np
 
 from nnctl.autodiff import grad
 from nnctl.config import Config
-from nnctl.config.schema import CLASSIFICATION_LOSSES, VERIFICATION_LOSSES
+from nnctl.config.schema import CLASSIFICATION_LOSSES, VERIFICATION_LOSSES, loss_family
 from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, load_idx, load_npz,
                         load_words,
                         make_adding, make_parity, make_spirals, split)
@@ -22,6 +22,7 @@ from nnctl.errors import ConfigError, DataError
 from nnctl.config.layer_specs import DECODER_INPUT, MODEL_INPUT
 from nnctl.graph import Tensor, input_placeholder
 from nnctl.layers import LayerError, Model, build_model
+from nnctl import losses
 from nnctl.ops.registry import Dim
 
 BATCH = Dim("B")  # the symbolic batch size of every graph the trainer compiles
@@ -86,9 +87,12 @@ def load_dataset(config: Config) -> Dataset:
     if d.dataset == "spirals":
         return make_spirals(d.samples, d.noise, d.turns, seed=config.spec.seed)
     if d.dataset == "npz":
+        # a binary / multi-label loss reads integer labels as 0/1 targets, not class ids
+        targets = {"class_labels": False} if loss_family(config.spec.loss.name) == \
+            "multilabel" else {}
         return load_npz(d.path, d.x_key, d.y_key, dtype=config.spec.train.dtype,
                         extra_keys=tuple(dict.fromkeys((*(d.inputs or ()),
-                                                           *(d.targets or ())))))
+                                                        *(d.targets or ())))), **targets)
     if d.dataset == "idx":
         return load_idx(d.images, d.labels, dtype=config.spec.train.dtype)
     if d.dataset == "parity":
@@ -130,6 +134,10 @@ def load_splits(config: Config) -> Splits:
                                f"data's labels are {data.y.dtype} of shape "
                                f"{list(data.y.shape)}")
         num_classes = None
+    elif loss_family(spec.loss.name) == "multilabel":  # a float target per label, in [0, 1]
+        y = _binary_targets(config, data.y).astype(spec.train.dtype)
+        data = dataclasses.replace(data, y=y[:, None] if y.ndim == 1 else y)  # (N, 1) for one
+        num_classes = None
     else:
         y = data.y.astype(spec.train.dtype)
         data = dataclasses.replace(data, y=y[:, None] if y.ndim == 1 else y)  # (N, 1) for one
@@ -160,6 +168,42 @@ def load_splits(config: Config) -> Splits:
             raise DataError(f"the features hold NaN or Inf after normalisation ({d.normalize}); "
                             "check the data's range")
     return Splits(train, val, test, norm, num_classes, vocab)
+
+
+def _binary_targets(config: Config, y: np.ndarray) -> np.ndarray:
+    """The labels of a binary / multi-label loss, checked: numbers in [0, 1] (0/1, or soft
+    targets), one per sample ([N]) or one per sample and label ([N, K])."""
+    name = config.spec.loss.name
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)
+            or y.dtype == np.bool_) or y.ndim not in (1, 2):
+        raise config.error(("loss",), f"{name} needs numeric targets in [0, 1], one per sample "
+                           f"([N]) or per sample and label ([N, K]), but the data's labels are "
+                           f"{y.dtype} of shape {list(y.shape)}")
+    bad = ~((y >= 0) & (y <= 1))  # NaN is bad too
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"sample {at[0]}" + (f", label {at[1]}" if len(at) > 1 else "")
+        raise config.error(("loss",), f"{name} needs targets in [0, 1] (0/1 per label), but the "
+                           f"data's labels hold {y[at].item()!r} ({where}); a multi-class "
+                           "label is for cross_entropy or focal")
+    return y
+
+
+def check_loss_weights(config: Config, splits: Splits) -> None:
+    """A loss's per-label or per-class weights (pos_weight, alpha) match the data's labels or
+    classes."""
+    loss = config.spec.loss
+    weights = getattr(loss, "pos_weight", None) if loss.name == "bce_with_logits" else \
+        getattr(loss, "alpha", None) if loss.name == "focal" else None
+    if not isinstance(weights, list):
+        return
+    if loss.name == "focal":
+        key, want, what, each = "alpha", splits.num_classes, "classes", "class"
+    else:
+        key, want, what, each = "pos_weight", splits.train.y.shape[-1], "labels per sample", "label"
+    if len(weights) != want:
+        raise config.error(("loss", key), f"{len(weights)} weights, but the data has {want} "
+                                          f"{what}: give one per {each}")
 
 
 def _class_count(data: Dataset) -> int:
@@ -401,10 +445,15 @@ class StepBuilder:
 
 
 def score(loss, out: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
-    """A cross_entropy or mse loss spec applied to `out` against `y`; with a mask
-    [batch, steps], cross-entropy is the mean over the real steps only."""
+    """A loss spec (cross_entropy, focal, mse, l1, huber, smooth_l1, bce_with_logits,
+    sigmoid_focal) applied to `out` against `y`, the mean over its terms; with a mask
+    [batch, steps], cross-entropy and focal are the mean over the real steps only."""
     if loss.name == "mse":
         return out.mse(y)
+    if loss.name in ELEMENTWISE_LOSSES:
+        return losses.mean_over(ELEMENTWISE_LOSSES[loss.name](loss, out, y))
+    if loss.name == "focal":
+        return losses.mean_over(losses.focal(out, y, loss.gamma, loss.alpha), mask)
     if mask is not None:
         return masked_cross_entropy(out, y, mask, loss.label_smoothing)
     if not loss.label_smoothing:
@@ -413,6 +462,16 @@ def score(loss, out: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
     e = loss.label_smoothing
     uniform = -out.log_softmax(-1).mean()
     return out.cross_entropy(y) * (1.0 - e) + uniform * e
+
+
+# the losses with a term per output element, from their spec's settings
+ELEMENTWISE_LOSSES = {
+    "l1": lambda spec, out, y: losses.l1(out, y),
+    "huber": lambda spec, out, y: losses.huber(out, y, spec.delta),
+    "smooth_l1": lambda spec, out, y: losses.smooth_l1(out, y, spec.beta),
+    "bce_with_logits": lambda spec, out, y: losses.bce_with_logits(out, y, spec.pos_weight),
+    "sigmoid_focal": lambda spec, out, y: losses.sigmoid_focal(out, y, spec.gamma, spec.alpha),
+}
 
 
 def masked_cross_entropy(out: Tensor, y: Tensor, mask: Tensor, smoothing: float = 0.0) -> Tensor:
@@ -441,6 +500,7 @@ def prepare(config: Config, check=None):
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("data",), err) from None
     make_augmenter(config, splits)
+    check_loss_weights(config, splits)
     check_span_metric(config, splits)
     check_comparison_needs(config, splits)
     if check is not None:
@@ -450,6 +510,17 @@ def prepare(config: Config, check=None):
         return splits, StepBuilder(config, splits, np.random.default_rng(init))
     except (MemoryError, OverflowError, ValueError) as err:
         raise _too_large(config, ("model",), err) from None
+
+
+def layer_location(config: Config, layer: str) -> str | None:
+    """Where the config defines layer `layer`: "file:line" of its entry in model.layers (the
+    --set that changed it, where one did); None for a name that is not a layer's."""
+    names = config.spec.model.layer_names()
+    if layer not in names:
+        return None
+    i = names.index(layer)
+    error = config.error(("model", "layers", i, config.spec.model.layers[i].kind), "")
+    return f"{error.file}:{error.line}" if error.line else error.file
 
 
 COMPARISON_LAYERS = ("distance", "triplet_distance", "difference")
