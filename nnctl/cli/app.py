@@ -125,7 +125,7 @@ def guarded(fn):
 
 def _register() -> None:
     from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, plot,  # noqa: F401
-                           sample, summary, train, translate,
+                           runs, sample, summary, train, translate,
                            validate)  # (commands register)
 
 

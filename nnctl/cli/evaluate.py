@@ -14,7 +14,8 @@ from nnctl.cli.threads_option import ThreadsOption
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder made by nnctl train (runs/<config>-latest: the newest).")],
     split: Annotated[str, typer.Option(help="test, val or train.")] = "test",
     data: Annotated[Optional[Path], typer.Option(
         "--data", help="Evaluate on this labelled file instead of a split: a .csv with the "
@@ -30,6 +31,9 @@ def evaluate(
     Example: [bold]nnctl evaluate runs/digits_mlp-20261127-101500 --split val[/]
     """
     def run():
+        nonlocal run_dir
+        from nnctl.train.run_dir import resolve_run_dir
+        run_dir = resolve_run_dir(run_dir)  # runs/<config>-latest, latest: the newest run
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
@@ -74,7 +78,8 @@ def evaluate(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder made by nnctl train.")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder made by nnctl train (runs/<config>-latest: the newest).")],
     inputs: Annotated[Path, typer.Argument(
         help="Features: .npz (array x, and arrays named as the model's further inputs) or "
              ".csv; for a text model, a text file of one input per line; for a graph model, "
@@ -95,6 +100,9 @@ def predict(
     Example: [bold]nnctl predict runs/digits_mlp-20261127-101500 new.csv -o predictions.csv[/]
     """
     def run():
+        nonlocal run_dir
+        from nnctl.train.run_dir import resolve_run_dir
+        run_dir = resolve_run_dir(run_dir)  # runs/<config>-latest, latest: the newest run
         from nnctl.backend import get_backend
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train.inference import predict_run

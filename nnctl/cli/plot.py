@@ -12,7 +12,8 @@ from nnctl.cli.app import app, guarded
 
 @app.command()
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<config>-<time>).")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder (runs/<config>-<time>; runs/<config>-latest: the newest).")],
 ) -> None:
     """Draw a run's training curves as PNGs in RUN_DIR/plots/ (needs matplotlib).
 
@@ -22,6 +23,9 @@ def plot(
     Example: [bold]nnctl plot runs/digits_mlp-20250101-120000[/]
     """
     def run():
+        nonlocal run_dir
+        from nnctl.train.run_dir import resolve_run_dir
+        run_dir = resolve_run_dir(run_dir)  # runs/<config>-latest, latest: the newest run
         from nnctl.plot import plot_run
         for path in plot_run(run_dir):
             print(f"wrote {path}")

@@ -13,7 +13,8 @@ from nnctl.cli.threads_option import ThreadsOption
 
 @app.command()
 def sample(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder of a text model (dataset: words).")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder of a text model (dataset: words); runs/<config>-latest: the newest.")],
     length: Annotated[int, typer.Option(min=1, help="Characters to generate.")] = 200,
     prompt: Annotated[str, typer.Option(help="Text to start from.")] = "",
     temperature: Annotated[float, typer.Option(
@@ -26,6 +27,9 @@ def sample(
     Example: [bold]nnctl sample runs/chars_lstm-20261127-101500 --length 300 --prompt "th"[/]
     """
     def run():
+        nonlocal run_dir
+        from nnctl.train.run_dir import resolve_run_dir
+        run_dir = resolve_run_dir(run_dir)  # runs/<config>-latest, latest: the newest run
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train.sample import sample_text
         with use_threads(parse_threads(threads)):

@@ -14,7 +14,9 @@ from nnctl.cli.threads_option import ThreadsOption, describe
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
+    config: Annotated[Optional[Path], typer.Argument(
+        help="The run config (YAML); with --resume, the run folder's own config.yaml by "
+             "default.", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, help="Override the config's seed.")] = None,
@@ -22,7 +24,8 @@ def train(
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Live progress bar (only on a terminal).")] = True,
     resume: Annotated[Optional[Path], typer.Option(
-        help="Continue this run folder from its checkpoint (only train.epochs may change).")
+        help="Continue this run folder from its checkpoint (only train.epochs may change); "
+             "runs/<config>-latest or latest names the newest.")
     ] = None,
     overrides: Annotated[Optional[List[str]], typer.Option(
         "--set", help="Override a config value: --set optimizer.lr=0.01 (repeatable).")] = None,
@@ -30,7 +33,8 @@ def train(
 ) -> None:
     """Train the model a config describes, and report test metrics.
 
-    Example: [bold]nnctl train configs/digits_mlp.yaml --set optimizer.lr=0.01 --epochs 5[/]
+    Example: [bold]nnctl train configs/digits_mlp.yaml --set optimizer.lr=0.01 --epochs 5[/];
+    [bold]nnctl train --resume runs/digits_mlp-latest --epochs 10[/] trains a run on.
     """
     def run():
         from nnctl.backend import get_backend
@@ -40,7 +44,8 @@ def train(
         from nnctl.train import Trainer
 
         requested = parse_threads(threads)
-        cfg = load_config(config, overrides or ())
+        run_dir, config_path = resume_paths(config, resume)
+        cfg = load_config(config_path, overrides or ())
         source = "--threads" if requested is not None else config_threads_source(cfg)
         if requested is None:
             requested = cfg.spec.train.threads
@@ -49,12 +54,13 @@ def train(
             cfg = with_threads(cfg, count)
             backend = get_backend(device)
             trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed,
-                              resume=resume)
+                              resume=run_dir)
             reporter = make_reporter(progress, cfg.spec.train.log_every)
             reporter.threads = describe(count, requested, source)
             trainer.events = reporter
             trainer.resume_command = " ".join(
-                ["nnctl train", str(config)] + [f"--set {shlex.quote(o)}" for o in overrides or ()]
+                ["nnctl train"] + ([str(config)] if config is not None else [])
+                + [f"--set {shlex.quote(o)}" for o in overrides or ()]
                 + ([f"--seed {seed}"] if seed is not None else [])
                 + ([f"--epochs {epochs}"] if epochs is not None else [])
                 + ([f"--threads {threads}"] if threads is not None else []))
@@ -64,6 +70,25 @@ def train(
                 reporter.close()
         reporter.final(summary)
     guarded(run)
+
+
+def resume_paths(config: Path | None, resume: Path | None) -> tuple[Path | None, Path]:
+    """(the run folder to resume, resolved from a name such as runs/<config>-latest; the
+    config to load): CONFIG where given, else the run folder's own resolved config.yaml."""
+    from nnctl.errors import UsageError
+    from nnctl.train.run_dir import resolve_run_dir
+    run_dir = resolve_run_dir(resume) if resume is not None else None
+    if config is not None:
+        return run_dir, config
+    if run_dir is None:
+        raise UsageError("missing CONFIG: nnctl train CONFIG, or nnctl train --resume RUN_DIR "
+                         "to continue a run")
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        why = "no such folder" if not run_dir.exists() else "it has no config.yaml"
+        raise UsageError(f"--resume {run_dir}: {why}; give the run's config too: nnctl train "
+                         f"CONFIG --resume {run_dir}")
+    return run_dir, saved
 
 
 def config_threads_source(cfg) -> str:

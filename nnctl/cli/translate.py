@@ -13,8 +13,9 @@ from nnctl.cli.threads_option import ThreadsOption
 
 @app.command()
 def translate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder of a sequence-to-sequence model "
-                                                 "(e.g. configs/dates_rnn.yaml).")],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder of a sequence-to-sequence model (e.g. configs/dates_rnn.yaml); "
+             "runs/<config>-latest: the newest.")],
     texts: Annotated[Optional[list[str]], typer.Argument(
         help="Texts to translate (or --file).", show_default=False)] = None,
     file: Annotated[Optional[Path], typer.Option(
@@ -43,6 +44,9 @@ def translate(
     Example: [bold]nnctl translate runs/dates_rnn-20261127-101500 "the 5th of may 1987" --beam 4[/]
     """
     def run():
+        nonlocal run_dir
+        from nnctl.train.run_dir import resolve_run_dir
+        run_dir = resolve_run_dir(run_dir)  # runs/<config>-latest, latest: the newest run
         import sys
 
         from nnctl.backend import get_backend

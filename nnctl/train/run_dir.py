@@ -16,6 +16,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ class RunDir:
     @classmethod
     def create(cls, parent: Path, name: str) -> "RunDir":
         check_writable_folder(parent, "--out")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime(STAMP)
         for k in range(1000):
             path = parent / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
             try:
@@ -217,6 +218,63 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+STAMP = "%Y%m%d-%H%M%S"
+# <config>-<YYYYmmdd-HHMMSS>[-k]: RunDir.create's names (k counts runs started in one second)
+RUN_NAME = re.compile(r"(?P<config>.+)-(?P<stamp>\d{8}-\d{6})(?:-(?P<k>\d+))?")
+LATEST = "latest"
+DEFAULT_RUNS = Path("runs")
+
+
+def parse_run_name(name: str) -> tuple[str, str, int] | None:
+    """(config name, timestamp, k) of a run folder's name; None for another name."""
+    match = RUN_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match["config"], match["stamp"], int(match["k"] or 0)
+
+
+def run_folders(parent: Path, config: str | None = None) -> list[Path]:
+    """The run folders directly in `parent` (of one config, or of all), oldest first.
+
+    The order is the creation time written in each folder's name by RunDir.create (then its
+    -k suffix), not the file system's times, which a copy, a sync or a resume changes; runs
+    of different configs started within the same second are ordered by name."""
+    try:
+        children = list(Path(parent).iterdir())
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        parsed = parse_run_name(child.name)
+        if parsed is None or (config is not None and parsed[0] != config):
+            continue
+        if child.is_dir():
+            found.append(((parsed[1], parsed[2], child.name), child))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_run_dir(path) -> Path:
+    """The run folder a command line names: the path itself where it exists; else
+    `<parent>/<config>-latest` is the newest run of that config in <parent>, `<parent>/latest`
+    the newest run of any config there, and a bare `latest` or `<config>-latest` looks in
+    ./runs. "Newest" is by the creation time in the folder names (run_folders), so no
+    symlink is needed. UsageError when there is no such run."""
+    path = Path(path)
+    name = path.name
+    if path.exists() or not (name == LATEST or name.endswith("-" + LATEST)):
+        return path
+    parent = path.parent if path.parent != Path(".") else DEFAULT_RUNS
+    config = None if name == LATEST else name[:-len(LATEST) - 1]
+    found = run_folders(parent, config)
+    if found:
+        return found[-1]
+    pattern = f"{config or '<config>'}-YYYYMMDD-HHMMSS"
+    where = f"no run folder in {short_path(parent)}/" if parent.is_dir() else \
+        f"no folder {short_path(parent)}"
+    raise UsageError(f"{short_path(path)}: {where} (looked for {pattern}, as nnctl train "
+                     f"names them)")
 
 
 def _parse_record(line: bytes) -> dict | None:

@@ -39,7 +39,8 @@ from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
 from nnctl.metrics import ClassificationTotals, RegressionTotals
 from nnctl.train.metrics import MetricSums, SpanTotals
-from nnctl.train.run_dir import RunDir, RunLock, WriteError, check_writable_folder
+from nnctl.train.run_dir import (RunDir, RunLock, WriteError, check_writable_folder,
+                                 parse_run_name)
 
 MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2",
              "span_f1", "exact_match", "bleu", "verification_accuracy", "roc_auc"}
@@ -78,6 +79,9 @@ class Trainer:
             config = dataclasses.replace(config, spec=dataclasses.replace(
                 config.spec, train=dataclasses.replace(config.spec.train, epochs=epochs)))
         self.config, self.backend = config, backend
+        # the name runs are filed under; a resumed run keeps its folder's, even when its
+        # config comes from the folder's own config.yaml
+        self.config_name = config.name
         self.events = events or TrainerEvents()
         self.spec = config.spec
         self.epochs = self.spec.train.epochs
@@ -271,7 +275,7 @@ class Trainer:
             status, write_failure = "failed", err
         if write_failure is not None:
             error = (f"{error}; " if error else "") + str(write_failure) + self._resume_hint()
-        summary = {"status": status, "config": self.config.name, "seed": self.seed,
+        summary = {"status": status, "config": self.config_name, "seed": self.seed,
                    "device": self.backend.name, "epochs_completed": self.epoch - 1,
                    "global_step": self.global_step, "skipped_batches": self.skipped,
                    "train_seconds": round(time.perf_counter() - started, 3)}
@@ -716,6 +720,9 @@ class Trainer:
                              "for longer")
         self.run = RunDir(run_dir)
         self.run.truncate_metrics(self.epoch - 1)
+        parsed = parse_run_name(Path(run_dir).resolve().name)
+        if parsed is not None:
+            self.config_name = parsed[0]
 
     def _restore_best(self, run_dir: Path) -> None:
         """The best epoch so far and (for train.restore_best) its weights, from best.json and
