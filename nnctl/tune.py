@@ -31,7 +31,7 @@ from nnctl.train import Trainer
 from nnctl.train.events import TrainerEvents
 from nnctl.train.run_dir import RunDir, WriteError, check_writable_folder, write_json
 from nnctl.train.tensorboard_log import with_tensorboard
-from nnctl.train.trainer import MAXIMISED
+from nnctl.train.trainer import MAXIMISED, Interrupted
 
 INSTALL = "pip install 'nnctl[tune]'"
 # `--space optimizer.lr=log_uniform(1e-4, 1e-1)`: a distribution written as a call
@@ -225,6 +225,11 @@ class Search:
         try:
             study.optimize(self._objective, n_trials=self.trials, timeout=self.timeout,
                            catch=(TrainingError,))
+        except Interrupted as err:
+            done = sum(r.state in ("complete", "pruned") for r in self.results)
+            raise Interrupted(f"search stopped in trial {len(self.results)} ({err}); the "
+                              f"{done} finished trial(s) are in "
+                              f"{self.folder / 'trials.csv'}") from None
         finally:
             self.write_results()
         return self.ranked()
@@ -259,6 +264,8 @@ class Search:
         except OSError as err:
             raise WriteError(run, err) from None
         trainer.run = RunDir(run)  # the trial's folder, named by its number
+        # an interrupted trial continues from its own resolved config, which has its values
+        trainer.resume_command = "nnctl train"
         result.run_dir = str(run)
         listener = TrialEvents(trial, trainer, self.goal)
         trainer.events = with_tensorboard(config, listener)

@@ -141,3 +141,33 @@ def test_ranking_puts_complete_trials_first_best_first(tmp_path):
                       TrialResult(5, {}, "pruned", 0.05)]
     assert [r.number for r in search.ranked()] == [4, 2, 5, 1, 3]
     assert search.best().number == 4
+
+
+def test_an_interrupted_search_names_the_trial_and_keeps_the_finished_ones(tmp_path,
+                                                                          monkeypatch):
+    pytest.importorskip("optuna")
+    from nnctl.backend import get_backend
+    from nnctl.train import Trainer
+    from nnctl.train.trainer import Interrupted
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    fit, calls = Trainer.fit, []
+
+    def fit_until_the_second(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted("interrupted after epoch 1, step 3")
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", fit_until_the_second)
+    search = Search(path, ["data.samples=200", "train.epochs=2"],
+                    ["optimizer.lr=log_uniform(0.001, 0.1)"], tmp_path / "out",
+                    get_backend("cpu"), trials=5)
+    with pytest.raises(Interrupted) as err:
+        search.run()
+    assert str(err.value) == (f"search stopped in trial 2 (interrupted after epoch 1, step 3); "
+                              f"the 1 finished trial(s) are in {search.folder / 'trials.csv'}")
+    assert [(r.number, r.state) for r in search.ranked()] == [(1, "complete"), (2, "stopped")]
+    lines = (search.folder / "trials.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("1,1,complete,")
+    assert (search.folder / "best.yaml").exists()

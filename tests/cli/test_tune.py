@@ -91,9 +91,11 @@ def test_trials_are_run_folders_ranked_with_the_pruned_ones_reported(cli, tmp_pa
 def test_space_on_the_command_line_without_a_tune_section(cli, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(BASE)
+    tensorboard = ["--set", "logging.tensorboard=true"] \
+        if importlib.util.find_spec("tensorboardX") else []
     result = cli("tune", config, "--trials", 2, *TINY, "--space",
                  "train.batch_size=choice(25, 50)", "--space",
-                 "optimizer.lr=log_uniform(1e-3, 1e-1)", "--out", tmp_path / "out")
+                 "optimizer.lr=log_uniform(1e-3, 1e-1)", *tensorboard, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.stderr
     assert "2 trials, minimize val_loss over train.batch_size choice(25, 50), optimizer.lr " \
            "log_uniform(0.001, 0.1)" in result.stderr
@@ -103,6 +105,9 @@ def test_space_on_the_command_line_without_a_tune_section(cli, tmp_path):
                                    "config.yaml").read_text())
         assert resolved["train"]["batch_size"] == int(row["train.batch_size"]) in (25, 50)
         assert 1e-3 <= resolved["optimizer"]["lr"] == float(row["optimizer.lr"]) <= 1e-1
+        if tensorboard:  # trials write event files when the config asks for them
+            assert list((folder / f"trial-{int(row['trial']):03d}" / "tensorboard").glob(
+                "events.out.tfevents.*"))
     assert "2 complete, 0 pruned, 0 failed" in result.stdout
 
 
