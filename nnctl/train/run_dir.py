@@ -239,8 +239,9 @@ def run_folders(parent: Path, config: str | None = None) -> list[Path]:
     """The run folders directly in `parent` (of one config, or of all), oldest first.
 
     The order is the creation time written in each folder's name by RunDir.create (then its
-    -k suffix), not the file system's times, which a copy, a sync or a resume changes; runs
-    of different configs started within the same second are ordered by name."""
+    -k suffix, which counts one config's runs started within the same second), not the file
+    system's times, which a copy, a sync or a resume changes. Runs of different configs
+    started within one second tie on the time and are ordered by the suffix, then name."""
     try:
         children = list(Path(parent).iterdir())
     except OSError:
