@@ -13,8 +13,9 @@ from typing import ClassVar
 from nnctl.config import sequence_specs  # noqa: F401  (registers rnn/lstm/gru/attention specs)
 from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
                                       DropoutSpec, ModelSpec, ReshapeSpec)
-from nnctl.config.validate import (Context, boolean, choice, field, integer, nested, number,
-                                   one_of, optional, string, suggest, tagged, list_of)
+from nnctl.config.validate import (Context, Invalid, boolean, choice, field, got, integer,
+                                   nested, number, one_of, optional, string, suggest, tagged,
+                                   list_of)
 
 
 CLASSIFICATION_METRICS = ("accuracy", "top5_accuracy", "precision_macro", "recall_macro",
@@ -120,6 +121,35 @@ class NpzData(_DataCommon):
                                  "(their `target`)")
 
 
+def _column_overrides(v, path, ctx) -> dict:
+    """{column name: "numeric" | "categorical" | "ignore" | {type, impute, fill}} as plain
+    {name: {"type": ..., "impute": ..., "fill": ...}} (keys absent where not given)."""
+    if not isinstance(v, dict):
+        raise Invalid(f"expected a mapping of column names to types, got {got(v)}")
+    types, strategies = ("numeric", "categorical", "ignore"), ("mean", "median",
+                                                               "most_frequent", "constant")
+    out = {}
+    for name, body in v.items():
+        where = path + (str(name),)
+        if isinstance(body, str):
+            body = {"type": body}
+        if not isinstance(body, dict):
+            ctx.error(where, f"expected a type ({', '.join(types)}) or a mapping with type, "
+                             f"impute, fill; got {got(body)}")
+            continue
+        extra = set(body) - {"type", "impute", "fill"}
+        if extra:
+            ctx.error(where, f"unknown key '{sorted(extra)[0]}' (expected type, impute, fill)")
+        if "type" in body and body["type"] not in types:
+            ctx.error(where + ("type",), f"expected one of {', '.join(types)}, got "
+                                         f"{got(body['type'])}")
+        if "impute" in body and body["impute"] not in strategies:
+            ctx.error(where + ("impute",), f"expected one of {', '.join(strategies)}, got "
+                                           f"{got(body['impute'])}")
+        out[str(name)] = dict(body)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class CsvData(_DataCommon):
     dataset: str = field(string, "csv", "a CSV file, one sample per row")
@@ -129,6 +159,15 @@ class CsvData(_DataCommon):
                                     "or a header name")
     header: bool | None = field(optional(boolean), None, "first row is a header; null detects it")
     delimiter: str = field(string, ",", "field separator")
+    columns: dict | None = field(optional(_column_overrides), None,
+                                 "per column (by header name): its type (numeric, categorical, "
+                                 "ignore) or {type, impute, fill}; others are inferred from the "
+                                 "training split (docs/tabular.md)")
+    impute: str = field(choice("mean", "median", "most_frequent", "constant"), "mean",
+                        "how gaps in numeric columns are filled, from the training split")
+    fill: float | str | None = field(optional(one_of(number(), string,
+                                                     what="a number or a string")), None,
+                                     "the value impute: constant fills in")
 
 
 @dataclass(frozen=True, kw_only=True)

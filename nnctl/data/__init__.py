@@ -32,5 +32,5 @@ __all__ = [
 ]
 
 # the data kinds defined in their own modules register their loaders (nnctl.data.kinds)
-from nnctl.data import (audio, comparisons, dates, graphs, pairs, tagging,  # noqa: E402,F401
-                        text_lines, video)
+from nnctl.data import (audio, comparisons, dates, graphs, pairs, tabular,  # noqa: E402,F401
+                        tagging, text_lines, video)
