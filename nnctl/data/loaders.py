@@ -54,10 +54,13 @@ def load_digits(path: str | os.PathLike | None = None) -> Dataset:
 
 
 def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
-             dtype: str = "float32", extra_keys: tuple[str, ...] = ()) -> Dataset:
+             dtype: str = "float32", extra_keys: tuple[str, ...] = (),
+             class_labels: bool = True) -> Dataset:
     """Read arrays x_key (features) and y_key (labels/targets) from a NumPy .npz archive;
     features and float targets become `dtype` (the run's train.dtype). `extra_keys` are
-    further per-sample arrays, the model inputs of those names (Dataset.extra)."""
+    further per-sample arrays, the model inputs of those names (Dataset.extra).
+    class_labels=False: integer labels are targets too (0/1 per label of a binary or
+    multi-label loss), not class ids."""
     p = Path(path)
     where = str(p)
     expected = f"an .npz archive with arrays '{x_key}' and '{y_key}'"
@@ -80,7 +83,8 @@ def load_npz(path: str | os.PathLike, x_key: str = "x", y_key: str = "y",
         # header parser (BadZipFile, zlib.error, EOFError, ValueError, even SyntaxError).
         raise DataError(f"cannot read as .npz (corrupt or truncated?): "
                         f"{type(e).__name__}: {e}", path=where) from None
-    data = _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem, dtype)
+    data = _to_dataset(arrays[x_key], arrays[y_key], x_key, y_key, where, p.stem, dtype,
+                       class_labels)
     for key in extra_keys:
         a = arrays[key]
         if a.ndim == 0 or len(a) != len(data):
@@ -118,7 +122,7 @@ def _read_member(npz, key: str, where: str) -> np.ndarray:
 
 
 def _to_dataset(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str, where: str,
-                name: str, dtype: str = "float32") -> Dataset:
+                name: str, dtype: str = "float32", class_labels: bool = True) -> Dataset:
     for key, a in ((x_key, x), (y_key, y)):
         if a.dtype.kind not in "biuf":  # bool, int, uint, float; not complex/str/datetime/void
             raise DataError(f"array '{key}' has dtype {a.dtype}; expected numbers "
@@ -136,7 +140,7 @@ def _to_dataset(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str, where: str
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
         x = x.astype(dtype)
     _check_finite(x, f"array '{x_key}'", where)  # after the cast: huge float64 become inf
-    if y.dtype.kind in "biu":
+    if y.dtype.kind in "biu" and class_labels:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:

@@ -114,7 +114,8 @@ class CheckpointSchema:
         host = type(trainer.shuffle_rng.bit_generator)
         # a device generator's state is not saved; a host one's is, by a CPU run
         dropout = type(trainer.dropout_rng.bit_generator) if trainer._host_rng else host
-        sums = MetricSums(None, trainer.spec.metrics, trainer.classification)
+        sums = MetricSums(None, trainer.spec.metrics, trainer.classification,
+                          trainer.multilabel)
         return cls(params=specs(trainer.param_names, trainer.params),
                    states=specs(trainer.state_names, trainer.states),
                    slots=tuple(trainer.optimizer.slots),

@@ -23,26 +23,27 @@ import numpy as np
 from nnctl.backend import Backend
 from nnctl.compile import compile_graph
 from nnctl.config import Config
-from nnctl.config.schema import VERIFICATION_LOSSES
+from nnctl.config.schema import VERIFICATION_LOSSES, loss_family
 from nnctl.data import batch_indices
 from nnctl.data.batching import batch_arrays, batch_steps, bucket_batches
 from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
-from nnctl.step import (COMPARISON_LAYERS, RECALL_METRICS, embedding_layer, make_augmenter,
-                        prepare, seed_streams, vocabulary)
+from nnctl.step import (COMPARISON_LAYERS, RECALL_METRICS, embedding_layer, layer_location,
+                        make_augmenter, prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
 from nnctl.metrics import ClassificationTotals, RegressionTotals
-from nnctl.train.metrics import MetricSums, SpanTotals
+from nnctl.train.metrics import MetricSums, MultiLabelTotals, SpanTotals
 from nnctl.train.run_dir import (RunDir, RunLock, WriteError, check_writable_folder,
                                  parse_run_name)
 
 MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "r2",
+             "subset_accuracy", "precision_micro", "recall_micro", "f1_micro",
              "span_f1", "exact_match", "bleu", "verification_accuracy", "roc_auc"}
 # metrics of sequences decoded by search (sequence to sequence), not of the teacher-forced
 # scores: nnctl.train.translate computes them
@@ -102,6 +103,7 @@ class Trainer:
         self.states = [backend.asarray(initial[n]) for n in self.state_names]
         self.optimizer = make_optimizer(self.spec.optimizer, backend.xp)
         self.classification = self.splits.num_classes is not None
+        self.multilabel = loss_family(self.spec.loss.name) == "multilabel"
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
                             for name, s in (("train", self.splits.train), ("val", self.splits.val),
                                             ("test", self.splits.test))}
@@ -439,7 +441,8 @@ class Trainer:
                 embedding = self.embed(source.samples("train")[0])
             self.splits.train = source.redraw(self.splits.train, self.epoch, embedding)
         host_x = self.splits.train.x
-        sums = self.partial or MetricSums(self.backend.xp, self.spec.metrics, self.classification)
+        sums = self.partial or MetricSums(self.backend.xp, self.spec.metrics, self.classification,
+                                          self.multilabel)
         self.partial = sums
         n_params = len(self.params)
         self.events.on_epoch_start(self.epoch, self.steps_per_epoch)
@@ -519,8 +522,9 @@ class Trainer:
         node = plan.first_nonfinite(feeds)
         if node is not None:
             layer = node.scope.split("/")[0] if node.scope else ""
+            where = layer_location(self.config, layer) if layer else None
             origin = f"; the first NaN/Inf came from op '{node.op}'" + \
-                (f" in layer '{layer}'" if layer else "")
+                (f" in layer '{layer}'" if layer else "") + (f" ({where})" if where else "")
         return (f"{what} at epoch {self.epoch}, step {step}{origin}; lower optimizer.lr, clip "
                 f"gradients (train.clip_norm), check the data, or set train.on_nonfinite: skip")
 
@@ -536,9 +540,11 @@ class Trainer:
         if len(data) == 0:
             return {}
         metrics = self.spec.metrics
-        sums = MetricSums(self.backend.xp, metrics, self.classification)
+        sums = MetricSums(self.backend.xp, metrics, self.classification, self.multilabel)
         if self.classification:
             totals = ClassificationTotals(self.splits.num_classes)
+        elif self.multilabel:
+            totals = MultiLabelTotals()
         elif self.spec.loss.name in VERIFICATION_LOSSES:
             from nnctl.comparator_metrics import VerificationTotals
             totals = VerificationTotals()
@@ -705,7 +711,8 @@ class Trainer:
         if meta.get("dropout_state") and self._host_rng:
             self.dropout_rng.bit_generator.state = meta["dropout_state"]
         if meta.get("partial"):
-            self.partial = MetricSums(self.backend.xp, self.spec.metrics, self.classification)
+            self.partial = MetricSums(self.backend.xp, self.spec.metrics, self.classification,
+                                      self.multilabel)
             for key, value in meta["partial"].items():
                 if key != "xp":
                     setattr(self.partial, key, value)
