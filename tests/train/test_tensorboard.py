@@ -144,3 +144,21 @@ def test_train_command_writes_event_files_and_the_plots_need_none(tmp_path):
     assert result.exit_code == 0, result.stderr
     (run,) = plain.iterdir()
     assert not (run / "tensorboard").exists()
+
+
+def test_a_resumed_run_may_switch_the_event_files_on(tmp_path):
+    pytest.importorskip("tensorboardX")
+    sets = sum((["--set", s] for s in SMALL), [])
+    first = CliRunner().invoke(app, ["train", str(SPIRALS), "--no-progress", "--epochs", "1",
+                                     "--out", str(tmp_path), *sets])
+    assert first.exit_code == 0, first.stderr
+    (run,) = tmp_path.iterdir()
+    more = CliRunner().invoke(app, ["train", str(SPIRALS), "--no-progress", "--epochs", "3",
+                                    "--resume", str(run), *sets,
+                                    "--set", "logging.tensorboard=true"])
+    assert more.exit_code == 0, more.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    got = scalars(run / "tensorboard")
+    assert [s for s, _ in got["val_loss"]] == [2, 3]
+    assert [v for _, v in got["val_loss"]] == pytest.approx([r["val_loss"] for r in records[1:]],
+                                                            rel=1e-6)
