@@ -129,10 +129,15 @@ def reported_metrics(config: Config) -> list[str]:
 
 
 def corners(dist: Distribution) -> list:
-    """The values at the edges of a distribution: checking them finds a key the config cannot
-    take (a list item that is not there, units of 0.5) before any trial runs."""
+    """The values at the edges of a distribution, and a float between them for a float range:
+    checking them finds a key the config cannot take (a list item that is not there, units of
+    0.5, a float range over an integer key) before any trial runs."""
     if dist.kind == "choice":
         return list(dist.choices)
+    if dist.kind == "uniform":
+        return [dist.low, (dist.low + dist.high) / 2, dist.high]
+    if dist.kind == "log_uniform":
+        return [dist.low, math.sqrt(dist.low * dist.high), dist.high]
     return [dist.low, dist.high]
 
 

@@ -105,6 +105,8 @@ def test_values_become_set_texts_the_config_reads_back(tmp_path):
     assert spec.optimizer.lr == 1e-05 and spec.train.shuffle is False
     assert spec.model.layers[0].units == 48 and spec.model.layers[0].activation == "relu"
     assert corners(Distribution("int", 16, 128, 16)) == [16, 128]
+    assert corners(Distribution("uniform", 8, 64)) == [8, 36.0, 64]
+    assert corners(Distribution("log_uniform", 1e-4, 1e-2)) == [1e-4, pytest.approx(1e-3), 1e-2]
     assert corners(Distribution("choice", choices=("a", "b", "c"))) == ["a", "b", "c"]
 
 
@@ -126,6 +128,12 @@ def test_an_edge_the_config_refuses_stops_the_search_before_any_trial(tmp_path):
     assert str(err.value) == ("--space model.layers.7.dense.units=choice(4, 8): choice(4, 8) "
                               "can draw 4, which the config refuses: model.layers[7]: no such "
                               "list item (the list has 3)")
+    with pytest.raises(UsageError) as err:  # a float range over an integer key
+        Search(path, [], ["model.layers.0.dense.units=uniform(8, 64)"], tmp_path / "out",
+               get_backend("cpu"))
+    assert str(err.value) == ("--space model.layers.0.dense.units=uniform(8, 64): uniform(8, 64) "
+                              "can draw 36.0, which the config refuses: "
+                              "model.layers[0].dense.units: expected a positive integer, got 36.0")
     assert not (tmp_path / "out").exists()  # nothing was created for a search that never ran
 
 
@@ -171,3 +179,29 @@ def test_an_interrupted_search_names_the_trial_and_keeps_the_finished_ones(tmp_p
     lines = (search.folder / "trials.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[1].startswith("1,1,complete,")
     assert (search.folder / "best.yaml").exists()
+
+
+def test_a_diverging_trial_is_failed_and_the_search_goes_on(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from nnctl.backend import get_backend
+    from nnctl.errors import TrainingError
+    from nnctl.train import Trainer
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE)
+    fit, calls, lines = Trainer.fit, [], []
+
+    def diverge_in_the_second(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TrainingError("non-finite loss at epoch 1, step 2")
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", diverge_in_the_second)
+    search = Search(path, ["data.samples=200", "train.epochs=2"],
+                    ["optimizer.lr=log_uniform(0.001, 0.1)"], tmp_path / "out",
+                    get_backend("cpu"), trials=3, on_trial=lines.append)
+    ranked = search.run()
+    assert [(r.number, r.state) for r in ranked][-1] == (2, "failed")
+    assert sorted(r.number for r in ranked if r.state == "complete") == [1, 3]
+    assert ranked[-1].error == "non-finite loss at epoch 1, step 2"
+    assert [r.number for r in lines] == [1, 2, 3]  # each reported as it ended
