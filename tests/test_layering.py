@@ -15,7 +15,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"compile"},
     {"layers", "losses", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
      "comparator_metrics"},
-    {"step"},
+    {"step", "starter"},
     {"train", "gradcheck", "export", "summary", "catalog"},
     {"cli"},
 ]

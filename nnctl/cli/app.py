@@ -124,8 +124,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, plot,  # noqa: F401
-                           runs, sample, summary, train, translate,
+    from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, init,  # noqa: F401
+                           plot, runs, sample, summary, train, translate,
                            validate)  # (commands register)
 
 
