@@ -56,7 +56,7 @@ def read_run(path: Path) -> RunInfo:
     return RunInfo(
         path=path,
         config_name=str(summary.get("config") or (parsed[0] if parsed else path.name)),
-        status=run_status(path, summary),
+        status=run_status(path, summary, len(records)),
         epochs_done=len(records),
         epochs=epochs if isinstance(epochs, int) else None,
         monitor=monitor, best=best, best_epoch=best_epoch,
@@ -68,13 +68,16 @@ def read_run(path: Path) -> RunInfo:
         error=str(summary.get("error") or ""))
 
 
-def run_status(path: Path, summary: dict) -> str:
+def run_status(path: Path, summary: dict, epochs_logged: int) -> str:
     """running while a live process holds the folder's lock; else what summary.json says;
-    with no summary.json, interrupted (the process died before it could write one)."""
+    interrupted with no summary.json (the process died before it could write one) or with
+    one older than the log (a resume of the run died: the summary is of its earlier part)."""
     if _locked_by_live_process(path / LOCK_NAME):
         return "running"
-    status = summary.get("status")
-    return status if isinstance(status, str) else "interrupted"
+    status, done = summary.get("status"), summary.get("epochs_completed")
+    if not isinstance(status, str) or isinstance(done, int) and epochs_logged > done:
+        return "interrupted"
+    return status
 
 
 def _locked_by_live_process(lock: Path) -> bool:

@@ -194,3 +194,14 @@ def read_like(config: dict):
     return RunInfo(path=Path("r"), config_name="r", status="completed", epochs_done=0,
                    epochs=None, monitor=None, best=None, best_epoch=None, weights_epoch=None,
                    config=config)
+
+
+def test_a_resume_that_died_is_interrupted_though_an_old_summary_says_completed(runs):
+    first = runs["first"]
+    assert read_run(first).status == "completed"
+    log = first / "metrics.jsonl"
+    last = json.loads(log.read_text().splitlines()[-1])
+    with open(log, "a") as f:  # --resume --epochs 4 logged epoch 4, then was killed (-9)
+        f.write(json.dumps(dict(last, epoch=4)) + "\n")
+    info = read_run(first)
+    assert info.status == "interrupted" and info.epochs_done == 4
