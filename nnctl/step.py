@@ -233,6 +233,7 @@ class StepBuilder:
             if name not in splits.train.extra:
                 raise config.error(("model", "inputs", k), f"the data has no input '{name}' "
                                    f"(its further inputs: {have})")
+        self.class_weights = class_weights(config, splits)
         self.aux_losses = tuple(config.spec.aux_losses or ())
         targets = []  # data arrays the aux_losses compare with (not the labels, not an input)
         for k, aux in enumerate(self.aux_losses):
@@ -367,6 +368,8 @@ class StepBuilder:
         """The config's loss; with a mask [batch, steps], the mean over the real steps only
         (padding contributes nothing, to the value or to any gradient)."""
         loss = self.config.spec.loss
+        if self.class_weights is not None:
+            return score(loss, out, y, mask, self.class_weights)
         if loss.name == "crf":
             return self.model.layers[self.model.output].nll(out, y, mask)
         if loss.name == "contrastive":
@@ -444,16 +447,20 @@ class StepBuilder:
         return [out], [*data, *self.params.values(), *self.states.values()]
 
 
-def score(loss, out: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+def score(loss, out: Tensor, y: Tensor, mask: Tensor | None = None,
+          class_weights: np.ndarray | None = None) -> Tensor:
     """A loss spec (cross_entropy, focal, mse, l1, huber, smooth_l1, bce_with_logits,
     sigmoid_focal) applied to `out` against `y`, the mean over its terms; with a mask
-    [batch, steps], cross-entropy and focal are the mean over the real steps only."""
+    [batch, steps], cross-entropy and focal are the mean over the real steps only. With
+    `class_weights`, cross-entropy is the weighted mean (PyTorch's weight=)."""
     if loss.name == "mse":
         return out.mse(y)
     if loss.name in ELEMENTWISE_LOSSES:
         return losses.mean_over(ELEMENTWISE_LOSSES[loss.name](loss, out, y))
     if loss.name == "focal":
         return losses.mean_over(losses.focal(out, y, loss.gamma, loss.alpha), mask)
+    if class_weights is not None:
+        return weighted_cross_entropy(out, y, class_weights, mask, loss.label_smoothing)
     if mask is not None:
         return masked_cross_entropy(out, y, mask, loss.label_smoothing)
     if not loss.label_smoothing:
@@ -472,6 +479,44 @@ ELEMENTWISE_LOSSES = {
     "bce_with_logits": lambda spec, out, y: losses.bce_with_logits(out, y, spec.pos_weight),
     "sigmoid_focal": lambda spec, out, y: losses.sigmoid_focal(out, y, spec.gamma, spec.alpha),
 }
+
+
+def class_weights(config: Config, splits: Splits) -> np.ndarray | None:
+    """loss.class_weights as one weight per class: "balanced" is sklearn's n / (classes x
+    count of the class) over the training split's labels (real steps only for sequences; a
+    class absent there counts once), or the config's list, checked against the classes."""
+    wanted = getattr(config.spec.loss, "class_weights", None)
+    if wanted is None:
+        return None
+    classes = splits.num_classes
+    if wanted != "balanced":
+        if len(wanted) != classes:
+            raise config.error(("loss", "class_weights"), f"expected {classes} weights, one "
+                               f"per class, got {len(wanted)}")
+        return np.array(wanted, dtype=np.float64)
+    y = splits.train.y
+    if splits.padded and y.ndim == 2:  # a label per step: count the real ones
+        y = y[np.arange(y.shape[1])[None, :] < splits.train.x_len[:, None]]
+    counts = np.bincount(y.ravel(), minlength=classes)[:classes]
+    return len(y.ravel()) / (classes * np.maximum(counts, 1))
+
+
+def weighted_cross_entropy(out: Tensor, y: Tensor, weights: np.ndarray,
+                           mask: Tensor | None = None, smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy with a weight per class, as PyTorch's CrossEntropyLoss(weight=w,
+    label_smoothing=e): sum_i w_{y_i} ((1 - e) nll_i + e/C sum_c w_c/w_{y_i} (-log p_ic))
+    / sum_i w_{y_i}, over the real steps where a mask is given."""
+    classes = out.shape[-1]
+    logp = out.log_softmax(-1)
+    onehot = y.one_hot(classes, out.dtype)
+    w = Tensor(np.asarray(weights, dtype=out.dtype))
+    w_y = (onehot * w).sum(-1)
+    terms = -(logp * onehot).sum(-1) * w_y
+    if smoothing:
+        terms = terms * (1.0 - smoothing) - (logp * w).sum(-1) * (smoothing / classes)
+    if mask is not None:
+        terms, w_y = terms * mask, w_y * mask
+    return terms.sum() / w_y.sum().maximum(1e-12)  # a batch of weight 0: 0, not NaN
 
 
 def masked_cross_entropy(out: Tensor, y: Tensor, mask: Tensor, smoothing: float = 0.0) -> Tensor:

@@ -243,6 +243,11 @@ class CrossEntropySpec:
     name: str = field(string, "cross_entropy", "classes, from the model's raw outputs (logits)")
     label_smoothing: float = field(fraction, 0.0, "mix the one-hot targets with a uniform "
                                                   "distribution by this much")
+    class_weights: str | list | None = field(
+        optional(one_of(choice("balanced"), list_of(number(0.0), min_len=1),
+                        what="'balanced' or a list of weights >= 0, one per class")), None,
+        "weight each sample's loss by its class: balanced (n / (classes x count), from the "
+        "training split) or one weight per class, as PyTorch's CrossEntropyLoss(weight=)")
 
 
 @dataclass(frozen=True, kw_only=True)
