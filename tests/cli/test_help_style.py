@@ -6,7 +6,7 @@ import pytest
 
 
 @pytest.mark.parametrize("command, usage", [
-    ("train", "[OPTIONS] CONFIG"), ("predict", "[OPTIONS] RUN_DIR INPUTS"),
+    ("train", "[OPTIONS] [CONFIG]"), ("predict", "[OPTIONS] RUN_DIR INPUTS"),
     ("evaluate", "[OPTIONS] RUN_DIR"), ("export-graph", "[OPTIONS] CONFIG"),
 ])
 def test_usage_names_arguments_in_capitals(cli, command, usage):
@@ -25,6 +25,6 @@ def test_flags_have_no_type(cli):
 
 
 def test_a_missing_argument_is_named_in_capitals(cli):
-    result = cli("train")
+    result = cli("export-graph")
     assert result.exit_code == 2
     assert "Missing argument 'CONFIG'" in result.stderr
