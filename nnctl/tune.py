@@ -34,6 +34,7 @@ from nnctl.train.tensorboard_log import with_tensorboard
 from nnctl.train.trainer import MAXIMISED, Interrupted
 
 INSTALL = "pip install 'nnctl[tune]'"
+SEARCH_FILE = "search.json"  # marks a search's folder: it holds runs (trial-NNN), is none
 # `--space optimizer.lr=log_uniform(1e-4, 1e-1)`: a distribution written as a call
 SPACE_OPTION = re.compile(r"^\s*([^=\s]+)\s*=\s*([a-z_]+)\s*\((.*)\)\s*$")
 
@@ -212,6 +213,7 @@ class Search:
         check_writable_folder(out, "--out")
         self.folder = RunDir.create(out, f"{self.base.name}-tune").path
         self.results: list[TrialResult] = []
+        self.write_search()
 
     def run(self) -> list[TrialResult]:
         """Run the trials (all, or as many as start before the timeout); the results, best
@@ -320,7 +322,12 @@ class Search:
                       f"{self.goal.metric} {best.value:.6g} at epoch {best.best_epoch}\n"
                       f"# its values: {settings}\n")
             (self.folder / "best.yaml").write_text(header + resolved, encoding="utf-8")
-        write_json(self.folder / "search.json", {
+        self.write_search(best)
+
+    def write_search(self, best: TrialResult | None = None) -> None:
+        """search.json: what is searched and the best trial so far. Written as the search
+        starts too, so that the folder is known for a search, not a run, while it runs."""
+        write_json(self.folder / SEARCH_FILE, {
             "config": str(self.path), "overrides": self.overrides,
             "metric": self.goal.metric, "direction": self.goal.direction,
             "space": {k: dataclasses.asdict(d) for k, d in self.space.items()},

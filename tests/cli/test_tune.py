@@ -179,3 +179,27 @@ def test_acceptance_ten_spirals_trials_in_two_minutes_beat_the_shipped_config(cl
     assert float(rows[0]["val_loss"]) <= shipped
     assert any(r["state"] == "pruned" for r in rows)
     assert re.search(r"\d+ complete, [1-9]\d* pruned, 0 failed", result.stdout)
+
+
+def test_a_search_folder_is_no_run_but_lists_its_trials(cli, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(BASE)
+    out = tmp_path / "runs"
+    assert cli("train", config, *TINY, "--no-progress", "--out", out).exit_code == 0
+    time.sleep(1.1)  # the search's folder is the newer by the time in its name
+    result = cli("tune", config, "--trials", 2, *TINY, "--space",
+                 "optimizer.lr=choice(0.01, 0.02)", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    (search,) = out.glob("c-tune-*")
+    assert json.loads((search / "search.json").read_text())["best_trial"] in (1, 2)
+    (run,) = out.glob("c-2*")
+    listing = cli("runs", out)
+    assert listing.exit_code == 0, listing.stderr
+    assert run.name in listing.stdout and search.name not in listing.stdout
+    latest = cli("evaluate", out / "latest")
+    assert latest.exit_code == 0, latest.stderr
+    assert latest.stdout.lstrip().startswith(f"{run.name}: test split")
+    trials = cli("runs", search)
+    assert trials.exit_code == 0, trials.stderr
+    assert re.search(r"trial-002\s+c\s+completed", trials.stdout)
+    assert re.search(r"trial-001\s+c\s+completed", trials.stdout)
