@@ -120,7 +120,7 @@ class RichReporter(PlainReporter):
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
             BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[loss]}"),  # empty until the first step has a loss
             TextColumn("{task.fields[acc]}"),
             TextColumn("{task.fields[rate]:,.0f} samples/s"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -138,7 +138,7 @@ class RichReporter(PlainReporter):
         self.steps = info["steps_per_epoch"]
         self.progress.start()
         self.task = self.progress.add_task("train", total=info["epochs"] * self.steps,
-                                           epoch=0, epochs=info["epochs"], loss=float("nan"),
+                                           epoch=0, epochs=info["epochs"], loss="",
                                            acc="", rate=0.0)
 
     @_survives_lost_output
@@ -150,7 +150,8 @@ class RichReporter(PlainReporter):
             return
         self.last = now
         self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch,
-                             loss=loss, acc=f"acc {metric:.3f}" if metric is not None else "",
+                             loss=f"loss {loss:.4f}",
+                             acc=f"acc {metric:.3f}" if metric is not None else "",
                              rate=samples_per_s)
 
     @_survives_lost_output

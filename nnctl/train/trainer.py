@@ -314,7 +314,7 @@ class Trainer:
             if not self._clean_stop:
                 raise Interrupted("stopped at once (second signal); the last checkpoint is from "
                                   "the end of the last finished epoch" if run else "stopped")
-            where = f"epoch {self.epoch}, step {self.step_in_epoch}"
+            where = interruption_point(self.epoch, self.step_in_epoch, self.steps_per_epoch)
             command = self.resume_command or f"nnctl train {self.config.path}"
             hint = f"; resume with: {command} --resume {run.path}" if run else ""
             raise Interrupted(f"interrupted after {where}{hint}")
@@ -754,3 +754,12 @@ def aux_loss_names(aux_losses) -> list[str]:
     outputs = [a.output for a in aux_losses]
     return [a.output if outputs.count(a.output) == 1 else f"{a.output}_{a.target}"
             for a in aux_losses]
+
+
+def interruption_point(epoch: int, step: int, steps: int) -> str:
+    """Where a run stopped, saying which epochs are complete: 'epoch 2, step 33 of 45
+    (1 epoch complete)' or 'epoch 2, step 45 of 45 (2 epochs complete)'."""
+    done = epoch if step >= steps else epoch - 1
+    complete = "no epoch complete" if done == 0 else \
+        f"{done} epoch{'s' if done > 1 else ''} complete"
+    return f"epoch {epoch}, step {step} of {steps} ({complete})"
