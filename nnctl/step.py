@@ -226,7 +226,8 @@ class StepBuilder:
         self.dtype = config.spec.train.dtype
         info = splits.info
         hints = {"classes": splits.num_classes, "vocab": splits.vocab, "dtype": self.dtype,
-                 "tags": info.get("tags"), "sample_rate": info.get("sample_rate")}
+                 "tags": info.get("tags"), "sample_rate": info.get("sample_rate"),
+                 "input_vocab": info.get("input_vocab", {})}
         have = ", ".join(sorted(splits.train.extra)) or "none"
         self.input_names = tuple(config.spec.model.inputs or ())  # further model inputs
         for k, name in enumerate(self.input_names):

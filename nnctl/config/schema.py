@@ -137,9 +137,13 @@ def _column_overrides(v, path, ctx) -> dict:
             ctx.error(where, f"expected a type ({', '.join(types)}) or a mapping with type, "
                              f"impute, fill; got {got(body)}")
             continue
-        extra = set(body) - {"type", "impute", "fill"}
+        extra = set(body) - {"type", "impute", "fill", "encoding"}
         if extra:
-            ctx.error(where, f"unknown key '{sorted(extra)[0]}' (expected type, impute, fill)")
+            ctx.error(where, f"unknown key '{sorted(extra)[0]}' (expected type, impute, fill, "
+                             "encoding)")
+        if "encoding" in body and body["encoding"] not in ("onehot", "embedding"):
+            ctx.error(where + ("encoding",), f"expected onehot or embedding, got "
+                                             f"{got(body['encoding'])}")
         if "type" in body and body["type"] not in types:
             ctx.error(where + ("type",), f"expected one of {', '.join(types)}, got "
                                          f"{got(body['type'])}")
@@ -161,8 +165,8 @@ class CsvData(_DataCommon):
     delimiter: str = field(string, ",", "field separator")
     columns: dict | None = field(optional(_column_overrides), None,
                                  "per column (by header name): its type (numeric, categorical, "
-                                 "ignore) or {type, impute, fill}; others are inferred from the "
-                                 "training split (docs/tabular.md)")
+                                 "ignore) or {type, impute, fill, encoding}; others are "
+                                 "inferred from the training split (docs/tabular.md)")
     impute: str = field(choice("mean", "median", "most_frequent", "constant"), "mean",
                         "how gaps in numeric columns are filled, from the training split")
     fill: float | str | None = field(optional(one_of(number(), string,

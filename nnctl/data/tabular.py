@@ -11,7 +11,9 @@ statistic learned from the training split only:
 - categorical columns one-hot encoded over the training split's categories (sorted); a
   category the training split never showed, at validation, test or prediction time, encodes
   as all zeros (no column fires), and a gap is such an unknown unless the column imputes
-  most_frequent or a constant;
+  most_frequent or a constant. With `encoding: embedding` a column is instead a further
+  model input of its name holding ids (0 unknown, 1.. the sorted categories) for an
+  `embedding` layer, its vocabulary size in Dataset.info["input_vocab"];
 - string labels become classes numbered in sorted order of their names, which are kept
   (Dataset.info["labels"]) so that predict and evaluate print names.
 
@@ -53,9 +55,10 @@ def as_number(cell: str) -> float | None:
 class Column:
     """One feature column's encoding, fitted on the training rows."""
 
-    def __init__(self, name: str, index: int, kind: str, impute: str, fill):
+    def __init__(self, name: str, index: int, kind: str, impute: str, fill,
+                 encoding: str = "onehot"):
         self.name, self.index, self.kind = name, index, kind
-        self.impute, self.fill = impute, fill
+        self.impute, self.fill, self.encoding = impute, fill, encoding
         self.value: float | None = None  # a numeric column's stand-in for a gap
         self.categories: list[str] = []  # a categorical column's one-hot order
         self.stand_in: str | None = None  # a categorical gap's category, if imputed
@@ -94,8 +97,22 @@ class Column:
         return float(values[int(np.argmax(counts))])
 
     @property
+    def embedded(self) -> bool:
+        return self.kind == "categorical" and self.encoding == "embedding"
+
+    @property
     def width(self) -> int:
+        if self.embedded:
+            return 0  # a model input of its own (ids)
         return {"numeric": 1, "categorical": len(self.categories), "ignore": 0}[self.kind]
+
+    def ids(self, cells: list[str]) -> np.ndarray:
+        """An embedded column's ids: 0 for an unknown category (or a gap), k + 1 for the
+        k-th training category."""
+        position = {c: k + 1 for k, c in enumerate(self.categories)}
+        return np.array([position.get(self.stand_in if is_missing(c) and self.stand_in
+                                      is not None else c.strip(), 0) for c in cells],
+                        dtype=np.int64)
 
     def encode(self, cells: list[str], lines: list, where: str) -> np.ndarray:
         """[rows, width] for this column's cells."""
@@ -110,7 +127,7 @@ class Column:
                         raise DataError(f"line {lines[i]}: column {self.name!r} is numeric, "
                                         f"got {c.strip()[:40]!r}", path=where)
                     out[i, 0] = v
-        elif self.kind == "categorical":
+        elif self.kind == "categorical" and not self.embedded:
             position = {c: k for k, c in enumerate(self.categories)}
             for i, c in enumerate(cells):
                 c = self.stand_in if is_missing(c) and self.stand_in is not None else c.strip()
@@ -124,7 +141,8 @@ class Column:
         if self.kind == "numeric":
             d.update(impute=self.impute, value=self.value)
         elif self.kind == "categorical":
-            d.update(categories=self.categories, missing=self.stand_in)
+            d.update(categories=self.categories, missing=self.stand_in,
+                     encoding=self.encoding)
         return d
 
 
@@ -140,9 +158,18 @@ class TableEncoder:
         for col in self.columns:
             if col.kind == "numeric":
                 names.append(col.name)
-            elif col.kind == "categorical":
+            elif col.kind == "categorical" and not col.embedded:
                 names += [f"{col.name}={c}" for c in col.categories]
         return names
+
+    @property
+    def embedded(self) -> list[Column]:
+        return [c for c in self.columns if c.embedded]
+
+    def ids(self, rows: list[list[str]], has_label: bool = True) -> dict[str, np.ndarray]:
+        """{column name: ids} of the embedded columns (model inputs of those names)."""
+        shift = lambda j: j if has_label or j < self.label else j - 1  # noqa: E731
+        return {c.name: c.ids([r[shift(c.index)] for r in rows]) for c in self.embedded}
 
     def encode(self, rows: list[list[str]], lines: list, where: str,
                has_label: bool = True) -> np.ndarray:
@@ -284,10 +311,14 @@ def fit_table(rows, spec, seed: int, where: str):
             as_number(c) is not None for c in cells if not is_missing(c)) else "categorical")
         impute = o.get("impute") or spec.impute
         fill = o.get("fill", spec.fill)
+        encoding = o.get("encoding", "onehot")
+        if encoding == "embedding" and kind != "categorical":
+            raise DataError(f"column {name!r}: encoding embedding is for categorical columns",
+                            path=where)
         if impute == "constant" and fill is None:
             raise DataError(f"column {name!r}: impute constant needs a fill value "
                             "(data.fill or the column's fill)", path=where)
-        col = Column(name, j, kind, impute, fill)
+        col = Column(name, j, kind, impute, fill, encoding)
         col.fit(cells, where)
         columns.append(col)
     encoder = TableEncoder(names, label, columns)
@@ -306,21 +337,25 @@ def load_table(spec, seed: int, dtype: str) -> Dataset | None:
     encoder, body, lines, y, class_names = fit_table(rows, spec, seed, where)
     x = encoder.encode([r for _, r in body], lines, where)
     if not x.shape[1]:
-        raise DataError("no feature columns left (every column is the label or ignored)",
-                        path=where)
+        raise DataError("no feature columns left for the input x (every column is the label, "
+                        "ignored or embedded)", path=where)
     info = {"tabular": encoder}
+    if encoder.embedded:
+        info["input_vocab"] = {c.name: len(c.categories) + 1 for c in encoder.embedded}
     if class_names is not None:
         info["labels"] = class_names
     if not np.issubdtype(y.dtype, np.integer):
         y = y.astype(dtype)
-    return Dataset(x.astype(dtype), y, path.stem, info=info)
+    return Dataset(x.astype(dtype), y, path.stem, info=info,
+                   extra=encoder.ids([r for _, r in body]))
 
 
 def encode_rows(encoder: TableEncoder, path: Path, delimiter: str, names: list | None,
-                ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A file of rows for a fitted table (predict, evaluate --data): its features, and its
-    labels (class numbers by the run's names) when it still has the label column. The
-    header, if any, is recognised by the run's column names."""
+                ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """A file of rows for a fitted table (predict, evaluate --data): its features, its
+    labels (class numbers by the run's names) when it still has the label column, and the
+    ids of its embedded columns. The header, if any, is recognised by the run's column
+    names."""
     where = str(path)
     rows = read_rows(path, delimiter)
     first = [c.strip() for c in rows[0][1]]
@@ -336,18 +371,19 @@ def encode_rows(encoder: TableEncoder, path: Path, delimiter: str, names: list |
                         f"{len(encoder.header) - 1} without", path=where)
     lines = [line for line, _ in body]
     x = encoder.encode([r for _, r in body], lines, where, has_label)
+    ids = encoder.ids([r for _, r in body], has_label)
     if not has_label:
-        return x, None
+        return x, None, ids
     cells = [r[encoder.label].strip() for _, r in body]
     if names is None:
         y, _ = table_labels(cells, lines, where)
-        return x, y
+        return x, y, ids
     position = {n: k for k, n in enumerate(names)}
     for i, c in enumerate(cells):
         if c not in position:
             raise DataError(f"line {lines[i]}: label {c[:40]!r} is not one of the run's "
                             f"classes ({', '.join(names)})", path=where)
-    return x, np.array([position[c] for c in cells], dtype=np.int64)
+    return x, np.array([position[c] for c in cells], dtype=np.int64), ids
 
 
 @register_loader("csv")

@@ -22,12 +22,14 @@ class Embedding(Layer):
     @classmethod
     def from_spec(cls, spec, name, hints):
         vocab = spec.vocab
+        # ids of a further input (a categorical column, say) have a vocabulary of their own
+        reads = (spec.inputs or [None])[0]
+        seen = hints.get("input_vocab", {}).get(reads, hints.get("vocab"))
         if vocab == "auto":
-            vocab = hints.get("vocab")
+            vocab = seen
             if vocab is None:
                 raise ShapeError("vocab: auto needs integer token ids as input, but the data's "
                                  "features are not integers", scope=name)
-        seen = hints.get("vocab")
         if seen is not None and vocab < seen:
             raise ShapeError(f"vocab {vocab} is too small: the data has token ids up to "
                              f"{seen - 1}; use vocab: auto or at least {seen}", scope=name)

@@ -75,12 +75,13 @@ def read_labelled(path: Path, trainer: Trainer):
         from nnctl.data import Dataset
         from nnctl.data.tabular import encode_rows
         table = trainer.splits.info["tabular"]
-        x, y = encode_rows(table, path, spec.delimiter, trainer.splits.info.get("labels"))
+        x, y, ids = encode_rows(table, path, spec.delimiter,
+                                trainer.splits.info.get("labels"))
         if y is None:
             raise DataError(f"no label column ({table.header[table.label]}); evaluate needs "
                             "labels", path=str(path))
         data = Dataset(x.astype(dtype), y if np.issubdtype(y.dtype, np.integer)
-                       else y.astype(dtype), path.stem)
+                       else y.astype(dtype), path.stem, extra=ids)
     elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
         csv_run = spec.dataset == "csv"
         data = load_csv(path, spec.label_column if csv_run else -1,
@@ -212,9 +213,10 @@ def predict_run(run_dir: Path, inputs: Path, output: Path | None, backend: Backe
     table = splits.info.get("tabular")
     if table is not None and inputs.suffix.lower() != ".npz":  # raw rows, strings and gaps
         from nnctl.data.tabular import encode_rows
-        x, truth = encode_rows(table, inputs, trainer.spec.data.delimiter,
-                               splits.info.get("labels"))
-        x, names, extras = splits.normalizer.apply(x).astype(trainer.spec.train.dtype), None, []
+        x, truth, ids = encode_rows(table, inputs, trainer.spec.data.delimiter,
+                                    splits.info.get("labels"))
+        x, names = splits.normalizer.apply(x).astype(trainer.spec.train.dtype), None
+        extras = [ids[n] for n in trainer.builder.input_names]
     elif not integer and has_label_column(inputs, trainer):  # dropped, and scored
         data = read_labelled(inputs, trainer)
         x, truth, names = data.x, data.y, None

@@ -105,7 +105,8 @@ def test_unknown_categories_and_gaps_fire_no_column(tmp_path):
     data = load_table(spec(tmp_path / "t.csv"), 0, "float64")
     new = tmp_path / "new.csv"
     new.write_text("age,color,income,size\n0.5,purple,,XL\n,red,1.0,S\n")
-    x, y = encode_rows(data.info["tabular"], new, ",", data.info["labels"])
+    x, y, ids = encode_rows(data.info["tabular"], new, ",", data.info["labels"])
+    assert ids == {}
     assert y is None and x.shape == (2, 8)
     assert x[0, 1:4].tolist() == [0, 0, 0] and x[0, 5:8].tolist() == [0, 0, 0]
     assert x[1, 3] == 1.0  # red
@@ -167,3 +168,35 @@ def test_train_predict_and_evaluate_on_raw_rows(tmp_path, cli):
     evaluated = cli("evaluate", run, "--data", tmp_path / "t.csv")
     assert evaluated.exit_code == 0 and "data_accuracy" in evaluated.stdout
     assert "virginica" in evaluated.stdout  # the confusion matrix names the classes
+
+
+def test_a_categorical_column_as_embedding_ids(tmp_path, cli):
+    """encoding: embedding makes the column a model input of ids (0 unknown) that an
+    embedding layer reads (vocab auto: its categories + 1); predict feeds raw rows the same
+    way."""
+    make_table(tmp_path / "t.csv", n=600)
+    s = spec(tmp_path / "t.csv", columns={"color": {"encoding": "embedding"}})
+    data = load_table(s, 0, "float64")
+    assert data.info["input_vocab"] == {"color": 4}
+    assert not any(n.startswith("color") for n in data.info["tabular"].feature_names)
+    rows = rows_of(tmp_path / "t.csv")[1:]
+    expected = [{"blue": 1, "green": 2, "red": 3}[r[1]] for r in rows]
+    np.testing.assert_array_equal(data.extra["color"], expected)
+    (tmp_path / "c.yaml").write_text(
+        "seed: 0\ndata: {dataset: csv, path: t.csv, label_column: species,\n"
+        "       columns: {color: {encoding: embedding}}}\n"
+        "model:\n  inputs: [color]\n  layers:\n"
+        "    - embedding: {name: color_vec, dim: 3, inputs: [color]}\n"
+        "    - concat: {inputs: [input, color_vec]}\n"
+        "    - dense: {units: 32, activation: relu}\n"
+        "    - dense: {units: classes}\nloss: cross_entropy\noptimizer: adam\n"
+        "train: {epochs: 40}\nmetrics: [accuracy]\n")
+    result = cli("train", tmp_path / "c.yaml", "--out", tmp_path / "runs", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert float(result.stdout.split("test_accuracy ")[1].split()[0]) > 0.75
+    (run,) = (tmp_path / "runs").iterdir()
+    (tmp_path / "raw.csv").write_text("age,color,income,size\n1.5,red,,S\n0.1,violet,0,M\n")
+    out = cli("predict", run, tmp_path / "raw.csv")
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[1].split(",")[1] == "setosa"
