@@ -17,6 +17,7 @@ LAYERS = [  # lowest first; names on one row are siblings
      "comparator_metrics"},
     {"step", "starter"},
     {"train", "gradcheck", "export", "summary", "catalog"},
+    {"tune"},
     {"cli"},
 ]
 RANK = {name: i for i, row in enumerate(LAYERS) for name in row}

@@ -125,7 +125,7 @@ def guarded(fn):
 
 def _register() -> None:
     from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, init,  # noqa: F401
-                           plot, runs, sample, summary, train, translate,
+                           plot, runs, sample, summary, train, translate, tune,
                            validate)  # (commands register)
 
 

@@ -42,6 +42,7 @@ def train(
         from nnctl.config import load_config
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train import Trainer
+        from nnctl.train.tensorboard_log import with_tensorboard
 
         requested = parse_threads(threads)
         run_dir, config_path = resume_paths(config, resume)
@@ -53,11 +54,12 @@ def train(
             # the resolved config.yaml records the count that ran (auto resolved to a number)
             cfg = with_threads(cfg, count)
             backend = get_backend(device)
-            trainer = Trainer(cfg, backend, None, out=out, epochs=epochs, seed=seed,
-                              resume=run_dir)
             reporter = make_reporter(progress, cfg.spec.train.log_every)
             reporter.threads = describe(count, requested, source)
-            trainer.events = reporter
+            # a missing tensorboardX is reported here, before the data are read
+            events = with_tensorboard(cfg, reporter)
+            trainer = Trainer(cfg, backend, events, out=out, epochs=epochs, seed=seed,
+                              resume=run_dir)
             trainer.resume_command = " ".join(
                 ["nnctl train"] + ([str(config)] if config is not None else [])
                 + [f"--set {shlex.quote(o)}" for o in overrides or ()]

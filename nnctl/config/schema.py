@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from nnctl.config import sequence_specs  # noqa: F401  (registers rnn/lstm/gru/attention specs)
+from nnctl.config.logging_specs import LoggingSpec
+from nnctl.config.tune_specs import TuneSpec
 from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
                                       DropoutSpec, ModelSpec, ReshapeSpec)
 from nnctl.config.validate import (Context, Invalid, boolean, choice, field, got, integer,
@@ -497,6 +499,11 @@ class RunSpec:
                                     "further weighted losses on named layers' outputs "
                                     "(auxiliary heads, reconstructions); the model's last "
                                     "layer is scored by `loss`")
+    logging: LoggingSpec = field(nested(LoggingSpec), LoggingSpec(),
+                                 "dashboards: TensorBoard event files in the run folder")
+    tune: TuneSpec | None = field(optional(nested(TuneSpec)), None,
+                                  "the hyperparameter search of `nnctl tune` (docs/tune.md); "
+                                  "`nnctl train` ignores it")
 
     def validate(self, path, ctx: Context) -> None:
         layers = self.model.layers

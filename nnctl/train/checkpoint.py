@@ -36,13 +36,16 @@ def comparable(resolved: dict) -> dict:
     """The resolved config without what may change between a run and its resumption
     (the number of epochs: resuming may train for longer; the thread count: a machine
     setting, which changes float32 results only in round-off; the divergence test, which
-    only decides when to stop: a run stopped by a false alarm resumes with another; and
-    restore_best, which only picks the weights a run ends on)."""
+    only decides when to stop: a run stopped by a false alarm resumes with another;
+    restore_best, which only picks the weights a run ends on; and where scalars are logged
+    and the search of nnctl tune, which change nothing computed)."""
     resolved = copy.deepcopy(resolved)
     resolved.get("train", {}).pop("epochs", None)
     resolved.get("train", {}).pop("threads", None)
     resolved.get("train", {}).pop("divergence", None)
     resolved.get("train", {}).pop("restore_best", None)  # only picks the weights a run ends on
+    resolved.pop("logging", None)
+    resolved.pop("tune", None)
     return resolved
 
 

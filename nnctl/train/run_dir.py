@@ -223,6 +223,8 @@ def read_json(path: Path) -> dict | None:
 STAMP = "%Y%m%d-%H%M%S"
 # <config>-<YYYYmmdd-HHMMSS>[-k]: RunDir.create's names (k counts runs started in one second)
 RUN_NAME = re.compile(r"(?P<config>.+)-(?P<stamp>\d{8}-\d{6})(?:-(?P<k>\d+))?")
+TRIAL_NAME = re.compile(r"trial-(?P<number>\d+)")  # nnctl tune: <search folder>/trial-NNN
+SEARCH_FILE = "search.json"  # what marks an nnctl tune search's folder
 LATEST = "latest"
 DEFAULT_RUNS = Path("runs")
 
@@ -249,9 +251,13 @@ def run_folders(parent: Path, config: str | None = None) -> list[Path]:
     found = []
     for child in children:
         parsed = parse_run_name(child.name)
+        trial = TRIAL_NAME.fullmatch(child.name)
+        if parsed is None and trial is not None:  # the trials of an nnctl tune search
+            parsed = (None, "", int(trial["number"]))
         if parsed is None or (config is not None and parsed[0] != config):
             continue
-        if child.is_dir():
+        # an nnctl tune search's folder holds runs but is none
+        if child.is_dir() and not (child / SEARCH_FILE).exists():
             found.append(((parsed[1], parsed[2], child.name), child))
     return [path for _, path in sorted(found)]
 

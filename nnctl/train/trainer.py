@@ -693,8 +693,8 @@ class Trainer:
                                        ckpt.comparable(resolved))
             raise ConfigError(f"cannot resume {run_dir}: its config differs in "
                               f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs, "
-                              "train.threads, train.divergence and train.restore_best may "
-                              "change when resuming",
+                              "train.threads, train.divergence, train.restore_best, logging "
+                              "and tune may change when resuming",
                               file=str(self.config.path))
         schema.validate(path, arrays, meta)  # the whole checkpoint, before any of it is used
         ckpt.remove_leftover_temps(run_dir)  # a crash's partial writes (we hold the lock)
