@@ -173,6 +173,26 @@ def _check_finite(a: np.ndarray, what: str, where: str) -> None:
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
+def read_csv_rows(p: Path, delimiter: str, expected: str,
+                  rows_expected: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of each non-blank row of a UTF-8 CSV file (line numbers kept for
+    messages); one-line DataErrors for a missing, unreadable or empty file."""
+    where = str(p)
+    _check_file(p, expected)
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            rows = [(reader.line_num, row) for row in reader
+                    if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError:
+        raise DataError(f"not a UTF-8 text file; expected {expected}", path=where) from None
+    except (csv.Error, OSError) as e:
+        raise DataError(f"cannot read as CSV: {e}", path=where) from None
+    if not rows:
+        raise DataError(f"empty file; expected {rows_expected}", path=where)
+    return rows
+
+
 def load_csv(path: str | os.PathLike, label_column: int | str = -1, header: bool | None = None,
              delimiter: str = ",", dtype: str = "float32") -> Dataset:
     """Read a CSV of numbers: one sample per row, one column holding the label.
@@ -183,20 +203,8 @@ def load_csv(path: str | os.PathLike, label_column: int | str = -1, header: bool
     them regression targets. Features and targets become `dtype` (the run's train.dtype)."""
     p = Path(path)
     where = str(p)
-    _check_file(p, "a CSV file of numbers")
-    try:
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            # Keep each row's line number for messages; skip blank lines.
-            rows = [(reader.line_num, row) for row in reader
-                    if any(cell.strip() for cell in row)]
-    except UnicodeDecodeError:
-        raise DataError("not a UTF-8 text file; expected a CSV file of numbers",
-                        path=where) from None
-    except (csv.Error, OSError) as e:
-        raise DataError(f"cannot read as CSV: {e}", path=where) from None
-    if not rows:
-        raise DataError("empty file; expected rows of comma-separated numbers", path=where)
+    rows = read_csv_rows(p, delimiter, "a CSV file of numbers",
+                         "rows of comma-separated numbers")
 
     if header is None:
         header = not any(_is_number(cell) for cell in rows[0][1])

@@ -23,7 +23,6 @@ data.json through its to_dict) and used again by `nnctl predict` on raw rows.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from nnctl.data.dataset import Dataset, split
 from nnctl.data.kinds import register_loader
-from nnctl.data.loaders import load_csv
+from nnctl.data.loaders import load_csv, read_csv_rows
 from nnctl.errors import DataError
 
 MISSING = {"", "na", "nan", "n/a", "null", "none", "?"}
@@ -190,19 +189,7 @@ class TableEncoder:
 def read_rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
     """(line number, cells) of each non-blank row."""
     where = str(path)
-    if not path.is_file():
-        raise DataError("no such file (expected a CSV file)", path=where)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            rows = [(reader.line_num, row) for row in reader
-                    if any(cell.strip() for cell in row)]
-    except UnicodeDecodeError:
-        raise DataError("not a UTF-8 text file; expected a CSV file", path=where) from None
-    except (csv.Error, OSError) as e:
-        raise DataError(f"cannot read as CSV: {e}", path=where) from None
-    if not rows:
-        raise DataError("empty file; expected a header and rows", path=where)
+    rows = read_csv_rows(path, delimiter, "a CSV file", "a header and rows")
     width = len(rows[0][1])
     for line, row in rows:
         if len(row) != width:
