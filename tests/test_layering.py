@@ -14,7 +14,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"autodiff", "backend", "config", "threads"},
     {"compile"},
     {"layers", "losses", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
-     "comparator_metrics"},
+     "comparator_metrics", "torch_weights"},
     {"step", "starter"},
     {"train", "gradcheck", "export", "summary", "catalog"},
     {"tune"},

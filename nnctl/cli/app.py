@@ -124,7 +124,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import (datasets, evaluate, export_graph, gradcheck, init,  # noqa: F401
+    from nnctl.cli import (datasets, evaluate, export_graph, export_weights,  # noqa: F401
+                           gradcheck, init,
                            plot, runs, sample, summary, train, translate, tune,
                            validate)  # (commands register)
 

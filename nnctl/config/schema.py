@@ -467,6 +467,11 @@ class TrainSpec:
     restore_best: bool = field(boolean, True,
                                "test metrics and weights.npz from the best epoch by "
                                "train.monitor (false: from the last epoch)")
+    init_from: str | None = field(optional(string), None,
+                                  "start from these weights: a PyTorch state dict of the "
+                                  "equivalent modules (.safetensors or .npz; names as "
+                                  "nnctl export-weights writes them, docs/export.md); "
+                                  "relative to the config file")
     threads: int | str = field(one_of(choice("auto"), integer(min=1, max=1024),
                                       what="a positive integer (at most 1024) or 'auto'"), 1,
                                "threads of BLAS and of numba's pool ('auto': the idle cores)")

@@ -96,7 +96,9 @@ class Trainer:
         self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
         self._host_rng = isinstance(self.dropout_rng, np.random.Generator)
-        initial = self.builder.model.initial
+        initial = dict(self.builder.model.initial)
+        if self.spec.train.init_from is not None and resume is None:
+            initial.update(self._weights_from(self.spec.train.init_from, initial))
         self.param_names = list(self.builder.params)
         self.params = [backend.asarray(initial[n]) for n in self.param_names]
         self.state_names = list(self.builder.states)  # running statistics, not trained
@@ -162,6 +164,21 @@ class Trainer:
                                  **params)
         warmup = round(s.warmup_epochs * self.steps_per_epoch)
         return with_warmup(schedule, warmup) if warmup else schedule
+
+    def _weights_from(self, file: str, initial: dict) -> dict:
+        """train.init_from: a PyTorch state dict (nnctl.torch_weights) as this model's
+        starting parameters and layer state, every one present with its shape."""
+        from pathlib import Path
+
+        from nnctl.torch_weights import from_torch, layer_kinds, read_state
+        path = Path(file)
+        if not path.is_absolute() and self.config.path is not None:
+            path = Path(self.config.path).parent / path
+        names = list(self.builder.params) + list(self.builder.states)
+        expected = {n: tuple(initial[n].shape) for n in names}
+        weights = from_torch(layer_kinds(self.spec.model), read_state(path), expected,
+                             str(path))
+        return {n: np.asarray(w, dtype=initial[n].dtype) for n, w in weights.items()}
 
     def _monitor_key(self, record: dict) -> str:
         key = self.spec.train.monitor
