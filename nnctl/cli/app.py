@@ -125,7 +125,7 @@ def guarded(fn):
 
 def _register() -> None:
     from nnctl.cli import (datasets, evaluate, export_graph, export_weights,  # noqa: F401
-                           gradcheck, init,
+                           explain, gradcheck, init,
                            plot, runs, sample, summary, train, translate, tune,
                            validate)  # (commands register)
 
