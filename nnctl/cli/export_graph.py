@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,12 @@ from nnctl.cli.app import app, guarded
 @app.command("export-graph")
 def export_graph(
     config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="dot or json.")] = "dot",
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="dot, json, mermaid, or svg / png (drawn by Graphviz's dot).")] \
+        = "dot",
+    level: Annotated[str, typer.Option(
+        "--level", help="ops (every elementary op, grouped by layer) or layers (one box per "
+                        "layer with its output shape and parameters).")] = "ops",
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write here instead of standard output.")] = None,
     backward: Annotated[bool, typer.Option(
@@ -47,9 +53,25 @@ def export_graph(
         if memory:
             _export_memory(load_config(config), output, batch)
             return
-        if fmt not in FORMATS:
-            raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-        text = export(load_config(config), fmt, backward=backward, batch=batch)
+        picture = fmt in ("svg", "png")
+        if fmt not in FORMATS and not picture:
+            raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, svg or png, got "
+                             f"{fmt!r}")
+        if picture and output is None:
+            raise UsageError(f"--format {fmt} writes a picture: give -o FILE.{fmt}")
+        if picture and shutil.which("dot") is None:
+            raise UsageError(f"--format {fmt} needs Graphviz's dot on the PATH (e.g. apt install "
+                             "graphviz); or write --format dot and draw it elsewhere")
+        if level not in ("ops", "layers"):
+            raise UsageError(f"--level: expected ops or layers, got {level!r}")
+        if level == "layers" and backward:
+            raise UsageError("--backward draws gradient ops; it needs --level ops")
+        text = export(load_config(config), "dot" if picture else fmt, backward=backward,
+                      batch=batch, level=level)
+        if picture:
+            _draw(text, fmt, output)
+            print(f"wrote {output}")
+            return
         if output is None:
             print(text, end="")
             return
@@ -128,3 +150,17 @@ def _export_memory(config, output, batch) -> None:
           f"allocating every result would peak at {human_bytes(plan['unplanned_peak_bytes'])}")
     if output is not None:
         print(f"wrote {output}")
+
+
+def _draw(dot_text: str, fmt: str, output: Path) -> None:
+    """Graphviz's dot renders the DOT text to `output` (written whole or not at all)."""
+    import subprocess
+
+    from nnctl.errors import UsageError
+    from nnctl.train.run_dir import atomic_write
+    result = subprocess.run(["dot", f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
+                            timeout=300)
+    if result.returncode != 0:
+        raise UsageError(f"dot -T{fmt} failed: "
+                         f"{result.stderr.decode(errors='replace').strip()[:300]}")
+    atomic_write(output, lambda f: f.write(result.stdout))

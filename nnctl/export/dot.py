@@ -13,6 +13,7 @@ STYLE = {
     "op": 'shape=box, style=filled, fillcolor="#C9DAF8"',
     "backward": 'shape=box, style=filled, fillcolor="#FCE5CD"',
     "output": 'shape=doubleoctagon, style=filled, fillcolor="#D9EAD3"',
+    "layer": 'shape=box, style="filled,rounded", fillcolor="#C9DAF8"',
 }
 
 
@@ -57,5 +58,47 @@ def to_dot(view: GraphView, title: str = "nnctl") -> str:
     for k, (name, node) in enumerate(zip(view.output_names, view.graph.outputs)):
         lines.append(f"  out{k} [label={_quote(name)}, {STYLE['output']}];")
         lines.append(f"  n{view.ids[node]} -> out{k};")
+    used = {"backward" if n in view.backward and not n.is_leaf else kind(n)
+            for n in view.graph.nodes} | {"output"}
+    lines.extend(_legend([k for k in STYLE if k in used]))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+LEGEND = {"input": "data input", "parameter": "parameter", "constant": "constant",
+          "random": "random mask (dropout)", "op": "forward op", "backward": "gradient op",
+          "output": "graph output", "layer": "layer"}
+
+
+def _legend(kinds: list[str]) -> list[str]:
+    """A boxed key to the node styles the drawing uses."""
+    lines = ["  subgraph cluster_legend {",
+             '    label="legend"; style=dashed; color="#999999"; fontsize=9;']
+    for k in kinds:
+        lines.append(f"    legend_{k} [label={_quote(LEGEND[k])}, {STYLE[k]}];")
+    for a, b in zip(kinds, kinds[1:]):
+        lines.append(f"    legend_{a} -> legend_{b} [style=invis];")
+    lines.append("  }")
+    return lines
+
+
+def layers_to_dot(rows: list[dict], title: str = "nnctl") -> str:
+    """One box per layer (name, type, output shape per sample, parameters) from
+    nnctl.export.layers_view.layer_rows; the graph people draw by hand."""
+    lines = [f"digraph {_quote(title)} {{", "  rankdir=TB;",
+             '  node [fontname="Helvetica", fontsize=10];',
+             '  edge [color="#555555", arrowsize=0.6];']
+    ids = {row["name"]: f"l{k}" for k, row in enumerate(rows)}
+    for row in rows:
+        shape = "[" + ", ".join(map(str, row["shape"])) + "]"
+        label = f"{row['name']}: {row['type']}\n{shape}"
+        if row["params"]:
+            label += f"\n{row['params']:,} params"
+        style = STYLE["input"] if row["type"] == "input" else STYLE["layer"]
+        lines.append(f"  {ids[row['name']]} [label={_quote(label)}, {style}];")
+    for row in rows:
+        for src in row["inputs"]:
+            lines.append(f"  {ids[src]} -> {ids[row['name']]};")
+    lines.extend(_legend(["input", "layer"]))
     lines.append("}")
     return "\n".join(lines) + "\n"

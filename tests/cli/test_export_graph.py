@@ -68,9 +68,10 @@ def test_json_schema(cli, tmp_path):
 
 
 def test_unknown_format_is_a_usage_error(cli):
-    result = cli("export-graph", CONFIGS / "spirals.yaml", "--format", "png")
+    result = cli("export-graph", CONFIGS / "spirals.yaml", "--format", "gif")
     assert result.exit_code == 2
-    assert "--format: expected one of dot, json, got 'png'" in result.stderr
+    assert "--format: expected one of dot, json, mermaid, svg or png, got 'gif'" in \
+        result.stderr
 
 
 def test_passes_writes_every_stage_and_prints_the_table(cli, tmp_path):
