@@ -3,7 +3,7 @@ parameters, constants and gradient ops styled apart; forward nodes grouped by la
 
 from __future__ import annotations
 
-from nnctl.export.graph_view import GraphView, kind
+from nnctl.export.graph_view import GraphView, by_layer, style_of
 
 STYLE = {
     "input": 'shape=ellipse, style=filled, fillcolor="#E0E0E0"',
@@ -37,15 +37,11 @@ def to_dot(view: GraphView, title: str = "nnctl") -> str:
     lines = [f"digraph {_quote(title)} {{", "  rankdir=TB;",
              '  node [fontname="Helvetica", fontsize=10];',
              '  edge [color="#555555", arrowsize=0.6];']
-    clusters: dict[str, list[str]] = {}
-    body: list[str] = []
-    for node in view.graph.nodes:
-        i = view.ids[node]
-        style = "backward" if node in view.backward and not node.is_leaf else kind(node)
+    def statement(node) -> str:
         shape_text = "[" + ", ".join(map(str, node.aval.shape)) + "]"
-        stmt = f"  n{i} [label={_quote(_label(node, shape_text))}, {STYLE[style]}];"
-        scope = node.scope.split("/")[0] if node.scope and node not in view.backward else ""
-        (clusters.setdefault(scope, []) if scope else body).append(stmt)
+        return (f"  n{view.ids[node]} [label={_quote(_label(node, shape_text))}, "
+                f"{STYLE[style_of(view, node)]}];")
+    clusters, body = by_layer(view, statement)
     for k, (scope, stmts) in enumerate(clusters.items()):
         lines.append(f"  subgraph cluster_{k} {{")
         lines.append(f"    label={_quote(scope)}; style=rounded; color=\"#999999\";")
@@ -58,8 +54,7 @@ def to_dot(view: GraphView, title: str = "nnctl") -> str:
     for k, (name, node) in enumerate(zip(view.output_names, view.graph.outputs)):
         lines.append(f"  out{k} [label={_quote(name)}, {STYLE['output']}];")
         lines.append(f"  n{view.ids[node]} -> out{k};")
-    used = {"backward" if n in view.backward and not n.is_leaf else kind(n)
-            for n in view.graph.nodes} | {"output"}
+    used = {style_of(view, n) for n in view.graph.nodes} | {"output"}
     lines.extend(_legend([k for k in STYLE if k in used]))
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -35,6 +35,22 @@ def kind(node: Node) -> str:
     return node.op if node.is_leaf else "op"
 
 
+def style_of(view: GraphView, node: Node) -> str:
+    """The drawing style: a leaf's kind, "op", or "backward" for a gradient op."""
+    return "backward" if node in view.backward and not node.is_leaf else kind(node)
+
+
+def by_layer(view: GraphView, statement) -> tuple[dict[str, list[str]], list[str]]:
+    """statement(node) for every node, grouped by the layer of its forward scope (clusters in
+    first-seen order), and the rest (leaves outside layers, gradient ops) apart."""
+    clusters: dict[str, list[str]] = {}
+    body: list[str] = []
+    for node in view.graph.nodes:
+        scope = node.scope.split("/")[0] if node.scope and node not in view.backward else ""
+        (clusters.setdefault(scope, []) if scope else body).append(statement(node))
+    return clusters, body
+
+
 def plain(value):
     """Attributes as JSON-friendly values (tuples become lists, frozen attrs plain dicts, any
     other object, such as a fused node's program, its text)."""

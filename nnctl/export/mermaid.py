@@ -3,7 +3,7 @@ node kinds as classes with the DOT export's colours, forward nodes grouped by la
 
 from __future__ import annotations
 
-from nnctl.export.graph_view import GraphView, kind
+from nnctl.export.graph_view import GraphView, by_layer, style_of
 
 COLOURS = {"input": "#E0E0E0", "parameter": "#ADD8E6", "constant": "#F5F5F5",
            "random": "#FFF3C4", "op": "#C9DAF8", "backward": "#FCE5CD", "output": "#D9EAD3",
@@ -21,18 +21,14 @@ def _classes() -> list[str]:
 def to_mermaid(view: GraphView, title: str = "nnctl") -> str:
     lines = [f"%% {title}: the training graph (nnctl export-graph --format mermaid)",
              "flowchart TB"]
-    clusters: dict[str, list[str]] = {}
-    body: list[str] = []
-    for node in view.graph.nodes:
-        i = view.ids[node]
-        style = "backward" if node in view.backward and not node.is_leaf else kind(node)
+    def statement(node) -> str:
         label = node.name or node.op
         if node.op == "constant":
             v = node.value
             label = f"{v:g}" if isinstance(v, float) else "const"
-        stmt = f'  n{i}["{_text(label)}<br/>{list(node.aval.shape)}"]:::{style}'
-        scope = node.scope.split("/")[0] if node.scope and node not in view.backward else ""
-        (clusters.setdefault(scope, []) if scope else body).append(stmt)
+        return (f'  n{view.ids[node]}["{_text(label)}<br/>{list(node.aval.shape)}"]'
+                f":::{style_of(view, node)}")
+    clusters, body = by_layer(view, statement)
     for k, (scope, stmts) in enumerate(clusters.items()):
         lines.append(f'  subgraph c{k}["{_text(scope)}"]')
         lines.extend("  " + s for s in stmts)
