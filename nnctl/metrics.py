@@ -59,6 +59,12 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     return np.bincount(t * k + p, minlength=k * k).astype(np.int64).reshape(k, k)
 
 
+def safe_ratio(num, den) -> np.ndarray:
+    """num / den in float64, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
 def precision_recall_f1(cm) -> dict[str, float]:
     """Macro precision, recall and F1 of a confusion matrix (rows true, columns predicted);
     classes without predictions or without support contribute 0 (zero_division=0)."""
@@ -67,12 +73,8 @@ def precision_recall_f1(cm) -> dict[str, float]:
         raise ValueError(f"a confusion matrix is square and non-empty, got shape {list(cm.shape)}")
     tp = np.diag(cm)
     predicted, support = cm.sum(axis=0), cm.sum(axis=1)
-
-    def ratio(num, den):
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-    precision, recall = ratio(tp, predicted), ratio(tp, support)
-    f1 = ratio(2 * tp, predicted + support)  # 2TP / (2TP + FP + FN)
+    precision, recall = safe_ratio(tp, predicted), safe_ratio(tp, support)
+    f1 = safe_ratio(2 * tp, predicted + support)  # 2TP / (2TP + FP + FN)
     return {"precision_macro": float(precision.mean()), "recall_macro": float(recall.mean()),
             "f1_macro": float(f1.mean())}
 

@@ -369,8 +369,6 @@ class StepBuilder:
         """The config's loss; with a mask [batch, steps], the mean over the real steps only
         (padding contributes nothing, to the value or to any gradient)."""
         loss = self.config.spec.loss
-        if self.class_weights is not None:
-            return score(loss, out, y, mask, self.class_weights)
         if loss.name == "crf":
             return self.model.layers[self.model.output].nll(out, y, mask)
         if loss.name == "contrastive":
@@ -379,7 +377,7 @@ class StepBuilder:
         if loss.name == "triplet":
             from nnctl.layers.compare import triplet_loss
             return triplet_loss(out, loss.margin)
-        return score(loss, out, y, mask)
+        return score(loss, out, y, mask, self.class_weights)
 
     def objective(self, feeds: Feeds, out: Tensor) -> tuple[Tensor, list[Tensor]]:
         """(the total loss: the config's loss plus each aux_losses term times its weight,
@@ -573,14 +571,20 @@ COMPARISON_LAYERS = ("distance", "triplet_distance", "difference")
 RECALL_METRICS = {"recall_at_1": 1, "recall_at_2": 2, "recall_at_4": 4, "recall_at_8": 8}
 
 
-def embedding_layer(config: Config) -> str | None:
-    """A comparator's embedding: the first input of its first comparison layer (distance,
-    triplet_distance, difference); None for a model without one."""
+def comparison_layer(config: Config):
+    """(the first comparison layer's spec: distance, triplet_distance or difference; the
+    name of its first input, the embedding), or (None, None) for a model without one."""
     model = config.spec.model
     for spec, inputs in zip(model.layers, model.layer_inputs()):
         if spec.kind in COMPARISON_LAYERS:
-            return inputs[0]
-    return None
+            return spec, inputs[0]
+    return None, None
+
+
+def embedding_layer(config: Config) -> str | None:
+    """A comparator's embedding: the first input of its first comparison layer; None for a
+    model without one."""
+    return comparison_layer(config)[1]
 
 
 def check_comparison_needs(config: Config, splits: Splits) -> None:

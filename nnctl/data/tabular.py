@@ -268,9 +268,9 @@ def train_rows(y: np.ndarray, spec, seed: int) -> np.ndarray:
     return np.sort(parts[0].x)
 
 
-def fit_table(rows, spec, seed: int, where: str):
-    """(header, label index, encoder, y, class names) of a table with strings or gaps."""
-    header = spec.header if spec.header is not None else has_header(rows)
+def fit_table(rows, spec, seed: int, where: str, header: bool):
+    """(encoder, data rows, their line numbers, y, class names) of a table with strings or
+    gaps whose first row is a header or not."""
     first = rows[0][1]
     names = [c.strip() for c in first] if header else [f"column {j + 1}"
                                                        for j in range(len(first))]
@@ -321,7 +321,7 @@ def load_table(spec, seed: int, dtype: str) -> Dataset | None:
     header = spec.header if spec.header is not None else has_header(rows)
     if is_plain_numeric(rows[1:] if header else rows) and not spec.columns:
         return None
-    encoder, body, lines, y, class_names = fit_table(rows, spec, seed, where)
+    encoder, body, lines, y, class_names = fit_table(rows, spec, seed, where, header)
     x = encoder.encode([r for _, r in body], lines, where)
     if not x.shape[1]:
         raise DataError("no feature columns left for the input x (every column is the label, "

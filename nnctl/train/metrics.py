@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from nnctl.comparator_metrics import roc_auc
+from nnctl.metrics import safe_ratio
 
 
 class MetricSums:
@@ -95,12 +96,6 @@ class SpanTotals:
         return 2.0 * self.tp / denominator if denominator else 0.0
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-
 class MultiLabelTotals:
     """Binary and multi-label metrics over a split's batches: out [N, K] logits, y [N, K]
     targets in [0, 1]. A label is predicted where sigmoid(logit) > 0.5 (logit > 0) and is
@@ -140,7 +135,7 @@ def multilabel_metrics(logits: np.ndarray, truth: np.ndarray) -> dict[str, float
     tp = (pred & truth).sum(0)
     fp = (pred & ~truth).sum(0)
     fn = (~pred & truth).sum(0)
-    micro = _ratio([tp.sum(), tp.sum(), 2 * tp.sum()],
+    micro = safe_ratio([tp.sum(), tp.sum(), 2 * tp.sum()],
                    [tp.sum() + fp.sum(), tp.sum() + fn.sum(), 2 * tp.sum() + fp.sum() + fn.sum()])
     aucs = [roc_auc(logits[:, k], truth[:, k]) for k in range(truth.shape[1])
             if 0 < truth[:, k].sum() < len(truth)]
@@ -148,7 +143,7 @@ def multilabel_metrics(logits: np.ndarray, truth: np.ndarray) -> dict[str, float
             "subset_accuracy": float((pred == truth).all(1).mean()),
             "precision_micro": float(micro[0]), "recall_micro": float(micro[1]),
             "f1_micro": float(micro[2]),
-            "precision_macro": float(_ratio(tp, tp + fp).mean()),
-            "recall_macro": float(_ratio(tp, tp + fn).mean()),
-            "f1_macro": float(_ratio(2 * tp, 2 * tp + fp + fn).mean()),
+            "precision_macro": float(safe_ratio(tp, tp + fp).mean()),
+            "recall_macro": float(safe_ratio(tp, tp + fn).mean()),
+            "f1_macro": float(safe_ratio(2 * tp, 2 * tp + fp + fn).mean()),
             "roc_auc": float(np.mean(aucs)) if aucs else float("nan")}

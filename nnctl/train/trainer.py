@@ -30,8 +30,8 @@ from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
-from nnctl.step import (COMPARISON_LAYERS, RECALL_METRICS, embedding_layer, layer_location,
-                        make_augmenter, prepare, seed_streams, vocabulary)
+from nnctl.step import (RECALL_METRICS, comparison_layer, layer_location, make_augmenter,
+                        prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
 from nnctl.train.divergence import DivergenceWatch
@@ -649,14 +649,12 @@ class Trainer:
         eval_batch_size): the first input of its comparison layer, L2-normalised where that
         layer's metric is cosine, so that Euclidean order is the metric's order."""
         if self._embedding_plan is None:
-            layer = embedding_layer(self.config)
+            spec, layer = comparison_layer(self.config)
             outputs, feeds = self.builder.embedding_step(layer)
             self._embedding_plan = compile_graph(
                 outputs, feeds, self.backend, capacity={"B": self.spec.train.eval_batch_size},
                 jit=self._jit())
-            model = self.config.spec.model
-            first = next(s for s in model.layers if s.kind in COMPARISON_LAYERS)
-            self._embedding_cosine = getattr(first, "metric", None) == "cosine"
+            self._embedding_cosine = getattr(spec, "metric", None) == "cosine"
         size = self.spec.train.eval_batch_size
         parts = []
         for start in range(0, len(x), size):
