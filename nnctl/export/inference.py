@@ -1,0 +1,119 @@
+"""A finished run's model as a self-contained inference graph, for the exports that run it
+elsewhere (ONNX, the NumPy runner): evaluation mode (dropout gone, batch norm on its running
+statistics), the run's input normalisation as the graph's first ops, so the graph takes the
+same raw rows as `nnctl predict`, and the compile passes applied (constants folded, common
+subexpressions shared, dead nodes gone). Sequences are padded to the run's longest length;
+the batch stays symbolic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnctl.compile.passes import eliminate_common_subexpressions, eliminate_dead_code, \
+    fold_constants
+from nnctl.compile.rewrite import make, rewrite
+from nnctl.compile.simplify import simplify_algebra
+from nnctl.graph.ir import Graph, Node
+from nnctl.ops.registry import Dim, resolve
+
+# what the inference graph goes through: the passes that keep it a graph of table ops (the
+# training-only ones, conv columns and weight-gradient batching, have nothing to do here)
+INFERENCE_PASSES = (fold_constants, simplify_algebra, eliminate_common_subexpressions,
+                    eliminate_dead_code)
+
+
+@dataclass
+class InferenceGraph:
+    graph: Graph                      # outputs: (the model's output,)
+    inputs: list[Node]                # the data the graph is fed, in feed order
+    weights: dict[str, np.ndarray]    # parameter and state node name -> value (host)
+    normalised: bool                  # whether x goes through the run's normaliser first
+    classification: bool              # the output holds one score per class (last axis)
+    dtype: str                        # the run's float dtype
+
+    @property
+    def output(self) -> Node:
+        return self.graph.outputs[0]
+
+
+def inference_graph(trainer) -> InferenceGraph:
+    """The run's forward graph for exports; `trainer` holds the run's config, data
+    information and weights (nnctl.train.inference.load_run)."""
+    outputs, feeds = trainer.builder.forward_step()
+    out = outputs[0].node
+    n_data = len(feeds) - len(trainer.param_names) - len(trainer.state_names)
+    inputs = [t.node for t in feeds[:n_data]]
+    splits = trainer.splits
+    normaliser = None if splits.vocab is not None else splits.normalizer
+    normalised = normaliser is not None and normaliser.method != "none"
+    graph = Graph([out])
+    if normalised:
+        graph, inputs = _normalise_first(graph, inputs, normaliser)
+    graph = Graph(graph.outputs)
+    for transform in INFERENCE_PASSES:
+        graph = transform(graph)
+    values = trainer.weights()
+    weights = {n.name: np.asarray(values[n.name]) for n in graph.nodes
+               if n.op == "parameter"}
+    return InferenceGraph(graph, inputs, weights, normalised, trainer.classification,
+                          trainer.spec.train.dtype)
+
+
+def _normalise_first(graph: Graph, inputs: list[Node], normaliser):
+    """`graph` with the model input x replaced by (raw - offset) / scale of a new input raw
+    of the same shape: what `nnctl predict` does to the rows before the model sees them."""
+    x = inputs[0]
+    raw = Node("input", (), {}, x.aval, name=x.name)
+    dtype = x.aval.dtype
+    offset = Node("constant", (), {}, _aval(normaliser.offset, dtype), name="input_offset",
+                  value=normaliser.offset.astype(dtype))
+    scale = Node("constant", (), {}, _aval(normaliser.scale, dtype), name="input_scale",
+                 value=normaliser.scale.astype(dtype))
+    normalised = make("div", [make("sub", [raw, offset], raw), scale], raw)
+
+    def visit(node: Node, ctx) -> Node:
+        return normalised if node is x else node
+    return rewrite(graph, visit), [raw, *inputs[1:]]
+
+
+def _aval(value: np.ndarray, dtype: str):
+    from nnctl.ops.registry import Aval
+    return Aval(tuple(value.shape), dtype)
+
+
+def sample_inputs(trainer, graph: InferenceGraph, batch: int, split: str = "test"
+                  ) -> list[np.ndarray]:
+    """The first `batch` samples of a split as the graph takes them (raw rows, sequences
+    padded with zeros to the graph's length), repeated where the split is smaller."""
+    from nnctl.data.batching import batch_arrays
+    data = getattr(trainer.splits, split)
+    if len(data) == 0:
+        data = trainer.splits.train
+    idx = np.arange(batch) % len(data)
+    arrays = batch_arrays(data, idx, trainer.spec.train.pad_multiple, trainer.spec.train.dtype,
+                          trainer.builder.extra_names)
+    arrays = arrays[:1] + arrays[2:]  # no labels
+    if graph.normalised:
+        norm = trainer.splits.normalizer
+        arrays[0] = arrays[0] * norm.scale + norm.offset
+    out = []
+    for array, node in zip(arrays, graph.inputs):
+        shape = resolve(node.aval.shape, {"B": batch})
+        pad = [(0, want - have) for have, want in zip(array.shape, shape)]
+        out.append(np.pad(array, pad).astype(node.aval.dtype))
+    return out
+
+
+def reference_output(trainer, graph: InferenceGraph, arrays: list[np.ndarray]) -> np.ndarray:
+    """nnctl's own forward (the plan `predict` runs) on the raw inputs `arrays`."""
+    arrays = list(arrays)
+    if graph.normalised:
+        arrays[0] = trainer.splits.normalizer.apply(arrays[0]).astype(graph.inputs[0].aval.dtype)
+    return np.asarray(trainer.forward_arrays(arrays))
+
+
+def symbolic(shape) -> bool:
+    return any(isinstance(d, Dim) for d in shape)
