@@ -117,3 +117,43 @@ def reference_output(trainer, graph: InferenceGraph, arrays: list[np.ndarray]) -
 
 def symbolic(shape) -> bool:
     return any(isinstance(d, Dim) for d in shape)
+
+
+INFERENCE_FORMAT = "nnctl-inference"
+INFERENCE_VERSION = 1
+
+
+def to_inference_json(graph: InferenceGraph, title: str, labels=None) -> str:
+    """The inference graph as JSON for the dependency-free runner (nnctl/runner.py; schema in
+    docs/export.md): nodes in topological order, each with its op, attributes, inputs (node
+    ids), shape ("B" for the batch) and dtype; constants carry their values, parameters
+    their names in the run's weights file."""
+    import json
+
+    from nnctl.export.graph_view import plain
+    ids = {node: k for k, node in enumerate(graph.graph.nodes)}
+    nodes = []
+    for node in graph.graph.nodes:
+        entry = {"id": ids[node], "op": node.op, "name": node.name, "scope": node.scope,
+                 "shape": [str(d) if isinstance(d, Dim) else d for d in node.aval.shape],
+                 "dtype": node.aval.dtype, "inputs": [ids[i] for i in node.inputs],
+                 "attrs": plain({k: _plain_dims(v) for k, v in node.attrs.items()})}
+        if node.op == "constant":
+            value = np.asarray(node.value.get() if hasattr(node.value, "get") else node.value)
+            entry["value"] = value.tolist()
+        nodes.append(entry)
+    doc = {"format": INFERENCE_FORMAT, "version": INFERENCE_VERSION, "title": title,
+           "inputs": [{"name": n.name, "id": ids[n]} for n in graph.inputs],
+           "output": ids[graph.output], "classification": graph.classification,
+           "labels": None if labels is None else [str(v) for v in labels],
+           "weights": sorted(graph.weights), "nodes": nodes}
+    return json.dumps(doc, indent=None, separators=(",", ":")) + "\n"
+
+
+def _plain_dims(value):
+    """Attributes with each symbolic size written "B" or "k*B"."""
+    if isinstance(value, Dim):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain_dims(v) for v in value]
+    return value
