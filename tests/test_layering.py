@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "nnctl"
 
 LAYERS = [  # lowest first; names on one row are siblings
-    {"errors", "jit", "extras"},
+    {"errors", "jit", "extras", "runner"},  # runner: imports no nnctl module at all
     {"ops"},
     {"graph"},
     {"autodiff", "backend", "config", "threads"},

@@ -13,10 +13,17 @@ from nnctl.cli.app import app, guarded
 
 @app.command("export-graph")
 def export_graph(
-    config: Annotated[Path, typer.Argument(help="The run config (YAML).")],
+    config: Annotated[Path, typer.Argument(
+        help="The run config (YAML): its training graph; or a run folder (or "
+             "runs/<config>-latest): its inference graph with the trained weights.")],
     fmt: Annotated[str, typer.Option(
-        "--format", "-f", help="dot, json, mermaid, or svg / png (drawn by Graphviz's dot).")] \
-        = "dot",
+        "--format", "-f", help="dot, json, mermaid, svg / png (drawn by Graphviz's dot), or "
+                               "onnx (a run's model, checked in ONNX Runtime).")] = "dot",
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights", help="A run folder whose trained weights the config's model is exported "
+                          "with (onnx, json); the same as giving the run folder.")] = None,
+    opset: Annotated[int, typer.Option(
+        "--opset", help="The ONNX opset to write (14-21).")] = 17,
     level: Annotated[str, typer.Option(
         "--level", help="ops (every elementary op, grouped by layer) or layers (one box per "
                         "layer with its output shape and parameters).")] = "ops",
@@ -37,21 +44,38 @@ def export_graph(
 ) -> None:
     """Write the training graph (forward and loss; --backward adds the gradients).
 
-    Example: [bold]nnctl export-graph configs/digits_mlp.yaml -o mlp.dot && dot -Tsvg mlp.dot[/]
+    Given a run folder (or --weights RUN_DIR), the model it predicts with instead: -f onnx
+    writes an ONNX model, -f json the graph the NumPy runner reads (docs/runner.md), the
+    drawings its inference graph.
+
+    Examples: [bold]nnctl export-graph configs/digits_mlp.yaml -o mlp.dot && dot -Tsvg mlp.dot[/]
+    and [bold]nnctl export-graph runs/digits_mlp-latest -f onnx -o mlp.onnx[/]
     """
     def run():
         from nnctl.config import load_config
         from nnctl.errors import UsageError
         from nnctl.export import FORMATS, export_graph as export
+        from nnctl.cli.export_model import is_run_folder
         from nnctl.train.run_dir import check_writable_folder
 
         if output is not None:  # before the work: a read-only or missing place fails at once
             check_writable_folder(output if passes else output.parent, "--output")
+        of_run = weights is not None or fmt == "onnx" or is_run_folder(config) or \
+            config.suffix.lower() not in (".yaml", ".yml")
+        if of_run and not (passes or memory or level == "layers"):
+            _export_model(config, weights, fmt, output, opset, backward)
+            return
+        if config.suffix.lower() not in (".yaml", ".yml") or config.is_dir():
+            from nnctl.train.run_dir import resolve_run_dir  # a run folder's own config
+            config_path = resolve_run_dir(config) / "config.yaml"
+        else:
+            config_path = config
         if passes:
-            _export_passes(load_config(config), output or Path(f"{config.stem}-passes"), batch)
+            _export_passes(load_config(config_path), output or Path(f"{config.stem}-passes"),
+                           batch)
             return
         if memory:
-            _export_memory(load_config(config), output, batch)
+            _export_memory(load_config(config_path), output, batch)
             return
         picture = fmt in ("svg", "png")
         if fmt not in FORMATS and not picture:
@@ -66,7 +90,7 @@ def export_graph(
             raise UsageError(f"--level: expected ops or layers, got {level!r}")
         if level == "layers" and backward:
             raise UsageError("--backward draws gradient ops; it needs --level ops")
-        text = export(load_config(config), "dot" if picture else fmt, backward=backward,
+        text = export(load_config(config_path), "dot" if picture else fmt, backward=backward,
                       batch=batch, level=level)
         if picture:
             _draw(text, fmt, output)
@@ -79,6 +103,55 @@ def export_graph(
         atomic_write(output, lambda f: f.write(text.encode()))
         print(f"wrote {output}")
     guarded(run)
+
+
+def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
+                  backward: bool) -> None:
+    """A run's model (or a config's, with its initial weights) as ONNX, as the runner's JSON,
+    or drawn as its inference graph."""
+    from nnctl.backend import get_backend
+    from nnctl.errors import UsageError
+    from nnctl.cli.export_model import export_source, inference_json, inference_view, \
+        write_onnx
+    from nnctl.train.run_dir import atomic_write
+
+    if fmt not in ("onnx", "json", "dot", "mermaid", "svg", "png"):
+        raise UsageError(f"--format: expected onnx, json, dot, mermaid, svg or png, got {fmt!r}")
+    if backward:
+        raise UsageError("--backward draws a config's training graph; a run exports the "
+                         "inference graph it predicts with (give the config for --backward)")
+    if fmt in ("onnx", "svg", "png") and output is None:
+        raise UsageError(f"--format {fmt} writes a file: give -o FILE.{fmt}")
+    if fmt in ("svg", "png") and shutil.which("dot") is None:
+        raise UsageError(f"--format {fmt} needs Graphviz's dot on the PATH (e.g. apt install "
+                         "graphviz); or write --format dot and draw it elsewhere")
+    source = export_source(source_path, weights, get_backend("cpu"))
+    if not source.trained:
+        print(f"note: {source.where}, untrained; give a run folder or --weights RUN_DIR for "
+              "a trained model")
+    if fmt == "onnx":
+        for line in write_onnx(source, output, opset):
+            print(line)
+        return
+    if fmt == "json":
+        text = inference_json(source)
+    else:
+        view = inference_view(source)
+        if fmt == "mermaid":
+            from nnctl.export.mermaid import to_mermaid
+            text = to_mermaid(view, source.title)
+        else:
+            from nnctl.export.dot import to_dot
+            text = to_dot(view, source.title)
+        if fmt in ("svg", "png"):
+            _draw(text, fmt, output)
+            print(f"wrote {output}")
+            return
+    if output is None:
+        print(text, end="")
+        return
+    atomic_write(output, lambda f: f.write(text.encode()))
+    print(f"wrote {output}")
 
 
 def _export_passes(config, folder: Path, batch) -> None:

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from nnctl.errors import UsageError
+from nnctl.errors import NnctlError, UsageError
 from nnctl.export.inference import InferenceGraph
 from nnctl.graph.ir import Node
 from nnctl.ops.registry import Dim
@@ -30,6 +30,11 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 against nnctl's forward in the run's dtype
 
 class ExportError(UsageError):
     """The graph holds something ONNX cannot express here (exit 2, nothing written)."""
+
+
+class ExportMismatch(NnctlError):
+    """The exported model computes something else than nnctl's forward (exit 1: a bug in a
+    mapping, not in the user's input; nothing written)."""
 
 
 class Emitter:
@@ -426,7 +431,7 @@ def check(model) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # onnx raises ValidationError / InferenceError
-        raise ExportError(f"the ONNX checker rejects the exported model: {err}") from None
+        raise ExportMismatch(f"the ONNX checker rejects the exported model: {err}") from None
 
 
 def run_model(model, arrays: list, input_names: list[str]) -> tuple[np.ndarray, str]:
@@ -472,7 +477,7 @@ def verify(model, graph: InferenceGraph, samples, reference) -> list[str]:
         line = (f"batch {batch}: max abs error {err:.2e}, max rel error {rel:.2e} "
                 f"against nnctl's forward ({runtime})")
         if not ok:
-            raise ExportError(f"the exported model does not match nnctl's forward at {line} "
+            raise ExportMismatch(f"the exported model does not match nnctl's forward at {line} "
                               f"(allowed: rtol {RTOL:g}, atol {ATOL:g}); nothing was written")
         lines.append(line)
     return lines
