@@ -99,18 +99,22 @@ def paths_to(loss: Tensor, param: Tensor, limit: int = MAX_PATHS) -> list[Path]:
     return found
 
 
-def path_gradient(loss: Tensor, param: Tensor, path: Path) -> Tensor:
-    """The gradient that flows along this path only: the loss's seed 1 pulled back through
-    each edge's vjp, from the loss down to the parameter."""
+def path_gradient(loss: Tensor, param: Tensor, path: Path) -> tuple[Tensor, list[Tensor]]:
+    """(the gradient that flows along this path only, the gradient arriving at each edge's
+    consumer from above, in the path's order): the loss's seed 1 pulled back through each
+    edge's vjp, from the loss down to the parameter."""
     g = Tensor(np.ones(loss.shape, dtype=loss.dtype))
+    arriving: list[Tensor] = []
     for k in range(len(path.edges) - 1, -1, -1):
         e = path.edges[k]
+        arriving.append(g)
         op = REGISTRY[e.node.op]
         inputs = [Tensor(node=n) for n in e.node.inputs]
         g = op.vjp(g, Tensor(node=e.node), *inputs, **e.node.attrs)[e.index]
         if g is None:
-            return Tensor(np.zeros(param.shape, dtype=param.dtype))
-    return g
+            zero = Tensor(np.zeros(param.shape, dtype=param.dtype))
+            return zero, [zero] * (len(path.edges) - len(arriving)) + arriving[::-1]
+    return g, arriving[::-1]
 
 
 def explain(config, param_name: str, batch: int = 4, weights: dict | None = None) -> dict:
@@ -144,21 +148,32 @@ def explain(config, param_name: str, batch: int = 4, weights: dict | None = None
     except ValueError as err:
         raise UsageError(f"{param_name} reaches the loss by {err}; explain shows smaller "
                          "models") from None
-    contributions = [path_gradient(loss, param, p) for p in paths]
+    pulled = [path_gradient(loss, param, p) for p in paths]
+    contributions = [c for c, _ in pulled]
+    flows = [f for _, along in pulled for f in along]
     (total,) = grad(loss, [param])
     params, states = list(builder.params.values()), list(builder.states.values())
-    plan = compile_graph([*contributions, total], [*feeds.data, *params, *states],
+    plan = compile_graph([*contributions, total, *flows], [*feeds.data, *params, *states],
                          get_backend("cpu"), passes=())
     initial = dict(builder.model.initial)
+    wrong = [k for k in initial if weights and (k not in weights or
+                                                 np.shape(weights[k]) != np.shape(initial[k]))]
+    if wrong:
+        raise UsageError(f"--values: the run's weights do not belong to this config's model "
+                         f"({wrong[0]} is missing or has another shape)")
     if weights:
         initial.update({k: np.asarray(v, np.float64) for k, v in weights.items()
                         if k in initial})
     data = batch_arrays(splits.train, idx, 1, "float64", builder.extra_names)
     values = plan.run([*data, *[initial[k] for k in builder.params],
                        *[initial[k] for k in builder.states]])
-    parts, autodiff = [np.array(v) for v in values[:-1]], np.array(values[-1])
+    parts = [np.array(v) for v in values[:len(paths)]]
+    autodiff = np.array(values[len(paths)])
+    norms = iter(float(np.linalg.norm(v)) for v in values[len(paths) + 1:])
     return {"param": param_name, "shape": list(param.shape), "batch": n,
-            "paths": [{"edges": p.describe(), "norm": float(np.linalg.norm(v)), "value": v}
+            "paths": [{"edges": p.describe(), "norm": float(np.linalg.norm(v)), "value": v,
+                       "flow": [next(norms) for _ in p.edges],
+                       "graph_edges": [(e.node, e.index) for e in p.edges]}
                       for p, v in zip(paths, parts)],
             "sum": np.sum(parts, axis=0) if parts else np.zeros(param.shape),
-            "autodiff": autodiff}
+            "autodiff": autodiff, "loss": loss.node, "param_node": param.node}

@@ -58,3 +58,45 @@ def test_the_command_prints_paths_and_the_check(tmp_path):
     bad = CliRunner().invoke(app, ["explain", str(CONFIGS / "spirals.yaml"), "dense_0.wieght"])
     assert bad.exit_code == 2
     assert "no parameter 'dense_0.wieght' (did you mean 'dense_0.weight'?)" in bad.stderr
+
+
+def test_gradient_arriving_along_the_path():
+    """|g| per edge: the seed 1 at the loss; an add passes g on unchanged (so the op below it
+    receives the same |g|), a tanh changes it."""
+    r = explain(load_config(CONFIGS / "spirals.yaml"), "dense_0.weight")
+    (path,) = r["paths"]
+    flow, edges = path["flow"], path["edges"]
+    assert len(flow) == len(edges) and flow[-1] == 1.0
+    for k in range(len(edges) - 1):
+        if edges[k + 1].startswith("add "):
+            assert flow[k] == pytest.approx(flow[k + 1], rel=1e-12)
+        if edges[k + 1].startswith("tanh "):
+            assert abs(flow[k] - flow[k + 1]) > 1e-6 * flow[k + 1]
+
+
+def test_diagram_highlights_every_path_edge(tmp_path):
+    out = tmp_path / "paths.dot"
+    result = CliRunner().invoke(app, ["explain", str(CONFIGS / "digits_residual.yaml"),
+                                      "branch.bias", "--batch", "3", "--diagram", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    r = explain(load_config(CONFIGS / "digits_residual.yaml"), "branch.bias", batch=3)
+    distinct = {(id(n), i) for p in r["paths"] for n, i in p["graph_edges"]}
+    assert len(r["paths"]) >= 2 and len(distinct) > 10
+    # every distinct (consumer, input) edge on a path drawn highlighted once, plus the legend's
+    assert text.count('penwidth=2, fontcolor="#CC0000"') == len(distinct) + 1
+    assert 'label="branch.bias\\n[128]"' in text and "g * step(x)" in text
+    assert "|g| " in text and "cluster_legend" in text
+
+
+def test_diagram_and_values_errors(tmp_path):
+    bad = CliRunner().invoke(app, ["explain", str(CONFIGS / "spirals.yaml"), "dense_0.weight",
+                                   "--diagram", str(tmp_path / "x.pdf")])
+    assert bad.exit_code == 2 and "expected a .dot, .svg or .png file" in bad.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "weights.npz", **{"dense_0.weight": np.zeros((3, 3))})
+    bad = CliRunner().invoke(app, ["explain", str(CONFIGS / "spirals.yaml"), "dense_0.weight",
+                                   "--values", str(run)])
+    assert bad.exit_code == 2
+    assert "do not belong to this config's model (dense_0.weight" in bad.stderr
