@@ -30,6 +30,11 @@ class Adagrad(Optimizer):
         t *= self.lr
         p -= t
 
+    def update_graph(self, p, g, state, step):
+        p, g = self.decay_graph(p, g)
+        s = state["sum"] + g * g  # starts at initial_accumulator_value, as in `update`
+        return p - g / (s.sqrt() + self.eps) * self.lr, {"sum": s}
+
     def coefficients(self):
         return (self.eps, self.lr)
 

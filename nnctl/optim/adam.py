@@ -43,6 +43,16 @@ class Adam(Optimizer):
         t *= self.lr * math.sqrt(correction2) / correction1
         p -= t
 
+    def update_graph(self, p, g, state, step):
+        p, g = self.decay_graph(p, g)
+        m = state["m"] * self.beta1 + g * (1 - self.beta1)
+        v = state["v"] * self.beta2 + g * g * (1 - self.beta2)
+        # the bias corrections of step `step`, folded into two scalars as `update` folds them
+        correction1, correction2 = 1 - self.beta1 ** step, 1 - self.beta2 ** step
+        denominator = v.sqrt() + self.eps * math.sqrt(correction2)
+        new_p = p - m / denominator * (self.lr * math.sqrt(correction2) / correction1)
+        return new_p, {"m": m, "v": v}
+
     def coefficients(self):
         k = self.steps
         correction1, correction2 = 1 - self.beta1 ** k, 1 - self.beta2 ** k

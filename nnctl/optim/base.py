@@ -17,11 +17,21 @@ gradient and its state, weight decay included, and no allocation in steady state
 module's in-place ufuncs. The kernels repeat `update`'s operations in the same order and
 precision, so the paths agree to float round-off. A parameter the kernels cannot take (a
 gradient of another dtype, state loaded in another dtype) goes the NumPy way on its own.
+
+A third form draws the update: `update_graph(p, g, state, step)` writes the same equations
+with Tensor ops, next to `update` in each subclass, so `nnctl export-graph --optimizer` can
+show the nodes a step adds after the gradients (tests/optim/test_update_graph.py evaluates
+them eagerly against `update` and the kernels). It is never on the training path.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnctl import jit as _jit
+
+if TYPE_CHECKING:  # the graph is imported only by graph_step: training never needs it
+    from nnctl.graph.tensor import Tensor
 
 _FLOATS = ("float32", "float64")
 
@@ -69,6 +79,50 @@ class Optimizer:
 
     def update(self, i: int, p, g) -> None:
         raise NotImplementedError
+
+    # -- the update as graph nodes ---------------------------------------------------------
+
+    @property
+    def graph_name(self) -> str:
+        """The optimizer's name in drawn graphs: "adam", "sgd", ..."""
+        return type(self).__name__.lower()
+
+    def graph_slots(self) -> tuple[str, ...]:
+        """The slots a parameter has state in under these options (SGD without momentum
+        keeps none)."""
+        return self.slots
+
+    def update_graph(self, p: Tensor, g: Tensor, state: dict[str, Tensor],
+                     step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Step `step` (1 for the first) as Tensor ops: the new parameter and the new state
+        (slot -> Tensor) from parameter `p`, gradient `g` and the state before the step.
+        State that `update` makes on the first step starts as it does there (zeros; Adagrad's
+        initial_accumulator_value; SGD's velocity is zero, so mu v + g copies g)."""
+        raise NotImplementedError
+
+    def decay_graph(self, p: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """Weight decay as `_update` applies it, on Tensors: the (p, g) the update proper
+        reads."""
+        wd = self.weight_decay
+        if wd:
+            if self.decoupled_weight_decay:
+                p = p * (1 - self.lr * wd)
+            else:
+                g = g + wd * p
+        return p, g
+
+    def graph_step(self, name: str, p: Tensor, g: Tensor,
+                   step: int = 1) -> tuple[Tensor, dict[str, Tensor]]:
+        """`update_graph` for parameter `name`, its ops in the scope "<optimizer>/<name>" and
+        its state before the step as inputs named "<optimizer>.<slot>[<name>]"."""
+        from nnctl.graph.ir import name_scope
+        from nnctl.graph.tensor import input_placeholder
+
+        state = {slot: input_placeholder(f"{self.graph_name}.{slot}[{name}]", p.shape,
+                                         p.dtype)
+                 for slot in self.graph_slots()}
+        with name_scope(f"{self.graph_name}/{name}"):
+            return self.update_graph(p, g, state, step)
 
     # -- the fused path --------------------------------------------------------------------
 

@@ -42,6 +42,18 @@ class RMSprop(Optimizer):
             t *= self.lr
         p -= t
 
+    def update_graph(self, p, g, state, step):
+        p, g = self.decay_graph(p, g)
+        s = state["square_avg"] * self.alpha + g * g * (1 - self.alpha)
+        d = g / (s.sqrt() + self.eps)
+        if not self.momentum:
+            return p - d * self.lr, {"square_avg": s}
+        b = state["momentum_buffer"] * self.momentum + d
+        return p - b * self.lr, {"square_avg": s, "momentum_buffer": b}
+
+    def graph_slots(self):
+        return self.slots if self.momentum else ("square_avg",)
+
     def coefficients(self):
         return (1 - self.alpha, self.alpha, self.eps, self.momentum, self.lr)
 

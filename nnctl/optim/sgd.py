@@ -26,6 +26,18 @@ class SGD(Optimizer):
             g = g + self.momentum * v if self.nesterov else v
         p -= self.lr * g
 
+    def update_graph(self, p, g, state, step):
+        p, g = self.decay_graph(p, g)
+        if not self.momentum:
+            return p - self.lr * g, {}
+        # the velocity starts at zero, so the first step's mu v + g is `update`'s copy of g
+        v = state["velocity"] * self.momentum + g
+        d = g + self.momentum * v if self.nesterov else v
+        return p - self.lr * d, {"velocity": v}
+
+    def graph_slots(self):
+        return self.slots if self.momentum else ()
+
     def coefficients(self):
         return (self.lr, self.momentum)
 
