@@ -69,9 +69,10 @@ NAMES = {"data": "dataset", "optimizer": "name", "loss": "name", "schedule": "na
 CHOICES = {"data": sorted(_registry("DATASETS")), "optimizer": sorted(_registry("OPTIMIZERS")),
            "loss": sorted(_registry("LOSSES")), "schedule": sorted(_registry("SCHEDULES"))}
 
-MAX_EXAMPLES = int(os.environ.get("NNCTL_FUZZ_EXAMPLES", "600"))
+# The default run tries 150 mutated configs (~15 s); the slow run 600 (~1 min), and
+# NNCTL_FUZZ_EXAMPLES=N sets both for a deeper search.
+EXAMPLES = int(os.environ.get("NNCTL_FUZZ_EXAMPLES", "0"))
 DERANDOMIZE = not os.environ.get("NNCTL_FUZZ_RANDOM")
-MIN_EXAMPLES = min(500, MAX_EXAMPLES)
 
 # ---- values -------------------------------------------------------------------------------
 
@@ -439,12 +440,15 @@ def check_validate(cli, path: Path, with_data: bool, tolerate_known: bool = Fals
     return result
 
 
-def test_validate_survives_mutated_configs(cli, tmp_path):
+@pytest.mark.parametrize("examples", [150, pytest.param(600, marks=pytest.mark.slow)])
+def test_validate_survives_mutated_configs(cli, tmp_path, examples):
     assert len(CONFIG_FILES) >= 5, "the shipped configs are the seeds of the fuzz"
+    max_examples = EXAMPLES or examples
+    min_examples = max_examples * 5 // 6
     stats = {"runs": 0, "data": 0, "ok": 0, "error": 0, "known_crash": 0}
     path = tmp_path / "fuzz.yaml"
 
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=DERANDOMIZE,
+    @settings(max_examples=max_examples, deadline=None, derandomize=DERANDOMIZE,
               database=None, print_blob=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large, HealthCheck.filter_too_much])
@@ -462,9 +466,9 @@ def test_validate_survives_mutated_configs(cli, tmp_path):
 
     fuzz()
     print(f"fuzz stats: {stats}")
-    assert stats["runs"] >= MIN_EXAMPLES, stats
-    assert stats["data"] >= MIN_EXAMPLES // 10, stats   # the data path was exercised too
-    assert stats["error"] >= MIN_EXAMPLES // 2, stats   # most mutations are mistakes...
+    assert stats["runs"] >= min_examples, stats
+    assert stats["data"] >= min_examples // 10, stats   # the data path was exercised too
+    assert stats["error"] >= min_examples // 2, stats   # most mutations are mistakes...
     assert stats["ok"] >= 1, stats                      # ...but not all of them
 
 

@@ -1,11 +1,13 @@
 """`nnctl gradcheck`: the op table and a model, and a planted wrong vjp that must fail."""
 
+import pytest
 from conftest import CONFIGS
 
 from nnctl.ops.registry import Sample, register, unregister
 from nnctl.ops.elementwise import Unary
 
 
+@pytest.mark.slow  # the same table is checked by tests/test_gradcheck.py and per op in tests/ops
 def test_every_op_passes(cli):
     result = cli("gradcheck")
     assert result.exit_code == 0, result.stdout
