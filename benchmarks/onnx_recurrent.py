@@ -32,7 +32,8 @@ def unrolled_model(length: int, units: int, features: int):
 
     text = (f"seed: 0\ndata: {{dataset: adding, samples: 200, length: {length}, "
             f"normalize: none}}\nmodel:\n  layers:\n    - lstm: {{units: {units}}}\n"
-            f"    - dense: {{units: 1}}\nloss: mse\noptimizer: {{name: adam, lr: 0.01}}\ntrain: {{epochs: 1}}\n")
+            f"    - dense: {{units: 1}}\nloss: mse\noptimizer: {{name: adam, lr: 0.01}}\n"
+            "train: {epochs: 1}\n")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lstm.yaml"
         path.write_text(text)
