@@ -211,6 +211,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         header = json.loads(data[8:8 + length])
     except (ValueError, UnicodeDecodeError):
         raise RunnerError(f"{path}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise RunnerError(f"{path}: not a safetensors file (the header is not a JSON object)")
     body = memoryview(data)[8 + length:]
     tensors = {}
     for name, info in header.items():
@@ -264,8 +266,12 @@ class Model:
         self.title = graph.get("title", "")
         self.classification = bool(graph.get("classification"))
         self.labels = graph.get("labels")
-        self.nodes = graph["nodes"]
-        self.inputs = [(entry["name"], self.nodes[entry["id"]]) for entry in graph["inputs"]]
+        missing = [key for key in ("inputs", "output", "nodes") if key not in graph]
+        if missing:
+            raise RunnerError(f"the inference graph has no {missing[0]!r}")
+        self.nodes = graph["nodes"]  # in topological order: a node's inputs come before it
+        by_id = {node["id"]: node for node in self.nodes}
+        self.inputs = [(entry["name"], by_id[entry["id"]]) for entry in graph["inputs"]]
         self.output = graph["output"]
         for node in self.nodes:  # every op known before any weight is read
             if node["op"] not in ("input", "parameter", "constant") and node["op"] not in OPS:
@@ -366,7 +372,7 @@ class Model:
     def _batch(self, feeds: list[np.ndarray]) -> int:
         """The batch size the inputs share, each input's shape checked against the graph's:
         the batch is read off the first symbolic axis, then every size must match."""
-        batch = None
+        batch, source = None, None
         for (name, node), array in zip(self.inputs, feeds):
             shape = node["shape"]
             if array.ndim != len(shape):
@@ -374,9 +380,12 @@ class Model:
             for want, have in zip(shape, array.shape):
                 match = _SYMBOLIC.match(want) if isinstance(want, str) else None
                 if batch is None and match is not None:
-                    batch = have // int(match.group(1) or 1)
+                    batch, source = have // int(match.group(1) or 1), name
                 if size(want, batch) != have:
-                    raise _shape_error(name, shape, array.shape, batch)
+                    # a batch that disagrees with an earlier input's: say where B came from
+                    known = match is not None and source != name
+                    raise _shape_error(name, shape, array.shape,
+                                       f"; here {batch}, as in {source!r}" if known else "")
         return 1 if batch is None else batch
 
     def predict(self, *arrays, **named) -> dict[str, np.ndarray]:
@@ -393,10 +402,9 @@ class Model:
         return columns
 
 
-def _shape_error(name: str, shape, got, batch=None) -> RunnerError:
-    others = f" (B = {batch})" if batch is not None else ""
+def _shape_error(name: str, shape, got, note: str = "") -> RunnerError:
     return RunnerError(f"input {name!r}: expected shape {_shape_text(shape)} (B: any batch "
-                       f"size){others}, got {_shape_text(got)}")
+                       f"size{note}), got {_shape_text(got)}")
 
 
 def _as_input(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
