@@ -31,6 +31,9 @@ def export_graph(
         "--output", "-o", help="Write here instead of standard output.")] = None,
     backward: Annotated[bool, typer.Option(
         "--backward", help="Include the gradient nodes.")] = False,
+    optimizer: Annotated[bool, typer.Option(
+        "--optimizer", help="Include the optimizer's update of every parameter after its "
+                            "gradient (implies --backward).")] = False,
     batch: Annotated[Optional[int], typer.Option(
         min=1, help="Batch size of the drawn graph (default: train.batch_size).")] = None,
     passes: Annotated[bool, typer.Option(
@@ -90,8 +93,10 @@ def export_graph(
             raise UsageError(f"--level: expected ops or layers, got {level!r}")
         if level == "layers" and backward:
             raise UsageError("--backward draws gradient ops; it needs --level ops")
+        if level == "layers" and optimizer:
+            raise UsageError("--optimizer draws the optimizer's update ops; it needs --level ops")
         text = export(load_config(config_path), "dot" if picture else fmt, backward=backward,
-                      batch=batch, level=level)
+                      batch=batch, level=level, optimizer=optimizer)
         if picture:
             _draw(text, fmt, output)
             print(f"wrote {output}")

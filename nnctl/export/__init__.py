@@ -14,9 +14,10 @@ LEVELS = ("ops", "layers")
 
 
 def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
-                 batch: int | None = None, level: str = "ops") -> str:
-    """The training graph of `config` (forward and loss; with `backward`, the gradients too),
-    or with level "layers" one box per layer."""
+                 batch: int | None = None, level: str = "ops", optimizer: bool = False) -> str:
+    """The training graph of `config` (forward and loss; with `backward`, the gradients too;
+    with `optimizer`, the gradients and the optimizer's first update of every parameter), or
+    with level "layers" one box per layer."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     splits, builder = prepare(config)
@@ -33,18 +34,41 @@ def export_graph(config: Config, fmt: str = "dot", backward: bool = False,
     feeds, out = builder.build(batch, training=True)
     loss, _ = builder.objective(feeds, out)
     outputs = {"loss": loss.node}
-    if backward:
+    if backward or optimizer:
         from nnctl.autodiff import grad
         params = builder.params
-        for name, g in zip(params, grad(loss, list(params.values()))):
+        grads = dict(zip(params, grad(loss, list(params.values()))))
+        for name, g in grads.items():
             outputs[f"grad {name}"] = g.node
-    view = GraphView.of(outputs, [loss.node])
+    trained = None
+    if optimizer:
+        trained = list(outputs.values())
+        outputs.update(_update_outputs(config, params, grads))
+    view = GraphView.of(outputs, [loss.node], trained)
     if fmt == "dot":
         return to_dot(view, config.name)
     if fmt == "mermaid":
         from nnctl.export.mermaid import to_mermaid
         return to_mermaid(view, config.name)
-    return to_json(view, config.name, batch=batch, backward_included=backward)
+    return to_json(view, config.name, batch=batch, backward_included=backward or optimizer,
+                   optimizer_included=optimizer)
+
+
+def _update_outputs(config: Config, params: dict, grads: dict) -> dict:
+    """"new <param>" and "new <optimizer>.<slot>[<param>]" for every parameter: the config's
+    optimizer's first step (bias corrections of step 1, optimizer.lr) as graph nodes."""
+    import numpy as np
+
+    from nnctl.optim import make_optimizer
+
+    opt = make_optimizer(config.spec.optimizer, np)
+    outputs = {}
+    for name, p in params.items():
+        new_p, new_state = opt.graph_step(name, p, grads[name], step=1)
+        outputs[f"new {name}"] = new_p.node
+        for slot, t in new_state.items():
+            outputs[f"new {opt.graph_name}.{slot}[{name}]"] = t.node
+    return outputs
 
 
 __all__ = ["FORMATS", "GraphView", "PassesExport", "export_graph", "export_passes", "to_dot",

@@ -1,5 +1,6 @@
 """The graph as Graphviz DOT: one node per op labelled with op and output shape; inputs,
-parameters, constants and gradient ops styled apart; forward nodes grouped by layer."""
+parameters, constants, gradient ops and the optimizer's update styled apart; forward nodes
+grouped by layer."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ STYLE = {
     "random": 'shape=ellipse, style="filled,dashed", fillcolor="#FFF3C4"',
     "op": 'shape=box, style=filled, fillcolor="#C9DAF8"',
     "backward": 'shape=box, style=filled, fillcolor="#FCE5CD"',
+    "update": 'shape=box, style=filled, fillcolor="#D9D2E9"',
+    "state": 'shape=ellipse, style=filled, fillcolor="#D9D2E9"',
     "output": 'shape=doubleoctagon, style=filled, fillcolor="#D9EAD3"',
     "layer": 'shape=box, style="filled,rounded", fillcolor="#C9DAF8"',
 }
@@ -62,6 +65,7 @@ def to_dot(view: GraphView, title: str = "nnctl") -> str:
 
 LEGEND = {"input": "data input", "parameter": "parameter", "constant": "constant",
           "random": "random mask (dropout)", "op": "forward op", "backward": "gradient op",
+          "update": "optimizer update op", "state": "optimizer state (before the step)",
           "output": "graph output", "layer": "layer"}
 
 

@@ -23,6 +23,7 @@ def to_json(view: GraphView, title: str = "nnctl", **meta) -> str:
             "attrs": plain(node.attrs),
             "inputs": [view.ids[i] for i in node.inputs],
             "backward": node in view.backward,
+            "update": node in view.update,
         }
         if node.op == "constant" and isinstance(node.value, (int, float)):
             entry["value"] = node.value

@@ -6,8 +6,8 @@ from __future__ import annotations
 from nnctl.export.graph_view import GraphView, by_layer, style_of
 
 COLOURS = {"input": "#E0E0E0", "parameter": "#ADD8E6", "constant": "#F5F5F5",
-           "random": "#FFF3C4", "op": "#C9DAF8", "backward": "#FCE5CD", "output": "#D9EAD3",
-           "layer": "#C9DAF8"}
+           "random": "#FFF3C4", "op": "#C9DAF8", "backward": "#FCE5CD", "update": "#D9D2E9",
+           "state": "#D9D2E9", "output": "#D9EAD3", "layer": "#C9DAF8"}
 
 
 def _text(text: str) -> str:
