@@ -24,6 +24,9 @@ def export_graph(
                           "with (onnx, json); the same as giving the run folder.")] = None,
     opset: Annotated[int, typer.Option(
         "--opset", help="The ONNX opset to write (14-21).")] = 17,
+    recurrent: Annotated[str, typer.Option(
+        "--recurrent", help="ONNX: recurrent layers as ONNX's own LSTM / GRU / RNN nodes "
+                            "(nodes, faster) or as their unrolled ops (unrolled).")] = "nodes",
     level: Annotated[str, typer.Option(
         "--level", help="ops (every elementary op, grouped by layer) or layers (one box per "
                         "layer with its output shape and parameters).")] = "ops",
@@ -45,7 +48,8 @@ def export_graph(
         "allocated once before training, the peak alive, and its largest buffers "
         "(with -o: the whole plan as JSON).")] = False,
 ) -> None:
-    """Write the training graph (forward and loss; --backward adds the gradients).
+    """Write the training graph (forward and loss; --backward adds the gradients, --optimizer
+    also the optimizer's update).
 
     Given a run folder (or --weights RUN_DIR), the model it predicts with instead: -f onnx
     writes an ONNX model, -f json the graph the NumPy runner reads (docs/runner.md), the
@@ -66,7 +70,11 @@ def export_graph(
         of_run = weights is not None or fmt == "onnx" or is_run_folder(config) or \
             config.suffix.lower() not in (".yaml", ".yml")
         if of_run and not (passes or memory or level == "layers"):
-            _export_model(config, weights, fmt, output, opset, backward)
+            if optimizer:
+                raise UsageError("--optimizer draws a config's training step; a run exports "
+                                 "the inference graph it predicts with (give the config for "
+                                 "--optimizer)")
+            _export_model(config, weights, fmt, output, opset, backward, recurrent)
             return
         if config.suffix.lower() not in (".yaml", ".yml") or config.is_dir():
             from nnctl.train.run_dir import resolve_run_dir  # a run folder's own config
@@ -111,7 +119,7 @@ def export_graph(
 
 
 def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
-                  backward: bool) -> None:
+                  backward: bool, recurrent: str = "nodes") -> None:
     """A run's model (or a config's, with its initial weights) as ONNX, as the runner's JSON,
     or drawn as its inference graph."""
     from nnctl.backend import get_backend
@@ -122,6 +130,8 @@ def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
 
     if fmt not in ("onnx", "json", "dot", "mermaid", "svg", "png"):
         raise UsageError(f"--format: expected onnx, json, dot, mermaid, svg or png, got {fmt!r}")
+    if recurrent not in ("nodes", "unrolled"):
+        raise UsageError(f"--recurrent: expected nodes or unrolled, got {recurrent!r}")
     if backward:
         raise UsageError("--backward draws a config's training graph; a run exports the "
                          "inference graph it predicts with (give the config for --backward)")
@@ -135,7 +145,7 @@ def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
         print(f"note: {source.where}, untrained; give a run folder or --weights RUN_DIR for "
               "a trained model")
     if fmt == "onnx":
-        for line in write_onnx(source, output, opset):
+        for line in write_onnx(source, output, opset, recurrent == "nodes"):
             print(line)
         return
     if fmt == "json":

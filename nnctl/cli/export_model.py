@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnctl.errors import UsageError
-from nnctl.export.inference import InferenceGraph, inference_graph
+from nnctl.export.inference import INFERENCE_PASSES, LAYERWISE_PASSES, InferenceGraph, \
+    inference_graph
 
 
 @dataclass
@@ -18,8 +19,8 @@ class ExportSource:
     trained: bool            # weights of a run (else the config's initial weights)
     where: str               # what the weights came from, for messages
 
-    def graph(self) -> InferenceGraph:
-        return inference_graph(self.trainer)
+    def graph(self, passes=INFERENCE_PASSES) -> InferenceGraph:
+        return inference_graph(self.trainer, passes)
 
 
 def is_run_folder(path: Path) -> bool:
@@ -63,7 +64,8 @@ def export_source(config_or_run: Path, weights: Path | None, backend) -> ExportS
                         f"the initial weights of {config_or_run} (seed {config.spec.seed})")
 
 
-def write_onnx(source: ExportSource, output: Path, opset: int) -> list[str]:
+def write_onnx(source: ExportSource, output: Path, opset: int,
+               recurrent_nodes: bool = True) -> list[str]:
     """Build, check (onnx.checker, full), run in ONNX Runtime at batches 1 and 7 against
     nnctl's forward, then write `output` atomically; the report lines. Nothing is written
     when a step fails."""
@@ -77,8 +79,8 @@ def write_onnx(source: ExportSource, output: Path, opset: int) -> list[str]:
     from nnctl.export.onnx_export import check, to_onnx, verify
     from nnctl.train.run_dir import atomic_write
 
-    graph = source.graph()
-    model = to_onnx(graph, opset, source.title)
+    graph = source.graph(LAYERWISE_PASSES)
+    model = to_onnx(graph, opset, source.title, recurrent_nodes)
     check(model)
     trainer = source.trainer
     lines = verify(model, graph, lambda b: sample_inputs(trainer, graph, b),
@@ -89,9 +91,11 @@ def write_onnx(source: ExportSource, output: Path, opset: int) -> list[str]:
                        f"{'float32' if n.aval.dtype.startswith('float') else n.aval.dtype}"
                        for n in graph.inputs)
     out = graph.output.aval.shape
+    fused = sorted({n.op_type for n in model.graph.node} & {"LSTM", "GRU", "RNN"})
     head = [f"wrote {output} ({len(data) / 1024:,.0f} KiB): opset {opset}, "
-            f"{len(model.graph.node)} ONNX nodes from {len(graph.graph.op_nodes)} nnctl ops, "
-            f"weights of {source.where}",
+            f"{len(model.graph.node)} ONNX nodes from {len(graph.graph.op_nodes)} nnctl ops"
+            + (f" (recurrent layers as ONNX {' and '.join(fused)} nodes)" if fused else "")
+            + f", weights of {source.where}",
             f"inputs: {inputs}" + (" (raw rows: the run's normaliser is in the model)"
                                    if graph.normalised else ""),
             f"output: output [{', '.join(map(str, out))}] float32"

@@ -8,7 +8,7 @@ the batch stays symbolic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from nnctl.ops.registry import Dim, resolve
 # training-only ones, conv columns and weight-gradient batching, have nothing to do here)
 INFERENCE_PASSES = (fold_constants, simplify_algebra, eliminate_common_subexpressions,
                     eliminate_dead_code)
+# for ONNX: the same without merging common subexpressions, which may join nodes of two
+# layers (two recurrent layers' identical mask slices) and so blur the layer a node belongs
+# to; ONNX Runtime merges them itself when it loads the model
+LAYERWISE_PASSES = (fold_constants, simplify_algebra, eliminate_dead_code)
 
 
 @dataclass
@@ -33,13 +37,14 @@ class InferenceGraph:
     normalised: bool                  # whether x goes through the run's normaliser first
     classification: bool              # the output holds one score per class (last axis)
     dtype: str                        # the run's float dtype
+    layers: dict = field(default_factory=dict)  # layer name -> the model's layer object
 
     @property
     def output(self) -> Node:
         return self.graph.outputs[0]
 
 
-def inference_graph(trainer) -> InferenceGraph:
+def inference_graph(trainer, passes=INFERENCE_PASSES) -> InferenceGraph:
     """The run's forward graph for exports; `trainer` holds the run's config, data
     information and weights (nnctl.train.inference.load_run)."""
     outputs, feeds = trainer.builder.forward_step()
@@ -53,13 +58,14 @@ def inference_graph(trainer) -> InferenceGraph:
     if normalised:
         graph, inputs = _normalise_first(graph, inputs, normaliser)
     graph = Graph(graph.outputs)
-    for transform in INFERENCE_PASSES:
+    for transform in passes:
         graph = transform(graph)
     values = trainer.weights()
     weights = {n.name: np.asarray(values[n.name]) for n in graph.nodes
                if n.op == "parameter"}
+    model = trainer.builder.model
     return InferenceGraph(graph, inputs, weights, normalised, trainer.classification,
-                          trainer.spec.train.dtype)
+                          trainer.spec.train.dtype, dict(zip(model.names, model.layers)))
 
 
 def _normalise_first(graph: Graph, inputs: list[Node], normaliser):

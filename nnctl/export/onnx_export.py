@@ -58,6 +58,14 @@ class Emitter:
         self.nodes.append(self.helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
+    def add_outputs(self, op_type: str, inputs: list[str], count: int, hint: str,
+                    **attrs) -> list[str]:
+        """A node with `count` outputs (an LSTM's Y and Y_h); their names."""
+        outs = [self.fresh(f"{hint}_out{k}") for k in range(count)]
+        self.nodes.append(self.helper.make_node(op_type, inputs, outs, name=self.fresh(hint),
+                                                **attrs))
+        return outs
+
     def const(self, value, dtype: str) -> str:
         """An initializer holding `value` (deduplicated by value for small ones)."""
         array = np.asarray(value, dtype=onnx_numpy_dtype(dtype))
@@ -372,17 +380,22 @@ def unmapped(graph: InferenceGraph) -> list[str]:
     return [f"{op} (layer {layer})" for op, layer in missing.items()]
 
 
-def to_onnx(graph: InferenceGraph, opset: int = DEFAULT_OPSET, name: str = "nnctl"):
+def to_onnx(graph: InferenceGraph, opset: int = DEFAULT_OPSET, name: str = "nnctl",
+            recurrent_nodes: bool = True):
     """The ONNX ModelProto of `graph`: inputs as in `nnctl predict` (raw rows) with a symbolic
-    batch, the weights as initializers, one output `output`."""
+    batch, the weights as initializers, one output `output`. With `recurrent_nodes`, each
+    recurrent layer is one ONNX RNN / LSTM / GRU node per stacked layer
+    (nnctl.export.onnx_recurrent), else its unrolled ops."""
     import onnx
+
+    from nnctl.export.onnx_recurrent import emit_region, find_regions
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"--opset: nnctl writes opsets {MIN_OPSET} to {MAX_OPSET}, got {opset}")
     missing = unmapped(graph)
     if missing:
         raise ExportError("no ONNX mapping for " + ", ".join(missing) + "; nothing was "
-                          "written (docs/export.md lists the mapped ops)")
+                          "written (docs/onnx.md lists the mapped ops)")
     helper = onnx.helper
     em = Emitter(onnx, opset, graph.inputs[0].name)
     names: dict[Node, str] = {}
@@ -392,25 +405,34 @@ def to_onnx(graph: InferenceGraph, opset: int = DEFAULT_OPSET, name: str = "nnct
         dims = ["batch" if isinstance(d, Dim) else int(d) for d in node.aval.shape]
         inputs.append(helper.make_tensor_value_info(node.name,
                                                     _elem_type(onnx, node.aval.dtype), dims))
+
+    def value(node: Node) -> str:
+        """The ONNX name of a node's value; weights and constants are written on first use,
+        so those only a fused layer's skipped ops read are not written at all."""
+        if node not in names:
+            if node.op == "parameter":
+                em.initializers.append(onnx.numpy_helper.from_array(
+                    np.asarray(graph.weights[node.name], onnx_numpy_dtype(node.aval.dtype)),
+                    node.name))
+                names[node] = node.name
+            elif node.op == "constant":
+                names[node] = em.const(_host(node.value), node.aval.dtype)
+            else:
+                raise ExportError(f"the graph reads {node.op} {node.name!r}, which the "
+                                  "exported model does not feed")
+        return names[node]
+
+    regions = find_regions(graph.graph, graph.layers) if recurrent_nodes else {}
+    inside = {n for r in regions.values() for n in r.nodes} - set(regions)
     for node in graph.graph.nodes:
-        if node in names:
+        if node in names or node.is_leaf or node in inside:
             continue
-        if node.op == "input":
-            raise ExportError(f"the graph reads input {node.name!r}, which the exported model "
-                              "does not feed")
-        if node.op == "parameter":
-            em.initializers.append(onnx.numpy_helper.from_array(
-                np.asarray(graph.weights[node.name], onnx_numpy_dtype(node.aval.dtype)),
-                node.name))
-            names[node] = node.name
+        if node in regions:
+            names[node] = emit_region(em, regions[node], value, graph.weights)
             continue
-        if node.op == "constant":
-            names[node] = em.const(_host(node.value), node.aval.dtype)
-            continue
-        ins = [names[i] for i in node.inputs]
-        names[node] = CONVERTERS[node.op](em, node, ins)
+        names[node] = CONVERTERS[node.op](em, node, [value(i) for i in node.inputs])
     out = graph.output
-    em.nodes.append(helper.make_node("Identity", [names[out]], ["output"], name="output"))
+    em.nodes.append(helper.make_node("Identity", [value(out)], ["output"], name="output"))
     dims = ["batch" if isinstance(d, Dim) else int(d) for d in out.aval.shape]
     output = helper.make_tensor_value_info("output", _elem_type(onnx, out.aval.dtype), dims)
     model_graph = helper.make_graph(em.nodes, name, inputs, [output], em.initializers)

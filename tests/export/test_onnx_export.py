@@ -32,9 +32,15 @@ def _session(model):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_matches_nnctl_in_onnx_runtime(path):
+    """As `nnctl export-graph RUN -f onnx` builds it: recurrent layers as ONNX nodes."""
+    from nnctl.export.inference import LAYERWISE_PASSES
     trainer = _trainer(path)
-    graph = inference_graph(trainer)
+    graph = inference_graph(trainer, LAYERWISE_PASSES)
     model = to_onnx(graph)
+    recurrent = [name for name, layer in graph.layers.items()
+                 if getattr(layer, "kind", None) in ("rnn", "lstm", "gru")]
+    fused = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+    assert len(fused) == sum(graph.layers[name].num_layers for name in recurrent)
     onnx.checker.check_model(model, full_check=True)
     session = _session(model)
     names = [i.name for i in session.get_inputs()]
@@ -187,3 +193,112 @@ def test_cli_untrained_config_says_so(cli, tmp_path):
                  tmp_path / "s.onnx")
     assert result.exit_code == 0, result.output
     assert "untrained" in result.output and (tmp_path / "s.onnx").is_file()
+
+
+# ---- recurrent layers as ONNX's own nodes ------------------------------------------------------
+
+LSTM_STATE_2H = """seed: 0
+data: {dataset: dates, samples: 300}
+model:
+  layers:
+    - embedding: {name: source, dim: 8, inputs: [input]}
+    - lstm: {name: encoder, units: 6, return_sequences: true}
+    - sequence_pool: {name: summary, mode: last, inputs: [encoder]}
+    - dense: {name: to_state, units: 12, inputs: [summary]}
+    - embedding: {name: target, dim: 8, inputs: [decoder_input]}
+    - lstm: {name: decoder, units: 6, return_sequences: true, layers: 2,
+             inputs: [target, to_state]}
+    - dense: {units: classes}
+loss: cross_entropy
+optimizer: {name: adam, lr: 0.01}
+train: {epochs: 1, batch_size: 16}
+"""
+
+RNN = """seed: 0
+data: {dataset: adding, samples: 200, length: 9, normalize: none}
+model:
+  layers:
+    - rnn: {units: 5, layers: 3, return_sequences: true}
+    - gru: {units: 4, bias: false}
+    - dense: {units: 1}
+loss: mse
+optimizer: {name: adam, lr: 0.01}
+train: {epochs: 1}
+"""
+
+
+def _recurrent_cases(tmp_path):
+    state = tmp_path / "lstm_state.yaml"
+    state.write_text(LSTM_STATE_2H)
+    rnn = tmp_path / "rnn.yaml"
+    rnn.write_text(RNN)
+    return {
+        "lstm, stacked, no bias": (ROOT / "configs" / "seq_lstm.yaml",
+                                   ["model.layers.0.lstm.layers=2",
+                                    "model.layers.0.lstm.bias=false"], {"LSTM": 2}),
+        "gru": (ROOT / "configs" / "seq_gru.yaml", [], {"GRU": 1}),
+        "masked lstm, sequences out, stacked": (ROOT / "configs" / "chunks_softmax.yaml",
+                                                ["model.layers.1.lstm.layers=2"], {"LSTM": 2}),
+        "gru encoder-decoder: masks, initial state": (ROOT / "configs" / "dates_rnn.yaml",
+                                                      ["data.samples=300"], {"GRU": 2}),
+        "lstm with an initial h and c": (state, [], {"LSTM": 3}),
+        "rnn stacked into a gru without bias": (rnn, [], {"RNN": 3, "GRU": 1}),
+    }
+
+
+def test_recurrent_layers_become_onnx_nodes_and_match(tmp_path):
+    from nnctl.export.inference import LAYERWISE_PASSES
+    for case, (path, overrides, counts) in _recurrent_cases(tmp_path).items():
+        trainer = _trainer(path, *overrides)
+        graph = inference_graph(trainer, LAYERWISE_PASSES)
+        fused, unrolled = to_onnx(graph), to_onnx(graph, recurrent_nodes=False)
+        ops = [n.op_type for n in fused.graph.node]
+        assert {op: ops.count(op) for op in counts} == counts, case
+        assert not {"LSTM", "GRU", "RNN"} & {n.op_type for n in unrolled.graph.node}
+        assert len(fused.graph.node) < len(unrolled.graph.node) / 3, case
+        onnx.checker.check_model(fused, full_check=True)
+        names = [n.name for n in graph.inputs]
+        for batch in (1, 7):
+            arrays = sample_inputs(trainer, graph, batch)
+            if graph.inputs[-1].name == "x_mask" or "y_mask" in names:
+                assert any(a.min() == 0 for a, n in zip(arrays, names) if "mask" in n), \
+                    f"{case}: the sample has no padding to test"
+            want = reference_output(trainer, graph, arrays)
+            for model in (fused, unrolled):
+                (got,) = _session(model).run(None, dict(zip(names, arrays)))
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=case)
+
+
+def test_recurrent_weights_in_onnx_layout():
+    """The gate blocks land in ONNX's order (lstm i, o, f, c from nnctl's i, f, g, o; gru z, r,
+    h from r, z, n), transposed, with gru's b_hn in Rb's h block."""
+    from nnctl.export.onnx_recurrent import onnx_weights
+    units, features = 2, 3
+    wx = np.arange(features * 4 * units, dtype=float).reshape(features, 4 * units)
+    weights = {"l.weight_x": wx, "l.weight_h": np.zeros((units, 4 * units)),
+               "l.bias": np.arange(4 * units, dtype=float)}
+    w, r, b = onnx_weights("lstm", weights, "l", units, True)
+    assert w.shape == (1, 4 * units, features) and b.shape == (1, 8 * units)
+    i, f, g, o = (wx[:, k * units:(k + 1) * units].T for k in range(4))
+    np.testing.assert_array_equal(w[0], np.concatenate([i, o, f, g]))
+    np.testing.assert_array_equal(b[0], [0, 1, 6, 7, 2, 3, 4, 5] + [0] * 8)
+    gru = {"l.weight_x": wx[:, :3 * units], "l.weight_h": np.zeros((units, 3 * units)),
+           "l.bias": np.arange(6.0), "l.bias_h": np.array([10.0, 11.0])}
+    w, r, b = onnx_weights("gru", gru, "l", units, True)
+    rr, z, n = (wx[:, k * units:(k + 1) * units].T for k in range(3))
+    np.testing.assert_array_equal(w[0], np.concatenate([z, rr, n]))
+    np.testing.assert_array_equal(b[0], [2, 3, 0, 1, 4, 5, 0, 0, 0, 0, 10, 11])
+
+
+def test_cli_recurrent_option(cli, tmp_path):
+    path = tmp_path / "s.onnx"
+    result = cli("export-graph", ROOT / "configs" / "seq_gru.yaml", "-f", "onnx", "-o", path)
+    assert result.exit_code == 0, result.output
+    assert "(recurrent layers as ONNX GRU nodes)" in result.output
+    result = cli("export-graph", ROOT / "configs" / "seq_gru.yaml", "-f", "onnx", "-o", path,
+                 "--recurrent", "unrolled")
+    assert result.exit_code == 0 and "recurrent layers as" not in result.output
+    assert len(onnx.load(str(path)).graph.node) > 100
+    result = cli("export-graph", ROOT / "configs" / "seq_gru.yaml", "-f", "onnx", "-o", path,
+                 "--recurrent", "fused")
+    assert result.exit_code == 2 and "expected nodes or unrolled" in result.output
