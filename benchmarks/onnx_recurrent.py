@@ -1,6 +1,7 @@
-"""How to export recurrent layers to ONNX, decided by measurement: nnctl's LSTM exported as
-its unrolled ops (what `nnctl export-graph RUN -f onnx` writes) against one ONNX `LSTM` node
-of the same sizes, both run in ONNX Runtime on the CPU, interleaved, median of many calls.
+"""How to export recurrent layers to ONNX, decided by measurement: one model's LSTM exported
+as its unrolled ops (`nnctl export-graph ... --recurrent unrolled`) and as one ONNX `LSTM`
+node (`--recurrent nodes`, the default), both run in ONNX Runtime on the CPU, interleaved,
+median of many calls; the outputs are compared too.
 
     python benchmarks/onnx_recurrent.py [--batch 64] [--length 20] [--units 32] [--repeat 300]
 
@@ -22,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def unrolled_model(length: int, units: int, features: int):
-    """nnctl's export of an lstm + dense model on [B, length, features] inputs."""
+def exports(length: int, units: int):
+    """nnctl's two exports of one lstm + dense model on [B, length, 2] inputs (the same
+    weights): (recurrent layers unrolled into ops, one ONNX LSTM node)."""
     from nnctl.backend import get_backend
     from nnctl.config import load_config
-    from nnctl.export.inference import inference_graph
+    from nnctl.export.inference import LAYERWISE_PASSES, inference_graph
     from nnctl.export.onnx_export import to_onnx
     from nnctl.train.trainer import Trainer
 
@@ -38,40 +40,8 @@ def unrolled_model(length: int, units: int, features: int):
         path = Path(tmp) / "lstm.yaml"
         path.write_text(text)
         trainer = Trainer(load_config(path), get_backend("cpu"), out=None)
-    assert trainer.splits.feature_shape == (length, features), trainer.splits.feature_shape
-    return to_onnx(inference_graph(trainer))
-
-
-def lstm_node_model(length: int, units: int, features: int):
-    """One ONNX LSTM node (batch-major input via a Transpose) and the same dense head."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = {
-        "W": rng.normal(0, 0.1, (1, 4 * units, features)),
-        "R": rng.normal(0, 0.1, (1, 4 * units, units)),
-        "B": np.zeros((1, 8 * units)),
-        "dense_w": rng.normal(0, 0.1, (units, 1)),
-        "dense_b": np.zeros((1,)),
-    }
-    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
-    nodes = [
-        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
-        helper.make_node("LSTM", ["xt", "W", "R", "B"], ["", "h"], hidden_size=units),
-        helper.make_node("Squeeze", ["h", "axis0"], ["h2"]),
-        helper.make_node("MatMul", ["h2", "dense_w"], ["mm"]),
-        helper.make_node("Add", ["mm", "dense_b"], ["output"]),
-    ]
-    inits.append(numpy_helper.from_array(np.array([0], np.int64), "axis0"))
-    graph = helper.make_graph(
-        nodes, "lstm_node",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", length, features])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 10)
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    graph = inference_graph(trainer, LAYERWISE_PASSES)
+    return to_onnx(graph, recurrent_nodes=False), to_onnx(graph, recurrent_nodes=True)
 
 
 def main(argv=None) -> None:
@@ -88,10 +58,8 @@ def main(argv=None) -> None:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     sessions = {}
-    for name, model in (("unrolled ops (nnctl's export)",
-                         unrolled_model(args.length, args.units, features)),
-                        ("one ONNX LSTM node", lstm_node_model(args.length, args.units,
-                                                               features))):
+    unrolled, fused = exports(args.length, args.units)
+    for name, model in (("--recurrent unrolled", unrolled), ("--recurrent nodes", fused)):
         sessions[name] = (ort.InferenceSession(model.SerializeToString(), options,
                                                providers=["CPUExecutionProvider"]),
                           len(model.graph.node))
@@ -111,7 +79,9 @@ def main(argv=None) -> None:
     for name, (_, nodes) in sessions.items():
         print(f"  {name:32s} {nodes:5d} nodes  {medians[name]:9.1f} us")
     a, b = medians.values()
-    print(f"  ratio unrolled / LSTM node: {a / b:.2f}")
+    outs = [session.run(None, {"x": x})[0] for session, _ in sessions.values()]
+    print(f"  ratio unrolled / LSTM node: {a / b:.2f}; outputs differ by at most "
+          f"{float(np.abs(outs[0] - outs[1]).max()):.1e}")
 
 
 if __name__ == "__main__":
