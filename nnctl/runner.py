@@ -452,14 +452,17 @@ def read_inputs(path: Path, model: Model) -> dict[str, np.ndarray]:
     if len(names) > 1:
         raise RunnerError(f"{path}: this model takes {len(names)} inputs ({', '.join(names)}); "
                           "give them as arrays of an .npz")
-    rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8")))
-            if any(c.strip() for c in r)]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunnerError(f"{path}: not UTF-8 text") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header
     if not rows or not all(_numeric(r) and len(r) == len(rows[0]) for r in rows):
         raise RunnerError(f"{path}: expected rows of numbers, all of one length")
     x = np.array([[float(c) for c in row] for row in rows])
-    feature_shape = [d for d in model.inputs[0][1]["shape"][1:]]
+    feature_shape = list(model.inputs[0][1]["shape"][1:])
     if x.shape[1] != int(np.prod(feature_shape, dtype=np.int64)):
         raise RunnerError(f"input {names[0]!r}: each row has {x.shape[1]} values, the model "
                           f"takes {_shape_text(feature_shape)} per row")

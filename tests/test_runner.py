@@ -425,5 +425,8 @@ def test_missing_files_and_unreadable_ones_are_refused(spirals, tmp_path, capsys
     (tmp_path / "model.json").write_text("[1, 2")
     assert refusal(capsys, tmp_path / "model.json", *args[1:]).startswith(
         f"error: {tmp_path / 'model.json'}: not JSON (")
+    (tmp_path / "x.csv").write_bytes(b"1,2\n\xff\xfe\n")
+    assert refusal(capsys, args[0], args[1], tmp_path / "x.csv") == \
+        f"error: {tmp_path / 'x.csv'}: not UTF-8 text\n"
     err = refusal(capsys, *args, "-o", tmp_path / "out.txt")
     assert err == "error: -o: expected a .csv or .npz file, got out.txt\n"
