@@ -131,7 +131,7 @@ INFERENCE_VERSION = 1
 
 def to_inference_json(graph: InferenceGraph, title: str, labels=None) -> str:
     """The inference graph as JSON for the dependency-free runner (nnctl/runner.py; schema in
-    docs/export.md): nodes in topological order, each with its op, attributes, inputs (node
+    docs/runner.md): nodes in topological order, each with its op, attributes, inputs (node
     ids), shape ("B" for the batch) and dtype; constants carry their values, parameters
     their names in the run's weights file."""
     import json
