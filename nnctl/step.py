@@ -411,16 +411,28 @@ class StepBuilder:
                                     f"sample; {what}")
         return score(aux.loss, pred, target, mask if len(pred.shape) == 3 else None)
 
-    def training_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
+    def training_step(self, batch=BATCH, steps: tuple[int, ...] | None = None,
+                      scaled: bool = False):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],
-        feeds = [*data feeds (x, y, masks...), *params, *states]."""
+        feeds = [*data feeds (x, y, masks...), *params, *states].
+
+        `scaled` (data-parallel training): the loss is multiplied by a scalar fed last,
+        `loss_scale`, this rank's share of the global batch's loss (its samples, or real
+        steps, over the global batch's), so that the ranks' gradients simply add up to the
+        global batch's, also through collectives in the forward pass (synchronised batch
+        norm), whose backward adds every rank's incoming gradient."""
         feeds, out = self.build(batch, True, steps)
         loss, _ = self.objective(feeds, out)
+        scale = None
+        if scaled:
+            scale = input_placeholder("loss_scale", (), self.dtype)
+            loss = loss * scale
         params, states = list(self.params.values()), list(self.states.values())
         grads = grad(loss, params)
         updates = self.model.updates
         new_states = [updates.get(t.node.name, t) for t in states]
-        return [loss, out, *grads, *new_states], [*feeds.data, *params, *states]
+        extra = [scale] if scaled else []
+        return [loss, out, *grads, *new_states], [*feeds.data, *params, *states, *extra]
 
     def evaluation_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
         """outputs = [loss, model output, *aux_losses terms (unweighted)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -30,12 +31,23 @@ def train(
     overrides: Annotated[Optional[List[str]], typer.Option(
         "--set", help="Override a config value: --set optimizer.lr=0.01 (repeatable).")] = None,
     threads: ThreadsOption = None,
+    ranks: Annotated[Optional[int], typer.Option(
+        "--ranks", min=1, help="Data-parallel training on N processes of this machine, "
+                               "launched through the installed mpiexec (docs/distributed.md); "
+                               "under mpiexec -n N the launcher's ranks are used.")] = None,
 ) -> None:
     """Train the model a config describes, and report test metrics.
 
     Example: [bold]nnctl train configs/digits_mlp.yaml --set optimizer.lr=0.01 --epochs 5[/];
-    [bold]nnctl train --resume runs/digits_mlp-latest --epochs 10[/] trains a run on.
+    [bold]nnctl train --resume runs/digits_mlp-latest --epochs 10[/] trains a run on;
+    [bold]mpiexec -n 2 nnctl train configs/digits_cnn.yaml[/] (or --ranks 2) trains on 2
+    processes.
     """
+    from nnctl.distributed import launched_size
+    if ranks is not None and ranks > 1 and launched_size() <= 1:
+        guarded(lambda: _launch(ranks))
+        return
+
     def run():
         from nnctl.backend import get_backend
         from nnctl.cli.progress import make_reporter
@@ -50,16 +62,21 @@ def train(
         source = "--threads" if requested is not None else config_threads_source(cfg)
         if requested is None:
             requested = cfg.spec.train.threads
+        comm = connect_ranks(cfg)
         with use_threads(requested) as count:
             # the resolved config.yaml records the count that ran (auto resolved to a number)
             cfg = with_threads(cfg, count)
             backend = get_backend(device)
             reporter = make_reporter(progress, cfg.spec.train.log_every)
             reporter.threads = describe(count, requested, source)
+            if comm.size > 1:
+                reporter.threads += f"; {comm.describe()}"
             # a missing tensorboardX is reported here, before the data are read
-            events = with_tensorboard(cfg, reporter)
+            events = with_tensorboard(cfg, reporter) if comm.is_root else None
+            if not comm.is_root:  # only rank 0 reports; the others train in silence
+                reporter = _Silent()
             trainer = Trainer(cfg, backend, events, out=out, epochs=epochs, seed=seed,
-                              resume=run_dir)
+                              resume=run_dir, comm=comm)
             trainer.resume_command = " ".join(
                 ["nnctl train"] + ([str(config)] if config is not None else [])
                 + [f"--set {shlex.quote(o)}" for o in overrides or ()]
@@ -71,7 +88,99 @@ def train(
             finally:
                 reporter.close()
         reporter.final(summary)
-    guarded(run)
+    from nnctl.distributed import launched_size as size
+    if size() > 1:
+        _guarded_rank(run)
+    else:
+        guarded(run)
+
+
+class _Silent:
+    """The reporter of a rank other than 0: says nothing."""
+
+    def close(self) -> None:
+        pass
+
+    def final(self, summary) -> None:
+        pass
+
+
+def connect_ranks(cfg):
+    """The communicator of a run started by an MPI launcher (SINGLE otherwise), with the
+    config's distributed.backend."""
+    from nnctl.distributed import connect
+    spec = getattr(cfg.spec, "distributed", None)
+    return connect(getattr(spec, "backend", None))
+
+
+def _guarded_rank(run) -> None:
+    """One rank of a data-parallel run: errors that every rank meets at the same step (a
+    failing step anywhere, an interrupt) end each rank with the same exit code, and only the
+    rank that failed (or rank 0) says why. Any other error ends the whole job: this rank says
+    why and aborts every rank (no rank is left waiting for it)."""
+    import time
+
+    from nnctl.cli.app import fail
+    from nnctl.distributed import launched_rank
+    from nnctl.errors import NnctlError
+    from nnctl.train.trainer import Interrupted, PeerFailure
+    rank = launched_rank()
+    try:
+        run()
+    except PeerFailure as err:  # the failing rank says why
+        raise typer.Exit(err.exit_code) from None
+    except Interrupted as err:
+        if rank == 0:
+            raise fail(err) from None
+        raise typer.Exit(err.exit_code) from None
+    except typer.Exit:
+        raise
+    except BaseException as err:
+        from nnctl.distributed import MPICommunicator
+        code = err.exit_code if isinstance(err, NnctlError) else 1
+        message = str(err) if isinstance(err, NnctlError) else f"{type(err).__name__}: {err}"
+        where = getattr(err, "nnctl_step", None)
+        if where is not None:  # every rank stopped at this step: no abort needed
+            sys.stderr.write(f"error: rank {where[0]} failed at epoch {where[1]}, step "
+                             f"{where[2]}, and every rank stopped there: {message}\n")
+            raise typer.Exit(code) from None
+        if rank != 0:
+            time.sleep(2.0)  # an error every rank meets: rank 0 says it and ends the job
+        prefix = f"rank {rank}: " if rank else ""
+        sys.stderr.write(f"error: {prefix}{message}\n")
+        try:
+            MPICommunicator().abort(code)
+        finally:
+            raise typer.Exit(code) from None
+
+
+def _launch(ranks: int) -> None:
+    """`nnctl train ... --ranks N` started directly: run the same command on N processes
+    through mpiexec and end with its exit code. Ctrl-C goes to the launcher, which stops the
+    ranks (they checkpoint and exit 130)."""
+    import signal
+    import subprocess
+
+    from nnctl.distributed import launch_command
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--ranks":
+            skip = True
+            continue
+        if arg.startswith("--ranks="):
+            continue
+        argv.append(arg)
+    command, env = launch_command(ranks, argv)
+    process = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGINT, lambda *_: process.send_signal(signal.SIGINT))
+    try:
+        code = process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    raise typer.Exit(code if code >= 0 else 128 - code)
 
 
 def resume_paths(config: Path | None, resume: Path | None) -> tuple[Path | None, Path]:

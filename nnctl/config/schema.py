@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from nnctl.config import sequence_specs  # noqa: F401  (registers rnn/lstm/gru/attention specs)
-from nnctl.config.logging_specs import LoggingSpec
+from nnctl.config.logging_specs import DistributedSpec, LoggingSpec
 from nnctl.config.tune_specs import TuneSpec
 from nnctl.config.layer_specs import (ACTIVATIONS, INITS, LAYERS, ActivationSpec, DenseSpec,
                                       DropoutSpec, ModelSpec, ReshapeSpec)
@@ -506,6 +506,9 @@ class RunSpec:
                                     "layer is scored by `loss`")
     logging: LoggingSpec = field(nested(LoggingSpec), LoggingSpec(),
                                  "dashboards: TensorBoard event files in the run folder")
+    distributed: DistributedSpec = field(nested(DistributedSpec), DistributedSpec(),
+                                         "data-parallel training over MPI ranks "
+                                         "(docs/distributed.md)")
     tune: TuneSpec | None = field(optional(nested(TuneSpec)), None,
                                   "the hyperparameter search of `nnctl tune` (docs/tune.md); "
                                   "`nnctl train` ignores it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nnctl.errors import ShapeError
 from nnctl.graph import Tensor, maximum
 from nnctl.layers.base import Layer, register_layer
+from nnctl.ops import collective
 
 
 @register_layer
@@ -37,9 +38,12 @@ class BatchNorm(Layer):
             self.gamma = self.add_param("gamma", (c,), "ones", rng, x.dtype)
             self.beta = self.add_param("beta", (c,), "zeros", rng, x.dtype)
 
-    def _unbiased(self, x: Tensor, m: float):
+    def _unbiased(self, x: Tensor, m: float, count=None):
         """m n / (n - 1), n the values per channel (Bessel's correction of the running
-        variance, as PyTorch): a number for a static batch, a 0-d Tensor for a symbolic one."""
+        variance, as PyTorch): a number for a static batch, a 0-d Tensor for a symbolic one
+        (or given: the global count of a synchronised batch)."""
+        if count is not None:
+            return count * m / maximum(count - 1.0, 1.0)
         n = x.size // x.shape[1]
         if isinstance(n, int):
             return m * n / max(n - 1, 1)
@@ -48,14 +52,22 @@ class BatchNorm(Layer):
 
     def forward(self, x: Tensor, training: bool) -> Tensor:
         if training:
-            mean = x.mean(self.axes, keepdims=True)
-            centred = x - mean
-            var = (centred * centred).mean(self.axes, keepdims=True)
+            count = None
+            if collective.world_size() > 1:  # data-parallel: the global batch's statistics
+                count = x.apply("numel", axis=self.axes).apply("allreduce_sum")
+                mean = x.sum(self.axes, keepdims=True).apply("allreduce_sum") / count
+                centred = x - mean
+                var = (centred * centred).sum(self.axes, keepdims=True) \
+                    .apply("allreduce_sum") / count
+            else:
+                mean = x.mean(self.axes, keepdims=True)
+                centred = x - mean
+                var = (centred * centred).mean(self.axes, keepdims=True)
             m = self.momentum
             self.update_state(self.running_mean,
                               self.running_mean * (1 - m) + mean.reshape(-1) * m)
             self.update_state(self.running_var, self.running_var * (1 - m)
-                              + var.reshape(-1) * self._unbiased(x, m))
+                              + var.reshape(-1) * self._unbiased(x, m, count))
         else:
             centred = x - self.running_mean.reshape(self.shape)
             var = self.running_var.reshape(self.shape)

@@ -37,8 +37,9 @@ def comparable(resolved: dict) -> dict:
     (the number of epochs: resuming may train for longer; the thread count: a machine
     setting, which changes float32 results only in round-off; the divergence test, which
     only decides when to stop: a run stopped by a false alarm resumes with another;
-    restore_best, which only picks the weights a run ends on; and where scalars are logged
-    and the search of nnctl tune, which change nothing computed)."""
+    restore_best, which only picks the weights a run ends on; where scalars are logged
+    and the search of nnctl tune, which change nothing computed; and how data-parallel
+    ranks communicate: a run may resume on another number of ranks or another transport)."""
     resolved = copy.deepcopy(resolved)
     resolved.get("train", {}).pop("epochs", None)
     resolved.get("train", {}).pop("threads", None)
@@ -46,6 +47,7 @@ def comparable(resolved: dict) -> dict:
     resolved.get("train", {}).pop("restore_best", None)  # only picks the weights a run ends on
     resolved.pop("logging", None)
     resolved.pop("tune", None)
+    resolved.pop("distributed", None)
     return resolved
 
 

@@ -49,6 +49,16 @@ class MetricSums:
             self.abs_err += float(self.xp.abs(d).sum()) / max(d.size // n, 1)
             self.sq_err += float((d * d).sum()) / max(d.size // n, 1)
 
+    FIELDS = ("n", "weight", "loss", "correct", "positions", "abs_err", "sq_err")
+
+    def reduce(self, comm) -> None:
+        """Sum these figures over the ranks of a data-parallel run (nnctl/distributed.py)."""
+        values = np.array([float(getattr(self, f)) for f in self.FIELDS])
+        comm.allreduce_(values)
+        for f, v in zip(self.FIELDS, values):
+            setattr(self, f, int(round(v)) if f in ("n", "weight", "correct", "positions")
+                    else float(v))
+
     @property
     def headline(self) -> float | None:
         """The metric shown in progress: accuracy for classification (of the label

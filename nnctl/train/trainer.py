@@ -26,10 +26,12 @@ from nnctl.config import Config
 from nnctl.config.schema import VERIFICATION_LOSSES, loss_family
 from nnctl.data import batch_indices
 from nnctl.data.batching import batch_arrays, batch_steps, bucket_batches
+from nnctl.distributed import SINGLE, Communicator, ShardedDraws, shard
 from nnctl.errors import ConfigError, NnctlError, TrainingError, UsageError
 from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
+from nnctl.ops import collective
 from nnctl.step import (RECALL_METRICS, comparison_layer, layer_location, make_augmenter,
                         prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
@@ -62,6 +64,10 @@ def data_info(info: dict) -> dict:
     return out
 
 
+class PeerFailure(TrainingError):
+    """Another rank of a data-parallel run failed in this step; this rank stops with it."""
+
+
 class Interrupted(NnctlError):
     """Training stopped by Ctrl-C or SIGTERM after a whole step; a checkpoint was written."""
 
@@ -71,7 +77,8 @@ class Interrupted(NnctlError):
 class Trainer:
     def __init__(self, config: Config, backend: Backend, events: TrainerEvents | None = None,
                  out: Path | None = Path("runs"), epochs: int | None = None,
-                 seed: int | None = None, resume: Path | None = None):
+                 seed: int | None = None, resume: Path | None = None,
+                 comm: Communicator = SINGLE):
         # Command-line overrides replace the config's values, so the resolved config saved in
         # the run folder is the one that actually ran.
         if seed is not None:
@@ -80,6 +87,12 @@ class Trainer:
             config = dataclasses.replace(config, spec=dataclasses.replace(
                 config.spec, train=dataclasses.replace(config.spec.train, epochs=epochs)))
         self.config, self.backend = config, backend
+        # data-parallel: every rank builds the same graphs; layers that need the whole
+        # global batch (batch norm) reduce over the ranks (nnctl/ops/collective.py)
+        self.comm = comm
+        collective.set_communicator(comm)
+        if not comm.is_root:
+            out = None  # only rank 0 writes the run folder
         # the name runs are filed under; a resumed run keeps its folder's, even when its
         # config comes from the folder's own config.yaml
         self.config_name = config.name
@@ -96,6 +109,9 @@ class Trainer:
         self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
         self._host_rng = isinstance(self.dropout_rng, np.random.Generator)
+        # what the training plan draws dropout masks from: with several ranks, each draws
+        # the global batch's masks from the one stream and keeps its rows
+        self._plan_rng = ShardedDraws(self.dropout_rng) if comm.size > 1 else self.dropout_rng
         initial = dict(self.builder.model.initial)
         if self.spec.train.init_from is not None and resume is None:
             initial.update(self._weights_from(self.spec.train.init_from, initial))
@@ -145,14 +161,21 @@ class Trainer:
         if resume is None and out:  # before any work that a failing write would lose
             check_writable_folder(out, "--out")
         if resume is not None:
-            check_writable_folder(resume, "--resume")
-            self.lock = RunLock(resume).acquire()
+            if comm.is_root:
+                check_writable_folder(resume, "--resume")
+                self.lock = RunLock(resume).acquire()
             try:
-                self._restore(resume)
+                self._restore(resume)  # every rank reads the checkpoint (read only)
             except BaseException:
                 self.release()
                 raise
+            if not comm.is_root:
+                self.run = None
             self.checkpointed = (self.epoch, self.step_in_epoch)
+        if comm.size > 1:
+            self._check_shards()
+            # rank 0's weights everywhere (identical already: same seed or same checkpoint)
+            comm.bcast_arrays_(self.params + self.states)
 
     # ---- set-up helpers ---------------------------------------------------------------------
     def _schedule(self):
@@ -192,9 +215,9 @@ class Trainer:
         """The training step's plan for batches padded to `steps` (default: the longest)."""
         key = self.splits.full_steps() if steps is None else tuple(steps)
         if key not in self._train_plans:
-            outputs, feeds = self.builder.training_step(steps=key)
+            outputs, feeds = self.builder.training_step(steps=key, scaled=self.comm.size > 1)
             self._train_plans[key] = compile_graph(
-                outputs, feeds, self.backend, rng=self.dropout_rng,
+                outputs, feeds, self.backend, rng=self._plan_rng,
                 capacity={"B": min(self.spec.train.batch_size, max(len(self.splits.train), 1))},
                 jit=self._jit())
         return self._train_plans[key]
@@ -471,16 +494,22 @@ class Trainer:
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
-            data, steps = self.batch_feeds("train", idx)
-            if self.augmenter is not None:
-                data[0] = self.backend.asarray(self.augmenter(host_x[idx], self.augment_rng))
-            yb = data[1]
-            mask = data[self.label_mask_at] if self.label_mask_at is not None else None
-            plan = self.train_plan(steps)
-            rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
-            feeds = [*data, *self.params, *self.states]
-            outs = plan.run(feeds)  # views into the plan's arena, used before the next step
-            loss, grads = float(outs[0]), outs[2:2 + n_params]
+            if self.comm.size > 1:
+                outs, yb, mask, local_loss, loss, grads, plan, feeds, rng_state = \
+                    self._step_across_ranks(idx, host_x, step)
+            else:
+                data, steps = self.batch_feeds("train", idx)
+                if self.augmenter is not None:
+                    data[0] = self.backend.asarray(self.augmenter(host_x[idx],
+                                                                  self.augment_rng))
+                yb = data[1]
+                mask = data[self.label_mask_at] if self.label_mask_at is not None else None
+                plan = self.train_plan(steps)
+                rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
+                feeds = [*data, *self.params, *self.states]
+                outs = plan.run(feeds)  # views into the plan's arena, used before the next step
+                loss, grads = float(outs[0]), outs[2:2 + n_params]
+                local_loss = loss
             grads, norm = self._clip(grads)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 if t.on_nonfinite == "skip":
@@ -495,14 +524,17 @@ class Trainer:
                 state[...] = new
             self.global_step += 1
             self.step_in_epoch = step
-            sums.update(loss, outs[1], yb, mask)
+            if local_loss is not None:  # (None: a rank with no sample in this batch)
+                sums.update(local_loss, outs[1], yb, mask)
             elapsed = time.perf_counter() - started
-            self.events.on_step(self.epoch, step, len(order), sums.loss / sums.weight,
-                                sums.headline,
-                                sums.n / max(elapsed, 1e-9))
+            self.events.on_step(self.epoch, step, len(order),
+                                sums.loss / max(sums.weight, 1), sums.headline,
+                                sums.n * self.comm.size / max(elapsed, 1e-9))
             if self._stop_requested:
                 self._clean_stop = True
                 raise KeyboardInterrupt
+        if self.comm.size > 1:
+            sums.reduce(self.comm)  # the epoch's figures over every rank's shards
         if sums.n == 0:
             raise TrainingError(f"every batch of epoch {self.epoch} had a non-finite loss or "
                                 "gradient; lower optimizer.lr or check the data")
@@ -511,6 +543,96 @@ class Trainer:
         record.update(self.evaluate("val"))
         record["lr"] = self.schedule(max(self.global_step - 1, 0))
         return record, time.perf_counter() - started
+
+    # ---- data-parallel steps (nnctl/distributed.py) ----------------------------------------
+    def _loss_weight(self, idx) -> float:
+        """What the loss of these training samples is a mean over: their real label steps
+        (padded labels), their class weights (loss.class_weights), else their count."""
+        data = self.splits.train
+        if self.label_mask_at is not None:
+            lengths = data.y_len if data.y_len is not None else data.x_len
+            return float(np.asarray(lengths)[idx].sum())
+        weights = self.builder.class_weights
+        if weights is not None:
+            return float(weights[np.asarray(data.y)[idx]].sum())
+        return float(len(idx))
+
+    def _check_shards(self) -> None:
+        """Every rank needs a sample of every global batch where the forward pass reduces
+        over the ranks (synchronised batch norm): a config error before training if not."""
+        size, t = self.comm.size, self.spec.train
+        if t.batch_size < size:
+            raise self.config.error(("train", "batch_size"), f"{t.batch_size} is smaller than "
+                                    f"the {size} ranks: each rank takes a share of every "
+                                    "batch (the global batch); use a batch of at least one "
+                                    "sample per rank")
+        last = len(self.splits.train) % t.batch_size
+        collectives = any(n.op == "allreduce_sum" for n in self.train_plan().graph.nodes)
+        if collectives and 0 < last < size:
+            raise self.config.error(("train", "batch_size"), f"the last batch of each epoch "
+                                    f"has {last} sample(s) for {size} ranks, and batch norm "
+                                    "synchronised over the ranks needs one on each; choose a "
+                                    f"batch size that leaves 0 or at least {size} of the "
+                                    f"{len(self.splits.train)} training samples over")
+
+    def _step_across_ranks(self, idx, host_x, step: int):
+        """One global batch on this rank's shard, then one Allreduce of the weighted
+        gradients, the loss and the ranks' stop and failure flags: every rank leaves with
+        the global batch's gradients, or all raise together."""
+        comm, n_params = self.comm, len(self.params)
+        local, before = shard(idx, comm.rank, comm.size)
+        real = len(local) > 0
+        if not real:  # a stand-in sample that adds nothing (scale 0; no collective layers)
+            local, before = idx[:1], 0
+        total = self._loss_weight(idx)
+        mine = self._loss_weight(local) if real else 0.0
+        failure, outs, plan, feeds, rng_state, yb, mask = None, None, None, None, None, None, \
+            None
+        try:
+            data, steps = self.batch_feeds("train", local)
+            if self.augmenter is not None:  # the global batch's draws: the stream advances
+                batch = self.augmenter(host_x[idx], self.augment_rng)  # as on one process
+                data[0] = self.backend.asarray(batch[before:before + len(local)])
+            yb = data[1]
+            mask = data[self.label_mask_at] if self.label_mask_at is not None else None
+            self._plan_rng.set_shard(before, len(local), len(idx))
+            plan = self.train_plan(steps)
+            rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
+            scale = self.backend.asarray(np.asarray(mine / total if total else 0.0,
+                                                    dtype=self.spec.train.dtype))
+            feeds = [*data, *self.params, *self.states, scale]
+            outs = plan.run(feeds)
+        except Exception as err:  # raised after the Allreduce, so no rank waits for this one
+            failure = err
+        sizes = [int(p.size) for p in self.params]
+        buffer = getattr(self, "_comm_buffer", None)
+        if buffer is None:
+            buffer = self._comm_buffer = np.zeros(sum(sizes) + 3, dtype=self.spec.train.dtype)
+        buffer[:] = 0.0
+        if failure is None:
+            offset = 0
+            for g, n in zip(outs[2:2 + n_params], sizes):
+                buffer[offset:offset + n] = self.backend.to_host(g).reshape(-1)
+                offset += n
+            buffer[-3] = float(outs[0])  # this rank's share of the global batch's loss
+        buffer[-2] = 1.0 if self._stop_requested else 0.0
+        buffer[-1] = 0.0 if failure is None else 1.0
+        comm.allreduce_(buffer)
+        if buffer[-1] > 0:
+            if failure is not None:
+                # every rank stops at this step: the CLI says where, without aborting the job
+                failure.nnctl_step = (comm.rank, self.epoch, step)
+                raise failure
+            raise PeerFailure(f"{int(buffer[-1])} other rank(s) failed at epoch {self.epoch}, "
+                              f"step {step}; their message says why")
+        if buffer[-2] > 0:
+            self._stop_requested = True  # every rank stops after this same step
+        grads, offset = [], 0
+        for p, n in zip(self.params, sizes):
+            grads.append(self.backend.asarray(buffer[offset:offset + n].reshape(p.shape)))
+            offset += n
+        local_loss = float(outs[0]) * total / mine if mine else None
+        return outs, yb, mask, local_loss, float(buffer[-3]), grads, plan, feeds, rng_state
 
     @staticmethod
     def _plots(run: RunDir) -> list[str]:
@@ -708,8 +830,8 @@ class Trainer:
                                        ckpt.comparable(resolved))
             raise ConfigError(f"cannot resume {run_dir}: its config differs in "
                               f"{', '.join(changed[:6]) or 'its structure'}; only train.epochs, "
-                              "train.threads, train.divergence, train.restore_best, logging "
-                              "and tune may change when resuming",
+                              "train.threads, train.divergence, train.restore_best, logging, "
+                              "tune and distributed may change when resuming",
                               file=str(self.config.path))
         schema.validate(path, arrays, meta)  # the whole checkpoint, before any of it is used
         ckpt.remove_leftover_temps(run_dir)  # a crash's partial writes (we hold the lock)

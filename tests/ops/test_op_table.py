@@ -56,6 +56,7 @@ REFERENCES = {
     "log": np.log,
     "sqrt": np.sqrt,
     "abs": np.abs,
+    "allreduce_sum": lambda x: x,  # one process: the sum over ranks is the value itself
     "sin": np.sin,
     "cos": np.cos,
     "tanh": np.tanh,

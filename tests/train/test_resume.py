@@ -74,7 +74,8 @@ def test_resume_refuses_a_changed_config(tmp_path):
                  only(tmp_path))
     assert result.exit_code == 2
     assert "its config differs in optimizer.lr; only train.epochs, train.threads, " \
-        "train.divergence, train.restore_best, logging and tune may change" in result.stderr
+        "train.divergence, train.restore_best, logging, tune and distributed may change" \
+        in result.stderr
 
 
 def test_resume_of_a_finished_run_says_how_to_continue(tmp_path):
