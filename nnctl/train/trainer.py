@@ -112,6 +112,7 @@ class Trainer:
         # what the training plan draws dropout masks from: with several ranks, each draws
         # the global batch's masks from the one stream and keeps its rows
         self._plan_rng = ShardedDraws(self.dropout_rng) if comm.size > 1 else self.dropout_rng
+        self._plan_collectives = False  # whether the training plan meets the other ranks
         initial = dict(self.builder.model.initial)
         if self.spec.train.init_from is not None and resume is None:
             initial.update(self._weights_from(self.spec.train.init_from, initial))
@@ -309,6 +310,7 @@ class Trainer:
                 write_failure = self._try_checkpoint()
         except TrainingError as err:
             status, error, diverged = "failed", str(err), True
+            failed_as = type(err)  # PeerFailure stays one (the CLI lets its rank exit quietly)
             if run:  # the failing step changed nothing: this is the state before it
                 write_failure = self._try_checkpoint()
                 if write_failure is None:
@@ -359,7 +361,7 @@ class Trainer:
             hint = f"; resume with: {command} --resume {run.path}" if run else ""
             raise Interrupted(f"interrupted after {where}{hint}")
         if status == "failed":
-            raise TrainingError(error)
+            raise (failed_as if diverged else TrainingError)(error)
         return summary
 
     def _try_checkpoint(self) -> WriteError | None:
@@ -402,6 +404,10 @@ class Trainer:
         stops = [signal.SIGINT, signal.SIGTERM]
         if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
             stops.append(signal.SIGHUP)
+        if self.comm.size > 1 and hasattr(signal, "SIGUSR1"):
+            # MPI launchers kill the ranks soon after forwarding SIGINT or SIGTERM, but pass
+            # SIGUSR1 on and wait: how `nnctl train --ranks N` stops a run (distributed.md)
+            stops.append(signal.SIGUSR1)
         previous = {s: signal.signal(s, request_stop) for s in stops}
         try:
             yield
@@ -568,12 +574,25 @@ class Trainer:
                                     "sample per rank")
         last = len(self.splits.train) % t.batch_size
         collectives = any(n.op == "allreduce_sum" for n in self.train_plan().graph.nodes)
+        self._plan_collectives = collectives
         if collectives and 0 < last < size:
             raise self.config.error(("train", "batch_size"), f"the last batch of each epoch "
                                     f"has {last} sample(s) for {size} ranks, and batch norm "
                                     "synchronised over the ranks needs one on each; choose a "
                                     f"batch size that leaves 0 or at least {size} of the "
                                     f"{len(self.splits.train)} training samples over")
+
+    def _stop_if_failed(self, failed: float, failure, step: int) -> None:
+        """After an Allreduce of the ranks' failure flags: every rank raises together, the
+        failing ones their own error (marked with where, for the CLI), the others
+        PeerFailure."""
+        if failed <= 0:
+            return
+        if failure is not None:
+            failure.nnctl_step = (self.comm.rank, self.epoch, step)
+            raise failure
+        raise PeerFailure(f"{int(failed)} other rank(s) failed at epoch {self.epoch}, step "
+                          f"{step}; their message says why")
 
     def _step_across_ranks(self, idx, host_x, step: int):
         """One global batch on this rank's shard, then one Allreduce of the weighted
@@ -601,30 +620,38 @@ class Trainer:
             scale = self.backend.asarray(np.asarray(mine / total if total else 0.0,
                                                     dtype=self.spec.train.dtype))
             feeds = [*data, *self.params, *self.states, scale]
-            outs = plan.run(feeds)
-        except Exception as err:  # raised after the Allreduce, so no rank waits for this one
+        except Exception as err:  # raised after an Allreduce, so no rank waits for this one
             failure = err
+        if self._plan_collectives:
+            # the plan itself meets the other ranks (synchronised batch norm): all run it,
+            # or none does
+            flag = np.array([0.0 if failure is None else 1.0])
+            comm.allreduce_(flag)
+            self._stop_if_failed(flag[0], failure, step)
+        if failure is None:
+            try:
+                outs = plan.run(feeds)
+            except Exception as err:
+                if self._plan_collectives:
+                    raise  # between two collectives: the CLI ends the whole job
+                failure = err
         sizes = [int(p.size) for p in self.params]
         buffer = getattr(self, "_comm_buffer", None)
-        if buffer is None:
-            buffer = self._comm_buffer = np.zeros(sum(sizes) + 3, dtype=self.spec.train.dtype)
+        if buffer is None:  # one contiguous buffer: on the GPU for NCCL, else on the host
+            xp = self.backend.xp if comm.backend == "nccl" else np
+            buffer = self._comm_buffer = xp.zeros(sum(sizes) + 3, dtype=self.spec.train.dtype)
         buffer[:] = 0.0
         if failure is None:
             offset = 0
             for g, n in zip(outs[2:2 + n_params], sizes):
-                buffer[offset:offset + n] = self.backend.to_host(g).reshape(-1)
+                buffer[offset:offset + n] = (g if comm.backend == "nccl"
+                                             else self.backend.to_host(g)).reshape(-1)
                 offset += n
             buffer[-3] = float(outs[0])  # this rank's share of the global batch's loss
         buffer[-2] = 1.0 if self._stop_requested else 0.0
         buffer[-1] = 0.0 if failure is None else 1.0
         comm.allreduce_(buffer)
-        if buffer[-1] > 0:
-            if failure is not None:
-                # every rank stops at this step: the CLI says where, without aborting the job
-                failure.nnctl_step = (comm.rank, self.epoch, step)
-                raise failure
-            raise PeerFailure(f"{int(buffer[-1])} other rank(s) failed at epoch {self.epoch}, "
-                              f"step {step}; their message says why")
+        self._stop_if_failed(float(buffer[-1]), failure, step)
         if buffer[-2] > 0:
             self._stop_requested = True  # every rank stops after this same step
         grads, offset = [], 0
