@@ -847,7 +847,9 @@ class Trainer:
         ckpt.save_checkpoint(self.run.path / "checkpoint.npz", arrays, meta)
         self.checkpointed = (self.epoch, self.step_in_epoch)
 
-    def _restore(self, run_dir: Path) -> None:
+    def _read_checkpoint(self, run_dir: Path) -> tuple[dict, dict]:
+        """(arrays, meta) of the run's checkpoint, validated whole against this model and
+        config before any of it is used."""
         path = run_dir / "checkpoint.npz"
         schema = CheckpointSchema.for_trainer(self)
         arrays, meta = ckpt.load_checkpoint(path, schema.limits())
@@ -862,6 +864,15 @@ class Trainer:
                               file=str(self.config.path))
         schema.validate(path, arrays, meta)  # the whole checkpoint, before any of it is used
         ckpt.remove_leftover_temps(run_dir)  # a crash's partial writes (we hold the lock)
+        return arrays, meta
+
+    def _restore(self, run_dir: Path) -> None:
+        """Continue from the run's checkpoint. In a data-parallel run rank 0 reads and checks
+        it and broadcasts it: the other ranks need no access to the run folder."""
+        loaded = self._read_checkpoint(run_dir) if self.comm.is_root else None
+        if self.comm.size > 1:
+            loaded = self.comm.bcast(loaded)
+        arrays, meta = loaded
         groups = ckpt.split_arrays(arrays)
         asarray = self.backend.asarray
         for names, target, kind in ((self.param_names, self.params, "param"),
@@ -882,7 +893,7 @@ class Trainer:
                 if key != "xp":
                     setattr(self.partial, key, value)
         self.best, self.bad_epochs = meta.get("best"), meta.get("bad_epochs", 0)
-        if self.best is not None:
+        if self.best is not None and self.comm.is_root:
             self._restore_best(run_dir)
         self.skipped = meta.get("skipped", 0)
         self.divergence.load_state_dict(meta.get("divergence"))
@@ -890,6 +901,8 @@ class Trainer:
             raise UsageError(f"{run_dir} already finished epoch {self.epoch - 1} of "
                              f"{self.epochs}; pass --epochs N (N > {self.epoch - 1}) to train "
                              "for longer")
+        if not self.comm.is_root:
+            return  # only rank 0 touches the run folder
         self.run = RunDir(run_dir)
         self.run.truncate_metrics(self.epoch - 1)
         parsed = parse_run_name(Path(run_dir).resolve().name)
