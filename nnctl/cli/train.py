@@ -179,7 +179,12 @@ def _launch(ranks: int) -> None:
     command, env = launch_command(ranks, argv)
     # its own session: a terminal's Ctrl-C reaches this process only, not the launcher (Open
     # MPI's kills the ranks a moment after it forwards SIGINT or SIGTERM)
-    process = subprocess.Popen(command, env=env, start_new_session=True)
+    process = subprocess.Popen(command, env=env, start_new_session=True,
+                               stderr=subprocess.PIPE, text=True, bufsize=1)
+    import threading
+    relay = threading.Thread(target=_relay_without_launcher_notices,
+                             args=(process.stderr, sys.stderr), daemon=True)
+    relay.start()
     asked = []
 
     def stop(signum, frame):
@@ -191,10 +196,35 @@ def _launch(ranks: int) -> None:
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = process.wait()
+        relay.join(timeout=5)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     raise typer.Exit(code if code >= 0 else 128 - code)
+
+
+def _relay_without_launcher_notices(source, target) -> None:
+    """Copy the ranks' stderr through, without Open MPI's own notices about ranks that
+    exited non-zero (boxed between lines of dashes) or PMIx errors: nnctl's one error line
+    already says what happened."""
+    block: list[str] | None = None
+    for line in source:
+        if line.startswith("-" * 20):
+            if block is None:
+                block = []
+                continue
+            text = "".join(block)
+            block = None
+            if not any(word in text for word in ("prterun", "mpiexec", "MPI_ABORT", "PMIx")):
+                target.write("-" * 74 + "\n" + text + "-" * 74 + "\n")
+            continue
+        if block is not None:
+            block.append(line)
+        elif " PMIX ERROR: " not in line:
+            target.write(line)
+            target.flush()
+    if block:
+        target.write("".join(block))
 
 
 def resume_paths(config: Path | None, resume: Path | None) -> tuple[Path | None, Path]:

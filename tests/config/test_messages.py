@@ -48,7 +48,7 @@ def test_sixty_thousand_unknown_keys_are_capped(tmp_path):
     errors = [e.value, *e.value.others]
     assert len(errors) == 11
     assert str(errors[0]) == f"{path}:11: k0: unknown key (expected one of: data, model, " \
-        "loss, optimizer, train, seed, metrics, aux_losses, logging, tune)"
+        "loss, optimizer, train, seed, metrics, aux_losses, logging, distributed, tune)"
     assert str(errors[-1]) == "... and 59,990 more errors"
 
 
