@@ -105,21 +105,23 @@ class MPICommunicator(Communicator):
         return f"{self.size} processes (MPI: {library})"
 
 
-def launched_size() -> int:
-    """The world size an MPI launcher gave this process (1 when started directly)."""
-    for name in _SIZE_VARIABLES:
+def _from_launcher(names: tuple[str, ...], default: int) -> int:
+    """The first of these environment variables that holds a number."""
+    for name in names:
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
-    return 1
+    return default
+
+
+def launched_size() -> int:
+    """The world size an MPI launcher gave this process (1 when started directly)."""
+    return _from_launcher(_SIZE_VARIABLES, 1)
 
 
 def launched_rank() -> int:
-    for name in _RANK_VARIABLES:
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    """This process's rank as its MPI launcher numbered it (0 when started directly)."""
+    return _from_launcher(_RANK_VARIABLES, 0)
 
 
 def connect(backend: str | None = None) -> Communicator:

@@ -105,17 +105,21 @@ def export_graph(
             raise UsageError("--optimizer draws the optimizer's update ops; it needs --level ops")
         text = export(load_config(config_path), "dot" if picture else fmt, backward=backward,
                       batch=batch, level=level, optimizer=optimizer)
-        if picture:
-            _draw(text, fmt, output)
-            print(f"wrote {output}")
-            return
-        if output is None:
-            print(text, end="")
-            return
-        from nnctl.train.run_dir import atomic_write
-        atomic_write(output, lambda f: f.write(text.encode()))
-        print(f"wrote {output}")
+        _write_text(text, fmt, output)
     guarded(run)
+
+
+def _write_text(text: str, fmt: str, output) -> None:
+    """DOT drawn to a picture (svg, png), or the text on standard output or into a file."""
+    from nnctl.train.run_dir import atomic_write
+    if fmt in ("svg", "png"):
+        _draw(text, fmt, output)
+    elif output is None:
+        print(text, end="")
+        return
+    else:
+        atomic_write(output, lambda f: f.write(text.encode()))
+    print(f"wrote {output}")
 
 
 def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
@@ -126,7 +130,6 @@ def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
     from nnctl.errors import UsageError
     from nnctl.cli.export_model import export_source, inference_json, inference_view, \
         write_onnx
-    from nnctl.train.run_dir import atomic_write
 
     if fmt not in ("onnx", "json", "dot", "mermaid", "svg", "png"):
         raise UsageError(f"--format: expected onnx, json, dot, mermaid, svg or png, got {fmt!r}")
@@ -158,15 +161,7 @@ def _export_model(source_path: Path, weights, fmt: str, output, opset: int,
         else:
             from nnctl.export.dot import to_dot
             text = to_dot(view, source.title)
-        if fmt in ("svg", "png"):
-            _draw(text, fmt, output)
-            print(f"wrote {output}")
-            return
-    if output is None:
-        print(text, end="")
-        return
-    atomic_write(output, lambda f: f.write(text.encode()))
-    print(f"wrote {output}")
+    _write_text(text, fmt, output)
 
 
 def _export_passes(config, folder: Path, batch) -> None:
