@@ -121,18 +121,18 @@ class CommTimer:
     them, how many calls and their sizes in bytes."""
 
     def __init__(self, comm):
-        self.seconds, self.calls, self.sizes = 0.0, 0, []
+        self.seconds, self.cpu_seconds, self.sizes = 0.0, 0.0, []
         for name in ("allreduce_", "allreduce_array"):
             setattr(comm, name, self._timed(getattr(comm, name)))
 
     def _timed(self, call):
         def timed(array):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return call(array)
             finally:
                 self.seconds += time.perf_counter() - start
-                self.calls += 1
+                self.cpu_seconds += time.process_time() - cpu  # MPI polls: waiting burns CPU
                 self.sizes.append(int(array.nbytes))
         return timed
 
@@ -141,25 +141,31 @@ def step_clock(timer: CommTimer | None):
     from nnctl.train.events import TrainerEvents
 
     class StepClock(TrainerEvents):
-        """Each step's wall time (from the previous step's end, or the epoch's start) and
-        the Allreduce seconds, calls and message sizes inside it."""
+        """Each step's wall and CPU time (from the previous step's end, or the epoch's
+        start) and the Allreduce's wall and CPU seconds and message sizes inside it. Wall
+        time outside the Allreduce beyond its CPU time is time the rank had no core."""
 
         def __init__(self):
             self.steps: list[dict] = []
 
         def _mark(self):
-            self.last = time.perf_counter()
-            self.comm = (timer.seconds, len(timer.sizes)) if timer else (0.0, 0)
+            self.last, self.cpu = time.perf_counter(), time.process_time()
+            self.comm = (timer.seconds, len(timer.sizes), timer.cpu_seconds) if timer \
+                else (0.0, 0, 0.0)
 
         def on_epoch_start(self, epoch, steps):
             self._mark()
 
         def on_step(self, epoch, step, steps, loss, metric, samples_per_s):
-            now = time.perf_counter()
-            seconds, calls = (timer.seconds, len(timer.sizes)) if timer else (0.0, 0)
+            now, cpu = time.perf_counter(), time.process_time()
+            seconds, calls, comm_cpu = (timer.seconds, len(timer.sizes), timer.cpu_seconds) \
+                if timer else (0.0, 0, 0.0)
             sizes = timer.sizes[self.comm[1]:calls] if timer else []
             self.steps.append({"epoch": epoch, "step": step, "seconds": now - self.last,
-                               "comm_seconds": seconds - self.comm[0], "comm_bytes": sizes})
+                               "cpu_seconds": cpu - self.cpu,
+                               "comm_seconds": seconds - self.comm[0],
+                               "comm_cpu_seconds": comm_cpu - self.comm[2],
+                               "comm_bytes": sizes})
             self._mark()
 
     return StepClock()
@@ -265,6 +271,11 @@ def summarise_run(ranks: list[dict]) -> dict:
     transfer = statistics.median(min(rank[i]["comm_seconds"] for rank in steps)
                                  for i in range(len(steps[0])))
     typical = steps[0][len(steps[0]) // 2]["comm_bytes"]
+    # outside the Allreduce: the rank's own work, in wall time and in CPU time
+    compute_wall = [statistics.median(s["seconds"] - s["comm_seconds"] for s in rank)
+                    for rank in steps]
+    compute_cpu = [statistics.median(s["cpu_seconds"] - s["comm_cpu_seconds"] for s in rank)
+                   for rank in steps]
     return {"ranks": root["ranks"], "batch_size": root["batch_size"], "params": root["params"],
             "gradient_bytes": root["gradient_bytes"], "dtype": root["dtype"],
             "steps_timed": len(steps[0]), "step_s": step_s,
@@ -272,6 +283,7 @@ def summarise_run(ranks: list[dict]) -> dict:
             "transfer_s": transfer, "comm_share": statistics.mean(per_rank_comm) / step_s,
             "transfer_share": transfer / step_s, "samples_per_s": root["batch_size"] / step_s,
             "allreduce_calls_per_step": len(typical), "allreduce_bytes_per_step": typical,
+            "compute_wall_s_per_rank": compute_wall, "compute_cpu_s_per_rank": compute_cpu,
             "fit_seconds": root["fit_seconds"]}
 
 
@@ -368,6 +380,12 @@ def print_scaling(results: dict) -> None:
         print(f"{name}: {two['allreduce_calls_per_step']} Allreduce call(s) per step, "
               f"{human_bytes(max(two['allreduce_bytes_per_step']))} the largest "
               f"(gradients {human_bytes(two['gradient_bytes'])}, {two['dtype']})")
+        for key in ("1", "2"):
+            m = measured[key]
+            ranks = ", ".join(f"rank {r} {ms(w)} ms wall / {ms(c)} ms CPU"
+                              for r, (w, c) in enumerate(zip(m["compute_wall_s_per_rank"],
+                                                             m["compute_cpu_s_per_rank"])))
+            print(f"  {key} process(es), per step outside the Allreduce: {ranks}")
 
 
 def print_allreduce(bench: dict, a: float, b: float) -> None:
