@@ -2,6 +2,7 @@
 forward (float32, rtol 1e-4 / atol 1e-5) at batches 1 and 7; an unmapped op or a wrong
 mapping is refused before anything is written."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +303,15 @@ def test_cli_recurrent_option(cli, tmp_path):
     result = cli("export-graph", ROOT / "configs" / "seq_gru.yaml", "-f", "onnx", "-o", path,
                  "--recurrent", "fused")
     assert result.exit_code == 2 and "expected nodes or unrolled" in result.output
+
+
+def test_without_onnx_runtime_the_reference_evaluator_checks(monkeypatch):
+    trainer = _trainer(ROOT / "configs" / "digits_cnn.yaml")
+    graph = inference_graph(trainer)
+    model = to_onnx(graph)
+    arrays = sample_inputs(trainer, graph, 3)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime fails
+    got, runtime = onnx_export.run_model(model, arrays, [n.name for n in graph.inputs])
+    assert runtime == "ONNX's reference evaluator"
+    np.testing.assert_allclose(got, reference_output(trainer, graph, arrays), rtol=1e-4,
+                               atol=1e-5)
