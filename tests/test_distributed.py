@@ -320,8 +320,10 @@ def test_a_one_process_run_resumes_on_two_ranks(tmp_path):
                                      "--no-progress"])
     assert first.exit_code == 0, first.output
     (run,) = (tmp_path / "runs").iterdir()
-    result = _mpiexec("-m", "nnctl", "train", config, "--resume", run, "--epochs", "3",
-                      "--no-progress")
+    # by name, without the config: rank 0 resolves the name, reads the run's config and
+    # broadcasts both
+    result = _mpiexec("-m", "nnctl", "train", "--resume", tmp_path / "runs" / "m-latest",
+                      "--epochs", "3", "--no-progress")
     assert result.returncode == 0, result.stderr
     straight = CliRunner().invoke(app, ["train", str(config), "--epochs", "3", "--out",
                                         str(tmp_path / "straight"), "--no-progress"])

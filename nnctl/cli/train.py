@@ -57,8 +57,14 @@ def train(
         from nnctl.train.tensorboard_log import with_tensorboard
 
         requested = parse_threads(threads)
-        run_dir, config_path = resume_paths(config, resume)
-        cfg = load_config(config_path, overrides or ())
+        run_dir, config_path, text = resume_paths_across_ranks(config, resume)
+        if text is None:
+            cfg = load_config(config_path, overrides or ())
+        else:  # a resumed run's own config, as rank 0 read it
+            from nnctl.config import config_from
+            from nnctl.config.loader import load_yaml_text
+            cfg = config_from(load_yaml_text(text, str(config_path)), config_path,
+                              overrides or ())
         source = "--threads" if requested is not None else config_threads_source(cfg)
         if requested is None:
             requested = cfg.spec.train.threads
@@ -225,6 +231,30 @@ def _relay_without_launcher_notices(source, target) -> None:
             target.flush()
     if block:
         target.write("".join(block))
+
+
+def resume_paths_across_ranks(config: Path | None, resume: Path | None
+                              ) -> tuple[Path | None, Path, str | None]:
+    """resume_paths, decided by rank 0 in a data-parallel run and broadcast: the other ranks
+    need no access to the run folder (a `runs/<config>-latest` name is resolved once, and the
+    run's own config.yaml is read once). The text of that config when it was read, else None.
+    """
+    from nnctl.distributed import MPICommunicator, launched_size
+    if resume is None or launched_size() <= 1:
+        return (*resume_paths(config, resume), None)
+    comm = MPICommunicator()
+    payload = None
+    if comm.is_root:
+        try:
+            run_dir, config_path = resume_paths(config, resume)
+            text = config_path.read_text(encoding="utf-8") if config is None else None
+            payload = (run_dir, config_path, text)
+        except Exception as err:  # every rank raises it (rank 0 says it)
+            payload = err
+    payload = comm.bcast(payload)
+    if isinstance(payload, Exception):
+        raise payload
+    return payload
 
 
 def resume_paths(config: Path | None, resume: Path | None) -> tuple[Path | None, Path]:
