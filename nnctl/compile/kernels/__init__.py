@@ -1,9 +1,9 @@
 """Kernels for fused elementwise Programs (see expr.py for the language).
 
-`make_kernel(program, xp)` gives `kernel(out, *arrays) -> out`: the numba CPU kernel when
-xp is NumPy, the JIT is on (`nnctl.jit.enabled()`) and numba gains on the program (see
-`uses_numba`), else the array-call evaluator on xp (the pure-NumPy path, and CuPy until a
-CUDA generator sits beside numba_cpu.py).
+`make_kernel(program, xp)` gives `kernel(out, *arrays) -> out`: one CUDA kernel when xp is
+CuPy (cuda.py), the numba CPU kernel when xp is NumPy, the JIT is on
+(`nnctl.jit.enabled()`) and numba gains on the program (see `uses_numba`), else the
+array-call evaluator on xp (the pure-NumPy path).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ def uses_numba(program: Program, xp) -> bool:
 
 
 def make_kernel(program: Program, xp):
+    if getattr(xp, "__name__", "") == "cupy":
+        from nnctl.compile.kernels.cuda import cuda_kernel
+        return cuda_kernel(program)
     small = numpy_kernel(program, xp)
     if not uses_numba(program, xp):
         return small
