@@ -7,6 +7,7 @@ Indices are stored as plain tuples so they export to JSON: an int, None (new axi
 
 from __future__ import annotations
 
+from nnctl.ops.segment_sum import segment_sum
 from nnctl.ops.registry import (INT_DTYPES, MOVEMENT, OPAQUE, Aval, Dim, Op, Sample,
                                 broadcast_shapes, fail, is_size, register, require_float)
 
@@ -319,9 +320,8 @@ class ScatterAdd(Op):
         return Aval((num_rows,) + x.shape[indices.ndim:], x.dtype)
 
     def forward(self, xp, x, indices, num_rows):
-        y = xp.zeros((num_rows,) + x.shape[indices.ndim:], dtype=x.dtype)
-        xp.add.at(y, indices, x)  # NOTE: unbuffered, so repeated rows accumulate
-        return y
+        # in k order on every backend: CuPy's add.at would add with atomics (segment_sum.py)
+        return segment_sum(xp, x, indices, num_rows)
 
     def vjp(self, g, out, x, indices, num_rows):
         return g.take(indices), None
