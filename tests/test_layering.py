@@ -17,7 +17,7 @@ LAYERS = [  # lowest first; names on one row are siblings
     {"layers", "losses", "data", "optim", "metrics", "plot", "spans", "text_metrics", "decode",
      "comparator_metrics", "torch_weights"},
     {"step", "starter"},
-    {"train", "gradcheck", "export", "summary", "catalog", "explain"},
+    {"train", "gradcheck", "export", "summary", "catalog", "explain", "doctor"},
     {"tune"},
     {"cli"},
 ]

@@ -124,8 +124,8 @@ def guarded(fn):
 
 
 def _register() -> None:
-    from nnctl.cli import (datasets, evaluate, export_graph, export_weights,  # noqa: F401
-                           explain, gradcheck, init,
+    from nnctl.cli import (datasets, doctor, evaluate, export_graph,  # noqa: F401
+                           export_weights, explain, gradcheck, init,
                            plot, runs, sample, summary, train, translate, tune,
                            validate)  # (commands register)
 

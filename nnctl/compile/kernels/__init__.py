@@ -34,7 +34,7 @@ def uses_numba(program: Program, xp) -> bool:
 def make_kernel(program: Program, xp):
     if getattr(xp, "__name__", "") == "cupy":
         from nnctl.compile.kernels.cuda import cuda_kernel
-        return cuda_kernel(program)
+        return cuda_kernel(program, xp)
     small = numpy_kernel(program, xp)
     if not uses_numba(program, xp):
         return small

@@ -17,7 +17,6 @@ and the kernels themselves are compiled with nvcc there when it is installed.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from nnctl.compile.kernels.expr import COMPARE, Program, flatten
@@ -114,19 +113,25 @@ def cuda_source(program: Program) -> CudaSource:
     return CudaSource(ins, f"{program.dtype} y", "\n".join(statements(program)), name)
 
 
-@functools.lru_cache(maxsize=None)
-def _elementwise(program: Program):
-    import cupy
-    source = cuda_source(program)
-    return cupy.ElementwiseKernel(source.in_params, source.out_params, source.operation,
-                                  source.name, preamble=source.preamble)
+_built: dict = {}
 
 
-def cuda_kernel(program: Program):
+def _elementwise(program: Program, xp):
+    """The ElementwiseKernel of `program`, built once (xp is CuPy: the backend's module)."""
+    kernel = _built.get(program)
+    if kernel is None:
+        source = cuda_source(program)
+        kernel = _built[program] = xp.ElementwiseKernel(
+            source.in_params, source.out_params, source.operation, source.name,
+            preamble=source.preamble)
+    return kernel
+
+
+def cuda_kernel(program: Program, xp):
     """`kernel(out, *arrays) -> out` running `program` as one CUDA kernel (CuPy arrays);
     built once per program at its first call (CuPy compiles it then, or loads it from its
     cache)."""
     def kernel(out, *arrays):
-        elementwise = _elementwise(program)
+        elementwise = _elementwise(program, xp)
         return elementwise(*arrays, out) if out is not None else elementwise(*arrays)
     return kernel
