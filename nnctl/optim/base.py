@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nnctl import jit as _jit
 
 if TYPE_CHECKING:  # the graph is imported only by graph_step: training never needs it
@@ -48,15 +50,17 @@ class Optimizer:
         for slot in self.slots:
             setattr(self, slot, {})
         self.scratch: dict[int, object] = {}  # one preallocated work array per parameter
-        #: fused kernels for NumPy arrays (decided here; numba is imported on the first step)
-        self.jit = _jit.enabled() and getattr(xp, "__name__", "") == "numpy"
+        #: fused kernels: numba's for NumPy arrays (decided here; numba is imported on the
+        #: first step), one CUDA kernel per parameter for CuPy's (cuda_kernels.py)
+        self.on_gpu = getattr(xp, "__name__", "") == "cupy"
+        self.jit = (_jit.enabled() and getattr(xp, "__name__", "") == "numpy") or self.on_gpu
         self._kernels = None  # the nnctl.optim.kernels module, once loaded
         self._fused: dict[int, list] = {}  # i -> [p, flat p or None, flat states, first]
         self._coef: dict[object, object] = {}  # dtype -> the kernels' scalars in that dtype
 
     def step(self, params: list, grads: list) -> None:
         self.steps += 1
-        if self.jit and self._kernels is None and \
+        if self.jit and self._kernels is None and not self.on_gpu and \
                 sum(p.size for p in params) < _jit.MIN_TOTAL:
             # a model this small is updated by NumPy: numba's start-up (about a second per
             # process) would cost more than its kernels save (the two paths are bit-equal)
@@ -143,7 +147,10 @@ class Optimizer:
 
     def _fused_step(self, params: list, grads: list) -> None:
         k = self._kernels
-        if k is None:
+        if k is None and self.on_gpu:
+            from nnctl.optim.cuda_kernels import CudaKernels
+            k = self._kernels = CudaKernels(self.xp)
+        elif k is None:
             from nnctl.optim import kernels
             k = self._kernels = kernels
         wd = self.weight_decay
@@ -183,18 +190,22 @@ class Optimizer:
     def _fill(c, values) -> None:
         # one element at a time: each Python float rounded to c's dtype as NumPy rounds a
         # scalar next to an array of that dtype, and no temporary array
+        if not isinstance(c, np.ndarray):  # on the device: rounded on the host, one copy
+            c.set(np.array(values, dtype=c.dtype))
+            return
         for j, x in enumerate(values):
             c[j] = x
 
     def _fused_entry(self, i: int, p):
         """[p, flat p, flat states, first]; flat p is None where the kernels cannot take p."""
         entry = [p, None, (), False]
-        if p.dtype.name in _FLOATS and p.flags.c_contiguous and p.flags.writeable:
+        if p.dtype.name in _FLOATS and p.flags.c_contiguous and \
+                getattr(p.flags, "writeable", True):  # (CuPy's arrays have no such flag)
             # missing state is made here: zeros, as `update` makes it, or SGD's velocity, its
             # only state, which the kernel (never `update`) then sets from this gradient
             states, first = self.fused_state(i, p)
             if all(s.dtype == p.dtype and s.shape == p.shape and s.flags.c_contiguous
-                   and s.flags.writeable for s in states):
+                   and getattr(s.flags, "writeable", True) for s in states):
                 entry = [p, p.reshape(-1), tuple(s.reshape(-1) for s in states), first]
         self._fused[i] = entry
         return entry

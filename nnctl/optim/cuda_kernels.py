@@ -1,0 +1,121 @@
+"""The fused optimizer updates on the GPU: one CuPy ElementwiseKernel per optimizer, the same
+statements as the numba kernels of kernels.py, in the same order, so a parameter's update is
+one kernel launch (Adam was about ten CuPy calls per parameter) and reads each gradient
+element once.
+
+`CudaKernels(xp)` has the interface of the `kernels` module the optimizers call (`adam(p, g,
+m, v, c, l2)`, ..., and the `*_parallel` names, which are the same kernels here: a GPU kernel
+is parallel already). `c` is the small coefficient array the optimizer fills each step, on
+the device. The kernels are compiled without fused multiply-add (`--fmad=false`), so each
+update is the same IEEE operations as on the CPU; tests/optim/test_cuda_kernels.py checks
+the statements, compiled as host C++, against the numba kernels bit for bit.
+"""
+
+from __future__ import annotations
+
+# name -> (extra inputs after the gradient, in-out arrays, statements); T is the dtype
+SOURCES = {
+    "sgd": ("", "T p", """
+T decay = c[0], wd = c[1], lr = c[2];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+p = pi - lr * gi;"""),
+    "sgd_momentum": ("bool nesterov, bool first", "T p, T v", """
+T decay = c[0], wd = c[1], lr = c[2], mu = c[3];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+T vi = v * mu + gi;
+if (first) vi = gi;
+v = vi;
+T d = nesterov ? gi + mu * vi : vi;
+p = pi - lr * d;"""),
+    "adam": ("", "T p, T m, T v", """
+T decay = c[0], wd = c[1], omb1 = c[2], b1 = c[3], omb2 = c[4], b2 = c[5];
+T eps = c[6], step = c[7];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+T mi = m * b1 + gi * omb1;
+T t = gi * gi;
+T vi = v * b2 + t * omb2;
+m = mi;
+v = vi;
+t = mi / (sqrt(vi) + eps);
+p = pi - t * step;"""),
+    "rmsprop": ("", "T p, T s", """
+T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], lr = c[6];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+T t = gi * gi;
+T si = s * alpha + t * oma;
+s = si;
+T d = gi / (sqrt(si) + eps);
+p = pi - d * lr;"""),
+    "rmsprop_momentum": ("", "T p, T s, T b", """
+T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], mu = c[5], lr = c[6];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+T t = gi * gi;
+T si = s * alpha + t * oma;
+s = si;
+T bi = b * mu + gi / (sqrt(si) + eps);
+b = bi;
+p = pi - bi * lr;"""),
+    "adagrad": ("", "T p, T s", """
+T decay = c[0], wd = c[1], eps = c[2], lr = c[3];
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;
+T si = s + gi * gi;
+s = si;
+T d = gi / (sqrt(si) + eps);
+p = pi - d * lr;"""),
+}
+
+
+def in_params(name: str) -> str:
+    extra = SOURCES[name][0]
+    return "T g, raw T c, bool l2" + (f", {extra}" if extra else "")
+
+
+class CudaKernels:
+    """The optimizers' kernel namespace on CuPy; kernels are built at first use."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self._built: dict = {}
+
+    def _kernel(self, name: str):
+        kernel = self._built.get(name)
+        if kernel is None:
+            extra, outs, body = SOURCES[name]
+            kernel = self._built[name] = self.xp.ElementwiseKernel(
+                in_params(name), outs, body, f"nnctl_{name}", options=("--fmad=false",))
+        return kernel
+
+    def sgd(self, p, g, c, l2):
+        self._kernel("sgd")(g, c, l2, p)
+
+    def sgd_momentum(self, p, g, v, c, l2, nesterov, first):
+        self._kernel("sgd_momentum")(g, c, l2, nesterov, first, p, v)
+
+    def adam(self, p, g, m, v, c, l2):
+        self._kernel("adam")(g, c, l2, p, m, v)
+
+    def rmsprop(self, p, g, s, c, l2):
+        self._kernel("rmsprop")(g, c, l2, p, s)
+
+    def rmsprop_momentum(self, p, g, s, b, c, l2):
+        self._kernel("rmsprop_momentum")(g, c, l2, p, s, b)
+
+    def adagrad(self, p, g, s, c, l2):
+        self._kernel("adagrad")(g, c, l2, p, s)
+
+    # a GPU kernel is parallel already
+    sgd_parallel, sgd_momentum_parallel, adam_parallel = sgd, sgd_momentum, adam
+    rmsprop_parallel, rmsprop_momentum_parallel, adagrad_parallel = \
+        rmsprop, rmsprop_momentum, adagrad
