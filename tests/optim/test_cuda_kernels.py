@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from nnctl.optim.cuda_kernels import SOURCES, CudaKernels, in_params
+from nnctl.optim.cuda_kernels import SOURCES, in_params
 
 CTYPE = {"float32": "float", "float64": "double"}
 # each kernel's arguments after p and g, as the numba kernel takes them
