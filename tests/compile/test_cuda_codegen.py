@@ -8,6 +8,7 @@ asks for a CUDA kernel when its array module is CuPy."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import shutil
 import subprocess
 import types
@@ -23,7 +24,8 @@ from nnctl.compile.kernels.expr import FUNCTIONS, Program
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _shipped_programs() -> list[Program]:
+@functools.lru_cache(maxsize=1)
+def _shipped_programs() -> tuple[Program, ...]:
     from nnctl.backend import get_backend
     from nnctl.compile.fusion import FUSED
     from nnctl.config import load_config
@@ -34,7 +36,7 @@ def _shipped_programs() -> list[Program]:
         for node in trainer.train_plan().graph.nodes:
             if node.op == FUSED:
                 found[node.attrs["program"]] = None
-    return list(found)
+    return tuple(found)
 
 
 def _function_programs() -> list[Program]:
@@ -94,7 +96,7 @@ def _inputs(program: Program, rng, n: int) -> list[np.ndarray]:
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 def test_generated_statements_compute_what_the_numpy_evaluator_computes(tmp_path):
-    programs = _function_programs() + _shipped_programs()
+    programs = _function_programs() + list(_shipped_programs())
     assert len(programs) > 100
     library = _host_library(programs, tmp_path)
     rng = np.random.default_rng(0)
@@ -115,9 +117,10 @@ def test_generated_statements_compute_what_the_numpy_evaluator_computes(tmp_path
         assert np.array_equal(np.isnan(got), np.isnan(want)), str(program)
 
 
+@pytest.mark.slow  # nvcc takes 5-15 s
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_the_kernels_compile_with_nvcc(tmp_path):
-    programs = _function_programs() + _shipped_programs()[:40]
+    programs = _function_programs() + list(_shipped_programs())[:40]
     parts = ["#include <cuda_runtime.h>", cuda_source(programs[0]).preamble]
     for i, program in enumerate(programs):
         source = cuda_source(program)

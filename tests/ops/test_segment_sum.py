@@ -74,6 +74,7 @@ def test_the_kernel_body_compiled_for_the_host_gives_add_at(tmp_path, dtype, cty
     assert np.array_equal(y, want)
 
 
+@pytest.mark.slow  # nvcc takes 5-15 s
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_the_kernel_compiles_with_nvcc(tmp_path):
     path = tmp_path / "segment.cu"

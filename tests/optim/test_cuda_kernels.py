@@ -77,6 +77,7 @@ def test_the_statements_update_as_the_numba_kernels_do(tmp_path, dtype):
                         assert np.array_equal(a, b), (name, l2, flags, step)
 
 
+@pytest.mark.slow  # nvcc takes 5-15 s
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_the_kernels_compile_with_nvcc(tmp_path):
     parts = []
