@@ -13,19 +13,19 @@ the statements, compiled as host C++, against the numba kernels bit for bit.
 
 from __future__ import annotations
 
+# every kernel first: the decayed parameter (c[0] is exactly 1 unless AdamW's decoupled
+# decay) and the gradient with the L2 term where asked
+DECAY_AND_L2 = """
+T pi = p * decay;
+T gi = g;
+if (l2) gi = gi + wd * pi;"""
 # name -> (extra inputs after the gradient, in-out arrays, statements); T is the dtype
 SOURCES = {
     "sgd": ("", "T p", """
-T decay = c[0], wd = c[1], lr = c[2];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T decay = c[0], wd = c[1], lr = c[2];""" + DECAY_AND_L2 + """
 p = pi - lr * gi;"""),
     "sgd_momentum": ("bool nesterov, bool first", "T p, T v", """
-T decay = c[0], wd = c[1], lr = c[2], mu = c[3];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T decay = c[0], wd = c[1], lr = c[2], mu = c[3];""" + DECAY_AND_L2 + """
 T vi = v * mu + gi;
 if (first) vi = gi;
 v = vi;
@@ -33,10 +33,7 @@ T d = nesterov ? gi + mu * vi : vi;
 p = pi - lr * d;"""),
     "adam": ("", "T p, T m, T v", """
 T decay = c[0], wd = c[1], omb1 = c[2], b1 = c[3], omb2 = c[4], b2 = c[5];
-T eps = c[6], step = c[7];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T eps = c[6], step = c[7];""" + DECAY_AND_L2 + """
 T mi = m * b1 + gi * omb1;
 T t = gi * gi;
 T vi = v * b2 + t * omb2;
@@ -45,20 +42,16 @@ v = vi;
 t = mi / (sqrt(vi) + eps);
 p = pi - t * step;"""),
     "rmsprop": ("", "T p, T s", """
-T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], lr = c[6];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], lr = c[6];"""
+        + DECAY_AND_L2 + """
 T t = gi * gi;
 T si = s * alpha + t * oma;
 s = si;
 T d = gi / (sqrt(si) + eps);
 p = pi - d * lr;"""),
     "rmsprop_momentum": ("", "T p, T s, T b", """
-T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], mu = c[5], lr = c[6];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T decay = c[0], wd = c[1], oma = c[2], alpha = c[3], eps = c[4], mu = c[5], lr = c[6];"""
+        + DECAY_AND_L2 + """
 T t = gi * gi;
 T si = s * alpha + t * oma;
 s = si;
@@ -66,10 +59,7 @@ T bi = b * mu + gi / (sqrt(si) + eps);
 b = bi;
 p = pi - bi * lr;"""),
     "adagrad": ("", "T p, T s", """
-T decay = c[0], wd = c[1], eps = c[2], lr = c[3];
-T pi = p * decay;
-T gi = g;
-if (l2) gi = gi + wd * pi;
+T decay = c[0], wd = c[1], eps = c[2], lr = c[3];""" + DECAY_AND_L2 + """
 T si = s + gi * gi;
 s = si;
 T d = gi / (sqrt(si) + eps);
