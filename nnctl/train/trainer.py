@@ -166,12 +166,10 @@ class Trainer:
                 check_writable_folder(resume, "--resume")
                 self.lock = RunLock(resume).acquire()
             try:
-                self._restore(resume)  # every rank reads the checkpoint (read only)
+                self._restore(resume)  # rank 0 reads it and broadcasts it to the others
             except BaseException:
                 self.release()
                 raise
-            if not comm.is_root:
-                self.run = None
             self.checkpointed = (self.epoch, self.step_in_epoch)
         if comm.size > 1:
             self._check_shards()
@@ -504,14 +502,8 @@ class Trainer:
                 outs, yb, mask, local_loss, loss, grads, plan, feeds, rng_state = \
                     self._step_across_ranks(idx, host_x, step)
             else:
-                data, steps = self.batch_feeds("train", idx)
-                if self.augmenter is not None:
-                    data[0] = self.backend.asarray(self.augmenter(host_x[idx],
-                                                                  self.augment_rng))
+                data, mask, plan, rng_state = self._train_batch(idx, host_x)
                 yb = data[1]
-                mask = data[self.label_mask_at] if self.label_mask_at is not None else None
-                plan = self.train_plan(steps)
-                rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
                 feeds = [*data, *self.params, *self.states]
                 outs = plan.run(feeds)  # views into the plan's arena, used before the next step
                 loss, grads = float(outs[0]), outs[2:2 + n_params]
@@ -549,6 +541,21 @@ class Trainer:
         record.update(self.evaluate("val"))
         record["lr"] = self.schedule(max(self.global_step - 1, 0))
         return record, time.perf_counter() - started
+
+    def _train_batch(self, idx, host_x, rows=None, before: int = 0):
+        """(the device arrays of training samples `rows` of the global batch `idx` (default:
+        all of it) in feed order, the label mask or None, the plan for their padded length,
+        the dropout stream's state before the step). Augmentation draws for the whole global
+        batch, so its stream advances as on one process whatever the rows."""
+        rows = idx if rows is None else rows
+        data, steps = self.batch_feeds("train", rows)
+        if self.augmenter is not None:
+            batch = self.augmenter(host_x[idx], self.augment_rng)
+            data[0] = self.backend.asarray(batch if rows is idx else
+                                           batch[before:before + len(rows)])
+        mask = data[self.label_mask_at] if self.label_mask_at is not None else None
+        rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
+        return data, mask, self.train_plan(steps), rng_state
 
     # ---- data-parallel steps (nnctl/distributed.py) ----------------------------------------
     def _loss_weight(self, idx) -> float:
@@ -608,15 +615,9 @@ class Trainer:
         failure, outs, plan, feeds, rng_state, yb, mask = None, None, None, None, None, None, \
             None
         try:
-            data, steps = self.batch_feeds("train", local)
-            if self.augmenter is not None:  # the global batch's draws: the stream advances
-                batch = self.augmenter(host_x[idx], self.augment_rng)  # as on one process
-                data[0] = self.backend.asarray(batch[before:before + len(local)])
+            data, mask, plan, rng_state = self._train_batch(idx, host_x, local, before)
             yb = data[1]
-            mask = data[self.label_mask_at] if self.label_mask_at is not None else None
             self._plan_rng.set_shard(before, len(local), len(idx))
-            plan = self.train_plan(steps)
-            rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
             scale = self.backend.asarray(np.asarray(mine / total if total else 0.0,
                                                     dtype=self.spec.train.dtype))
             feeds = [*data, *self.params, *self.states, scale]
