@@ -6,28 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 
 from nnctl.errors import UsageError
 from nnctl.train.run_dir import resolve_run_dir, run_folders
 
-TINY = """\
-seed: 0
-data:
-  dataset: spirals
-  samples: 200
-  split: {val: 0.2, test: 0.2}
-  normalize: standard
-model:
-  layers:
-    - dense: {units: 16, activation: tanh}
-    - dense: {units: 2}
-loss: cross_entropy
-optimizer: {name: adam, lr: 0.05}
-train:
-  epochs: 2
-  batch_size: 32
-metrics: [accuracy]
-"""
+TINY = tiny_config(epochs=2)
 
 
 def folders(parent: Path, *names: str) -> list[Path]:

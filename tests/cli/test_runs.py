@@ -10,29 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from rich.console import Console
 
 from nnctl.cli.runs import comparison, show
 from nnctl.train.run_info import config_differences, flatten, read_run
 
-TINY = """\
-seed: 0
-data:
-  dataset: spirals
-  samples: 200
-  split: {val: 0.2, test: 0.2}
-  normalize: standard
-model:
-  layers:
-    - dense: {units: 16, activation: tanh}
-    - dense: {units: 2}
-loss: cross_entropy
-optimizer: {name: adam, lr: 0.05}
-train:
-  epochs: 3
-  batch_size: 32
-metrics: [accuracy]
-"""
+TINY = tiny_config(epochs=3)
 
 
 def summary(run: Path) -> dict:
