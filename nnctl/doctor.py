@@ -16,7 +16,6 @@ in float32 on the CPU: what a float32 run loses; tolerance 1e-3).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,17 +38,10 @@ class OpReport:
 def training_graph(config, dtype: str, batch: int):
     """(graph nodes in order, the data arrays of a training batch in feed order, feeds) for
     `config` built in `dtype`."""
-    from nnctl.data.batching import batch_arrays, batch_steps
-    from nnctl.step import prepare
-    spec = dataclasses.replace(config.spec, train=dataclasses.replace(config.spec.train,
-                                                                      dtype=dtype))
-    config = dataclasses.replace(config, spec=spec)
-    splits, builder = prepare(config)
-    n = min(batch, len(splits.train))
-    idx = np.arange(n)
-    steps = batch_steps(splits.train, idx, 1)
+    from nnctl.step import first_batch, prepare_in
+    splits, builder = prepare_in(config, dtype)
+    n, data, steps = first_batch(splits, builder, batch, dtype)
     outputs, feeds = builder.training_step(n, steps or None)
-    data = batch_arrays(splits.train, idx, 1, dtype, builder.extra_names)
     values = data + [np.asarray(builder.model.initial[t.node.name], dtype)
                      for t in feeds[len(data):]]
     return toposort([t.node for t in outputs]), {t.node: v for t, v in zip(feeds, values)}

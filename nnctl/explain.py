@@ -121,25 +121,18 @@ def explain(config, param_name: str, batch: int = 4, weights: dict | None = None
     """{"param", "paths": [{"edges": [...], "norm": float}], "sum", "autodiff"} for one
     parameter of a config's training graph, on a training batch of `batch` samples (float64,
     the initial weights or `weights`)."""
-    import dataclasses
 
     from nnctl.backend import get_backend
     from nnctl.compile import compile_graph
-    from nnctl.data.batching import batch_arrays, batch_steps
     from nnctl.errors import UsageError
-    from nnctl.step import prepare
+    from nnctl.step import first_batch, prepare_in
 
-    spec = dataclasses.replace(config.spec, train=dataclasses.replace(config.spec.train,
-                                                                      dtype="float64"))
-    config = dataclasses.replace(config, spec=spec)
-    splits, builder = prepare(config)
+    splits, builder = prepare_in(config, "float64")
     if param_name not in builder.params:
         from nnctl.config.validate import suggest
         raise UsageError(f"no parameter {param_name!r}{suggest(param_name, builder.params)}; "
                          f"the model has {', '.join(builder.params)}")
-    n = min(batch, len(splits.train))
-    idx = np.arange(n)
-    steps = batch_steps(splits.train, idx, 1)
+    n, data, steps = first_batch(splits, builder, batch, "float64")
     feeds, out = builder.build(n, True, steps or None)
     loss, _ = builder.objective(feeds, out)
     param = builder.params[param_name]
@@ -164,7 +157,6 @@ def explain(config, param_name: str, batch: int = 4, weights: dict | None = None
     if weights:
         initial.update({k: np.asarray(v, np.float64) for k, v in weights.items()
                         if k in initial})
-    data = batch_arrays(splits.train, idx, 1, "float64", builder.extra_names)
     values = plan.run([*data, *[initial[k] for k in builder.params],
                        *[initial[k] for k in builder.states]])
     parts = [np.array(v) for v in values[:len(paths)]]

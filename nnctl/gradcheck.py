@@ -169,26 +169,17 @@ def check_model(config, batch: int = 4, directions: int = 4, eps: float = EPS,
     unit vectors u compare <grad, u> with (L(p + eps u) - L(p - eps u)) / 2 eps. Dropout
     masks are redrawn from the same seed on every evaluation, so they stay fixed.
     """
-    import dataclasses
-
     from nnctl.backend import get_backend
     from nnctl.compile import compile_graph
-    from nnctl.step import prepare
+    from nnctl.step import first_batch, prepare_in
 
-    spec = config.spec
-    spec64 = dataclasses.replace(spec, train=dataclasses.replace(spec.train, dtype="float64"))
-    config64 = dataclasses.replace(config, spec=spec64)
-    splits, builder = prepare(config64)
+    splits, builder = prepare_in(config, "float64")
     backend = get_backend("cpu")
-    from nnctl.data.batching import batch_arrays, batch_steps
-
-    n = min(batch, len(splits.train))
     # padded sequences: the first n samples, padded to their longest, with their masks; so
     # the check covers the masks' paths (a sample shorter than the batch's longest)
-    idx = np.arange(n)
-    multiple = spec.train.pad_multiple
-    data = batch_arrays(splits.train, idx, multiple, "float64", builder.extra_names)
-    outputs, feeds = builder.training_step(n, batch_steps(splits.train, idx, multiple))
+    n, data, steps = first_batch(splits, builder, batch, "float64",
+                                 config.spec.train.pad_multiple)
+    outputs, feeds = builder.training_step(n, steps)
     plan = compile_graph(outputs, feeds, backend)
     names = list(builder.params)
     params = [builder.model.initial[k].astype(np.float64) for k in names]

@@ -568,6 +568,25 @@ def prepare(config: Config, check=None):
         raise _too_large(config, ("model",), err) from None
 
 
+def prepare_in(config: Config, dtype: str):
+    """prepare(config) with the model built in `dtype`: the float64 checks (gradcheck of a
+    model, explain, doctor) build the config's own model at another precision."""
+    train = dataclasses.replace(config.spec.train, dtype=dtype)
+    return prepare(dataclasses.replace(config, spec=dataclasses.replace(config.spec,
+                                                                         train=train)))
+
+
+def first_batch(splits: Splits, builder: StepBuilder, batch: int, dtype: str,
+                multiple: int = 1) -> tuple[int, list[np.ndarray], tuple]:
+    """(n, the host arrays of the first n = min(batch, training samples) samples in feed
+    order, their padded lengths): the batch the checks evaluate."""
+    from nnctl.data.batching import batch_arrays, batch_steps
+    n = min(batch, len(splits.train))
+    idx = np.arange(n)
+    return (n, batch_arrays(splits.train, idx, multiple, dtype, builder.extra_names),
+            batch_steps(splits.train, idx, multiple))
+
+
 def layer_location(config: Config, layer: str) -> str | None:
     """Where the config defines layer `layer`: "file:line" of its entry in model.layers (the
     --set that changed it, where one did); None for a name that is not a layer's."""
