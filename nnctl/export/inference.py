@@ -17,7 +17,7 @@ from nnctl.compile.passes import eliminate_common_subexpressions, eliminate_dead
 from nnctl.compile.rewrite import make, rewrite
 from nnctl.compile.simplify import simplify_algebra
 from nnctl.graph.ir import Graph, Node
-from nnctl.ops.registry import Dim, resolve
+from nnctl.ops.registry import Aval, Dim, resolve
 
 # what the inference graph goes through: the passes that keep it a graph of table ops (the
 # training-only ones, conv columns and weight-gradient batching, have nothing to do here)
@@ -85,8 +85,7 @@ def _normalise_first(graph: Graph, inputs: list[Node], normaliser):
     return rewrite(graph, visit), [raw, *inputs[1:]]
 
 
-def _aval(value: np.ndarray, dtype: str):
-    from nnctl.ops.registry import Aval
+def _aval(value: np.ndarray, dtype: str) -> Aval:
     return Aval(tuple(value.shape), dtype)
 
 
@@ -119,10 +118,6 @@ def reference_output(trainer, graph: InferenceGraph, arrays: list[np.ndarray]) -
     if graph.normalised:
         arrays[0] = trainer.splits.normalizer.apply(arrays[0]).astype(graph.inputs[0].aval.dtype)
     return np.asarray(trainer.forward_arrays(arrays))
-
-
-def symbolic(shape) -> bool:
-    return any(isinstance(d, Dim) for d in shape)
 
 
 INFERENCE_FORMAT = "nnctl-inference"
