@@ -13,6 +13,7 @@ gradients of gradients stay in this family. Loops run over the KH*KW kernel offs
 from __future__ import annotations
 
 from nnctl.ops.registry import Aval, Op, Sample, fail, register, require_float, same_dtype
+from nnctl.ops.window_kernels import col2im, is_device
 
 
 # ---- geometry --------------------------------------------------------------------------------
@@ -83,7 +84,10 @@ def _windows(xp, x, kernel, stride, padding, dilation, out_hw, fill=0.0):
 
 
 def _scatter_windows(xp, cols, input_shape, stride, padding, dilation):
-    """The adjoint of `_windows`: add cols [N, C, KH, KW, OH, OW] into x's padded positions."""
+    """The adjoint of `_windows`: add cols [N, C, KH, KW, OH, OW] into x's padded positions.
+    On a device array module: one gather kernel with the same sums (window_kernels.col2im)."""
+    if is_device(xp):
+        return col2im(xp, cols, tuple(input_shape), stride, padding, dilation)
     n, c, h, w = input_shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     kh, kw, oh, ow = cols.shape[2:]
@@ -211,15 +215,21 @@ class Conv2dGradInput(Op):
 
     def forward(self, xp, g, w, input_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                 groups=1):
-        n, o, oh, ow = g.shape
-        _, cg, kh, kw = w.shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
         if stride == (1, 1):
-            return self._stride_one(xp, g, w, tuple(input_shape), padding, dilation, groups)
+            one = self._stride_one_batched if is_device(xp) else self._stride_one
+            return one(xp, g, w, tuple(input_shape), padding, dilation, groups)
+        cols = self._columns(g, w, groups)
+        return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, dilation)
+
+    @staticmethod
+    def _columns(g, w, groups):
+        """w^T g as columns [N, C, KH, KW, OH, OW]: one (batched) GEMM."""
+        n, o, oh, ow = g.shape
+        _, cg, kh, kw = w.shape
         wt = w.reshape(groups, o // groups, cg * kh * kw).swapaxes(-1, -2)
         cols = wt @ g.reshape(n, groups, o // groups, oh * ow)  # [N, groups, K, OH*OW]
-        cols = cols.reshape(n, groups * cg, kh, kw, oh, ow)
-        return _scatter_windows(xp, cols, tuple(input_shape), stride, padding, dilation)
+        return cols.reshape(n, groups * cg, kh, kw, oh, ow)
 
     @staticmethod
     def _stride_one(xp, g, w, input_shape, padding, dilation, groups):
@@ -241,6 +251,29 @@ class Conv2dGradInput(Op):
                 flat[..., at:at + span] += wt[:, :, :, i, j].swapaxes(-1, -2) @ gy
         return xp.ascontiguousarray(dx[:, :n, ph:ph + h, pw:pw + wd].transpose(1, 0, 2, 3))
 
+    @staticmethod
+    def _stride_one_batched(xp, g, w, input_shape, padding, dilation, groups, out=None):
+        # `_stride_one` for device arrays, without its loop: every offset's product is one
+        # batch element of one matmul (the loop's GEMMs, on the same operand layouts, so the
+        # same sums), and col2im's gather adds them per pixel in the loop's offset order,
+        # from zero (a product that lands on g's zero padding is +0 and adds nothing)
+        n, c, h, wd = input_shape
+        (ph, pw), (dh, dw) = padding, dilation
+        o, cg, kh, kw = w.shape
+        og, hp, wp = o // groups, h + 2 * ph, wd + 2 * pw
+        span = n * hp * wp
+        gy = xp.zeros((o, n, hp, wp), dtype=g.dtype)
+        gy[:, :, :g.shape[2], :g.shape[3]] = g.transpose(1, 0, 2, 3)
+        s0, s1, s2, s3 = w.strides  # wt[i, j, group] = w_ij^T [C/groups, O/groups]
+        wt = xp.lib.stride_tricks.as_strided(w, shape=(kh, kw, groups, cg, og),
+                                             strides=(s2, s3, og * s0, s1, s0))
+        cols = xp.ascontiguousarray(wt @ gy.reshape(groups, og, span))  # [KH, KW, C, span]
+        z = cols.itemsize
+        view = xp.lib.stride_tricks.as_strided(  # as [N, C, KH, KW, OH, OW]
+            cols, shape=(n, c, kh, kw) + tuple(g.shape[2:]),
+            strides=(hp * wp * z, span * z, kw * c * span * z, c * span * z, wp * z, z))
+        return col2im(xp, view, input_shape, (1, 1), padding, dilation, out=out)
+
     def workspace(self, g: Aval, w: Aval, input_shape, stride=(1, 1), padding=(0, 0),
                   dilation=(1, 1), groups=1):
         if _pair(stride, "stride", 1) != (1, 1):
@@ -253,6 +286,13 @@ class Conv2dGradInput(Op):
 
     def forward_into(self, xp, out, g, w, input_shape, stride=(1, 1), padding=(0, 0),
                      dilation=(1, 1), groups=1, work=None):
+        if is_device(xp) and out.flags.c_contiguous:  # forward's GEMM and gather, into out
+            stride, padding, dilation = _conv_attrs(stride, padding, dilation)
+            if stride == (1, 1):
+                return self._stride_one_batched(xp, g, w, tuple(input_shape), padding,
+                                                dilation, groups, out=out)
+            return col2im(xp, self._columns(g, w, groups), tuple(input_shape), stride, padding,
+                          dilation, out=out)
         if not work:
             return Op.forward_into(self, xp, out, g, w, input_shape, stride, padding, dilation,
                                    groups)
@@ -312,7 +352,8 @@ class Conv2dGradWeight(Op):
         _, cg, kh, kw = weight_shape
         stride, padding, dilation = _conv_attrs(stride, padding, dilation)
         if stride == (1, 1):
-            return self._stride_one(xp, x, g, tuple(weight_shape), padding, dilation, groups)
+            one = self._stride_one_batched if is_device(xp) else self._stride_one
+            return one(xp, x, g, tuple(weight_shape), padding, dilation, groups)
         k = cg * kh * kw
         view = _windows(xp, x, (kh, kw), stride, padding, dilation, (oh, ow))
         cols = view.reshape(n, groups, k, oh * ow)
@@ -336,6 +377,25 @@ class Conv2dGradWeight(Op):
                 at = i * dh * row + j * dw
                 gw[:, :, :, i, j] = (gy @ xf[..., at:at + span].swapaxes(-1, -2)).sum(axis=0)
         return gw.reshape(weight_shape)
+
+    @staticmethod
+    def _stride_one_batched(xp, x, g, weight_shape, padding, dilation, groups):
+        # `_stride_one` for device arrays, without its loop: the offsets' slices of the flat
+        # input as one strided view [N, groups, KH, KW, span, C/groups] (the slices' own
+        # layout), so one matmul runs the loop's GEMMs as its batch and gives the same sums
+        n = x.shape[0]
+        o, cg, kh, kw = weight_shape
+        dh, dw = dilation
+        row = x.shape[3] + 2 * padding[1]
+        span = g.shape[2] * row
+        xf = _flat_input(xp, x, padding).reshape(n, groups, cg, -1)
+        gy = _flat_grad(xp, g, row).reshape(n, groups, o // groups, span)
+        sn, sg, sc, st = xf.strides
+        slices = xp.lib.stride_tricks.as_strided(
+            xf, shape=(n, groups, kh, kw, span, cg),
+            strides=(sn, sg, dh * row * st, dw * st, st, sc))
+        gw = (gy[:, :, None, None] @ slices).sum(axis=0)  # [groups, KH, KW, O/groups, C/groups]
+        return xp.ascontiguousarray(gw.transpose(0, 3, 4, 1, 2)).reshape(weight_shape)
 
     def workspace(self, x: Aval, g: Aval, weight_shape, stride=(1, 1), padding=(0, 0),
                   dilation=(1, 1), groups=1):
@@ -498,6 +558,9 @@ class Col2im(Op):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw), (oh, ow) = _column_geometry(
             out.shape, kernel, stride, padding, dilation)
         blocks = cols.reshape(c, kh, kw, n, oh, ow)
+        if is_device(xp) and out.flags.c_contiguous:  # the gather reads the blocks' strides
+            return col2im(xp, blocks.transpose(3, 0, 1, 2, 4, 5), tuple(out.shape),
+                          (sh, sw), (ph, pw), (dh, dw), out=out)
         if not work:
             return Op.forward_into(self, xp, out, cols, input_shape, kernel, stride, padding,
                                    dilation)

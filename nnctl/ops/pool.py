@@ -3,12 +3,58 @@
 They read windows through conv.py's strided view (`_windows`) and add gradients back with
 its adjoint (`_scatter_windows`). The backward ops are linear, and each one's vjp is written
 with its siblings, so gradients of gradients stay in this family.
+
+Max pooling's backward has two graphs, chosen by one switch (`argmax_in_graph`):
+
+- **Off (the default, the CPU's graph).** dx = max_pool2d_grad(g, x), and its derivative
+  max_pool2d_gather(v, x): each finds the window argmax again from x. On the CPU these are
+  numba loops (pool_kernels.py) that fuse the search with the routing; the 2x2 gradient
+  loop (0.5 ms on [64, 16, 28, 28] float32) beats a search and a separate routing
+  (0.48 + 0.22 ms), so the CPU keeps this graph.
+- **On (for a device).** The argmax is a node of the graph, found once:
+  index = max_pool2d_index(x), dx = max_pool2d_scatter(g, index), and the second order's
+  max_pool2d_take(v, index). Common-subexpression elimination merges every index of the same
+  x, so the forward's max, the gradient and a gradient of the gradient all share one search
+  (on the GPU one kernel, window_kernels.py), and the scatter and take are linear in their
+  float input, each the other's adjoint. The index holds k = i*KW + j as a number in x's
+  dtype, as `step` and `equal` give their 0 and 1: the op table differentiates float
+  tensors only, and its derivative is zero where it exists.
+
+Both graphs route ties to the first maximum in row-major window order and let a NaN win (the
+first NaN), so they give the same values. The graph is fixed when the backward is built, by
+`argmax_in_graph(True)` around `grad` (or NNCTL_MAX_POOL_INDEX=1 in the environment); the
+kernels then run on whatever backend the plan is compiled for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
+
 from nnctl.ops.conv import _pair, _pool_shape, _scatter_windows, _windows
-from nnctl.ops.registry import Aval, Op, Sample, fail, register, require_float, same_dtype
+from nnctl.ops.registry import (FLOAT_DTYPES, INT_DTYPES, Aval, Op, Sample, fail, register,
+                                require_float, same_dtype)
+from nnctl.ops.window_kernels import is_device, window_argmax
+
+_ARGMAX_IN_GRAPH: contextvars.ContextVar = contextvars.ContextVar("argmax_in_graph",
+                                                                   default=None)
+
+
+def argmax_in_graph_enabled() -> bool:
+    """Whether max_pool2d's vjp puts the window argmax in the graph (see the module)."""
+    on = _ARGMAX_IN_GRAPH.get()
+    return os.environ.get("NNCTL_MAX_POOL_INDEX", "0") == "1" if on is None else on
+
+
+@contextlib.contextmanager
+def argmax_in_graph(enabled: bool = True):
+    """The switch: max_pool2d's backward built inside it finds the argmax once, as a node."""
+    token = _ARGMAX_IN_GRAPH.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _ARGMAX_IN_GRAPH.reset(token)
 
 # ---- pooling ---------------------------------------------------------------------------------
 
@@ -99,6 +145,9 @@ class MaxPool2d(Op):
         return _looped(self, xp, out, "forward", (x,), kernel, stride, padding)
 
     def vjp(self, g, out, x, **attrs):
+        if argmax_in_graph_enabled():
+            index = x.apply("max_pool2d_index", **attrs)
+            return (g.apply("max_pool2d_scatter", index, input_shape=x.shape, **attrs),)
         return (g.apply("max_pool2d_grad", x, **attrs),)
 
     def samples(self):
@@ -124,6 +173,9 @@ class MaxPool2dGrad(Op):
         return Aval(x.shape, dtype)
 
     def forward(self, xp, g, x, kernel, stride=None, padding=(0, 0)):
+        if is_device(xp):  # the argmax kernel and the scatter's gather: no loop over offsets
+            index = MAX_POOL2D_INDEX.forward(xp, x, kernel, stride, padding)
+            return MAX_POOL2D_SCATTER.forward(xp, g, index, x.shape, kernel, stride, padding)
         index = _argmax(xp, x, kernel, stride, padding)
         kernel, stride, padding = _pool_attrs(kernel, stride, padding)
         kh, kw = kernel
@@ -160,6 +212,9 @@ class MaxPool2dGather(Op):
         return Aval(_pooled(x.shape, kernel, stride, padding), dtype)
 
     def forward(self, xp, v, x, kernel, stride=None, padding=(0, 0)):
+        if is_device(xp):
+            index = MAX_POOL2D_INDEX.forward(xp, x, kernel, stride, padding)
+            return MAX_POOL2D_TAKE.forward(xp, v, index, kernel, stride, padding)
         index = _argmax(xp, x, kernel, stride, padding)
         kernel, stride, padding = _pool_attrs(kernel, stride, padding)
         n, c, oh, ow = index.shape
@@ -176,6 +231,120 @@ class MaxPool2dGather(Op):
     def samples(self):
         for x, attrs in POOL_CASES:
             yield Sample(shapes=(x, x), attrs=attrs, distinct=True)
+
+
+# ---- max pooling with the argmax as a node (argmax_in_graph) -----------------------------------
+
+def _check_index(index: Aval, pooled: tuple, what: str) -> None:
+    if index.dtype not in FLOAT_DTYPES + INT_DTYPES:
+        fail(f"index must hold window positions (floats or ints), got {index}")
+    if index.shape != pooled:
+        fail(f"index {list(index.shape)} is not the pooled shape {list(pooled)} of {what}")
+
+
+@register
+class MaxPool2dIndex(Op):
+    """index[n,c,p,q] = k = i*KW + j of the first maximum of x's window (p, q) in row-major
+    order (padding is -inf; a NaN is the maximum, the first one), as a number in x's dtype;
+    dx = 0 where it exists (piecewise constant, as `step`)"""
+    name = "max_pool2d_index"
+    twice_differentiable = False
+
+    def infer(self, x: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(x, "x")
+        return Aval(_pooled(x.shape, kernel, stride, padding), x.dtype)
+
+    def forward(self, xp, x, kernel, stride=None, padding=(0, 0)):
+        out_hw = _pool_shape(x.shape, kernel, stride, padding)[2:]
+        return window_argmax(xp, x, *_pool_attrs(kernel, stride, padding), out_hw)
+
+    def vjp(self, g, out, x, **attrs):
+        return (None,)
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            yield Sample(shapes=(x,), attrs=attrs, distinct=True)
+
+
+def _hits(xp, index, kernel):
+    """[N, C, KH*KW, OH, OW]: True at each window's position `index`."""
+    k = xp.arange(kernel[0] * kernel[1]).reshape(1, 1, -1, 1, 1)
+    return index[:, :, None] == k
+
+
+@register
+class MaxPool2dScatter(Op):
+    """dx = g added at each window's position `index` (max_pool2d_index: the window's
+    maximum), positions in the padding dropped; linear in g: d/dg = max_pool2d_take(v, index);
+    index only picks positions: None"""
+    name = "max_pool2d_scatter"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, g: Aval, index: Aval, input_shape, kernel, stride=None,
+              padding=(0, 0)) -> Aval:
+        require_float(g, "g")
+        expected = _pooled(tuple(input_shape), kernel, stride, padding)
+        if g.shape != expected:
+            fail(f"g {list(g.shape)} is not the pooled shape {list(expected)} of x "
+                 f"{list(input_shape)}")
+        _check_index(index, expected, f"x {list(input_shape)}")
+        return Aval(tuple(input_shape), g.dtype)
+
+    def forward(self, xp, g, index, input_shape, kernel, stride=None, padding=(0, 0)):
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        n, c, oh, ow = g.shape
+        # g where the window's maximum is, else 0 (an infinite g reaches that one place only)
+        cols = xp.where(_hits(xp, index, kernel), g[:, :, None], 0)
+        cols = cols.reshape((n, c) + kernel + (oh, ow))
+        dx = _scatter_windows(xp, cols, tuple(input_shape), stride, padding, (1, 1))
+        return xp.ascontiguousarray(dx)
+
+    def vjp(self, gx, out, g, index, input_shape, **attrs):
+        return gx.apply("max_pool2d_take", index, **attrs), None
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            y = _pool_shape(x, **attrs)
+            k = _pool_attrs(attrs["kernel"], attrs.get("stride"), attrs.get("padding", (0, 0)))[0]
+            yield Sample(shapes=(y, y), attrs={"input_shape": x, **attrs},
+                         int_inputs={1: k[0] * k[1]})
+
+
+@register
+class MaxPool2dTake(Op):
+    """y[n,c,p,q] = v at window (p, q)'s position `index` (0 in the padding): the adjoint of
+    max_pool2d_scatter in g;  dv = max_pool2d_scatter(g, index), index: None"""
+    name = "max_pool2d_take"
+    arity = 2
+    nondifferentiable = (1,)
+
+    def infer(self, v: Aval, index: Aval, kernel, stride=None, padding=(0, 0)) -> Aval:
+        require_float(v, "v")
+        pooled = _pooled(v.shape, kernel, stride, padding)
+        _check_index(index, pooled, f"v {list(v.shape)}")
+        return Aval(pooled, v.dtype)
+
+    def forward(self, xp, v, index, kernel, stride=None, padding=(0, 0)):
+        kernel, stride, padding = _pool_attrs(kernel, stride, padding)
+        n, c, oh, ow = index.shape
+        view = _windows(xp, v, kernel, stride, padding, (1, 1), (oh, ow))
+        cols = view.reshape(n, c, kernel[0] * kernel[1], oh, ow)
+        at = index[:, :, None].astype(xp.intp)
+        return xp.take_along_axis(cols, at, axis=2)[:, :, 0]
+
+    def vjp(self, g, out, v, index, **attrs):
+        return g.apply("max_pool2d_scatter", index, input_shape=v.shape, **attrs), None
+
+    def samples(self):
+        for x, attrs in POOL_CASES:
+            y = _pool_shape(x, **attrs)
+            k = _pool_attrs(attrs["kernel"], attrs.get("stride"), attrs.get("padding", (0, 0)))[0]
+            yield Sample(shapes=(x, y), attrs=attrs, int_inputs={1: k[0] * k[1]})
+
+
+MAX_POOL2D_INDEX, MAX_POOL2D_SCATTER, MAX_POOL2D_TAKE = (
+    MaxPool2dIndex(), MaxPool2dScatter(), MaxPool2dTake())
 
 
 @register
