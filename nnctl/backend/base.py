@@ -8,6 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class CaptureUnsupported(RuntimeError):
+    """This backend has no graph capture (Backend.capture): the step runs eagerly."""
+
+
 class Backend:
     """What an ExecutionPlan and the trainer need from a device."""
 
@@ -32,6 +36,21 @@ class Backend:
     def warm_up(self) -> None:
         """Once per process, before the first plan runs: whatever the device's libraries
         need to reach their steady speed (nothing by default)."""
+
+    def capture(self, fn):
+        """`fn()` captured as a graph of device work, as CUDA stream capture records it.
+
+        Returns an object with `launch()`, which re-runs exactly the kernels and device
+        copies `fn` issued, on the same arrays, with the arguments they had at capture (a
+        Python scalar handed to a kernel is baked in), and `result`, what `fn` returned
+        (arrays that every launch writes). Nothing runs during the capture itself: call
+        `launch()` for the first step too. So `fn` must read every per-step value from
+        device arrays filled before each launch, never read a device value on the host,
+        and keep the arrays it reads and writes for as long as the graph is launched
+        (nnctl/train/capture.py says how a training step is made so). Raises
+        CaptureUnsupported where the device has no graphs (the CPU)."""
+        raise CaptureUnsupported(f"the {self.name or type(self).__name__} backend runs each "
+                                 "kernel as it is called: it has no graphs to capture")
 
     def bernoulli(self, rng, shape, p: float, dtype: str):
         """A 0/1 array of `shape`, 1 with probability p, drawn from `rng`."""

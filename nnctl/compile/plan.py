@@ -388,6 +388,20 @@ class ExecutionPlan:
                 return self._run(feeds)
         return self._run(feeds)
 
+    @property
+    def capturable(self) -> bool:
+        """Whether a step of this plan can be captured as a CUDA graph and replayed
+        (nnctl/train/capture.py): every op allows it (Op.capturable). Its other kernels do:
+        a fused group is one generated kernel on fixed buffers, and a dropout mask is drawn
+        by the backend's generator, whose state CuPy's (Philox) keeps on the device. A
+        replay reuses the buffers of one batch size: capture per size (the key's B)."""
+        return not self.uncapturable()
+
+    def uncapturable(self) -> list[str]:
+        """The names of this plan's ops that cannot be captured, sorted (none: capturable)."""
+        return sorted({n.op for n in self.graph.nodes if not n.is_leaf and n.op in REGISTRY
+                       and not REGISTRY[n.op].capturable})
+
     def largest_buffer(self) -> int:
         """Elements of the largest buffer at the capacity (how big this plan's kernels get)."""
         m = self.memory

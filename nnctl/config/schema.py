@@ -475,6 +475,10 @@ class TrainSpec:
     threads: int | str = field(one_of(choice("auto"), integer(min=1, max=1024),
                                       what="a positive integer (at most 1024) or 'auto'"), 1,
                                "threads of BLAS and of numba's pool ('auto': the idle cores)")
+    cuda_graphs: bool = field(boolean, True,
+                              "on CUDA, capture the steady-state training step once per batch "
+                              "shape as a CUDA graph and replay it (docs/cuda.md); false: "
+                              "launch each kernel from Python every step. Ignored on the CPU")
     augment: AugmentSpec = field(nested(AugmentSpec), AugmentSpec(), "training-batch "
                                                                      "augmentation")
     pad_multiple: int = field(positive, 8, "padded sequences: each batch is cut to its longest "

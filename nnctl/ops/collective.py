@@ -32,6 +32,7 @@ def world_size() -> int:
 class AllReduceSum(Op):
     """y = the sum of x over all ranks (one process: x);  dx = allreduce_sum(g)"""
     name = "allreduce_sum"
+    capturable = False  # the communicator sums on the host (MPI) between ranks
     kind = OPAQUE
 
     def infer(self, x: Aval) -> Aval:

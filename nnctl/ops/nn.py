@@ -106,6 +106,7 @@ def one_hot_into(xp, hits, rows, labels):
 class OneHot(Op):
     """y[..., k] = 1 if labels == k else 0;  no gradient (labels are integers)"""
     name = "one_hot"
+    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (0,)
 
     def infer(self, labels: Aval, depth: int, dtype: str = "float32") -> Aval:
@@ -145,6 +146,7 @@ class SubOneHot(Op):
     one subtraction at each label instead of a dense one-hot (simplify.py rewrites to it);
     dx = g (labels outside [0, classes) subtract nothing, as one_hot)"""
     name = "sub_one_hot"
+    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (1,)
     arity = 2
 
@@ -185,6 +187,7 @@ class SoftmaxXentGrad(Op):
     per-call cost decides small batches). dx = s p (g - sum(g p)) with p = softmax(x),
     ds = sum(g (p - one_hot(labels)))"""
     name = "softmax_xent_grad"
+    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     kind = REDUCTION
     nondifferentiable = (1,)
     arity = 3
@@ -233,6 +236,7 @@ class CrossEntropy(Op):
     """loss = mean over positions of logsumexp(x) - x[label], from logits [..., classes] and
     integer labels [...];  dx = g (softmax(x) - onehot(label)) / N (N = number of labels)"""
     name = "cross_entropy"
+    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (1,)
     arity = 2
 

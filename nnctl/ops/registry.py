@@ -200,6 +200,12 @@ class Op:
     # None)` that writes both). A compiled plan pairs them (plan.py); the results must be
     # the bits each op's own kernel gives.
     companion: tuple[str, str] | None = None
+    # Whether a compiled step holding this op can be captured as a CUDA graph and replayed
+    # (nnctl/train/capture.py): its forward reads no device value on the host (no int() of a
+    # device array, no result whose size depends on the data), copies no host data to the
+    # device, and does the same device work at every run (nothing decided on the host from
+    # values that change between runs). False where it does not hold.
+    capturable: bool = True
 
     def infer(self, *avals: Aval, **attrs) -> Aval:
         raise NotImplementedError

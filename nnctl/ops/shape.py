@@ -222,6 +222,7 @@ class Numel(Op):
     dtype; reads x's shape only, so a graph that scales by a count (a mean's gradient) stays
     valid for every batch size;  no gradient"""
     name = "numel"
+    capturable = False  # forward copies the count from the host (asarray) each run
     kind = OPAQUE
     nondifferentiable = (0,)
 
