@@ -301,3 +301,25 @@ def test_a_capture_that_fails_falls_back_to_eager_and_names_the_culprit():
     (notice,) = graphs.notices()
     assert "float() of a device array" in notice and "test_capture.py" in notice
     assert "in step" in notice and graphs.captures == 0 and graphs.refusal("a") == notice
+
+
+def test_the_optimizers_own_step_replays_the_scalars_of_its_capture():
+    """Why the trainer cannot capture `optimizer.step` as it is: its learning rate, step
+    count and Adam's bias corrections are Python values (on CuPy refilled into the kernels'
+    coefficient array with a host copy, which the capture refuses), so a replay repeats the
+    captured step's update. The fused update must read them from a device array filled
+    before the launch."""
+    from nnctl.optim.adam import Adam
+
+    def run(enabled: bool) -> list:
+        backend = RecordingBackend()
+        p, g = backend.asarray(np.ones(3)), backend.asarray(np.zeros(3))
+        optimizer, graphs = Adam(backend.xp, lr=0.1), StepGraphs(backend, enabled=enabled)
+        weights = []
+        for k in range(4):
+            g[...] = 0.5 + k
+            graphs.run("key", lambda: optimizer.step([p], [g]))
+            weights.append(float(p[0]))
+        return weights
+    eager, replayed = run(False), run(True)
+    assert eager[:2] == replayed[:2] and eager[2] != replayed[2]
