@@ -25,12 +25,17 @@ def _inputs(op: str, x: np.ndarray, attrs: dict) -> tuple:
     """The arrays and extra attrs each pooling op takes, for input x."""
     pooled = REGISTRY["max_pool2d"].forward(np, x, **_pairs(attrs))
     g = np.random.default_rng(1).standard_normal(pooled.shape)
+    index = REGISTRY["max_pool2d_index"].forward(np, x, **_pairs(attrs))
     return {"max_pool2d": ((x,), {}), "avg_pool2d": ((x,), {}),
             "max_pool2d_grad": ((g, x), {}), "max_pool2d_gather": ((x * 2.0, x), {}),
-            "avg_pool2d_grad": ((g,), {"input_shape": x.shape})}[op]
+            "avg_pool2d_grad": ((g,), {"input_shape": x.shape}),
+            "max_pool2d_index": ((x,), {}),
+            "max_pool2d_scatter": ((g, index), {"input_shape": x.shape}),
+            "max_pool2d_take": ((x * 2.0, index), {})}[op]
 
 
-OPS = ["max_pool2d", "avg_pool2d", "max_pool2d_grad", "max_pool2d_gather", "avg_pool2d_grad"]
+OPS = ["max_pool2d", "avg_pool2d", "max_pool2d_grad", "max_pool2d_gather", "avg_pool2d_grad",
+       "max_pool2d_index", "max_pool2d_scatter", "max_pool2d_take"]
 
 
 @pytest.mark.parametrize("size", [6, 96], ids=["numpy", "jit-sized"])
@@ -54,15 +59,19 @@ def test_int_attrs_equal_pairs_in_infer_forward_and_forward_into(name, attrs, si
 
 
 @pytest.mark.parametrize("attrs", INT_ATTRS, ids=str)
-@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d", "max_pool2d argmax_in_graph"])
 def test_int_attrs_first_and_second_order_gradients_equal_pairs(pool, attrs):
+    from nnctl.ops.pool import argmax_in_graph
+
     x0 = np.random.default_rng(2).permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0
+    pool, switch = pool.split()[0], pool.endswith("argmax_in_graph")
     results = []
     for a in (attrs, _pairs(attrs)):
         x = Tensor(x0)
         y = x.apply(pool, **a)
-        (gx,) = grad((y * y).sum(), [x])
-        (gxx,) = grad((gx * gx).sum(), [x])
+        with argmax_in_graph(switch):
+            (gx,) = grad((y * y).sum(), [x])
+            (gxx,) = grad((gx * gx).sum(), [x])
         results.append((y.numpy(), gx.numpy(), gxx.numpy()))
     for got, expected in zip(*results):
         np.testing.assert_array_equal(got, expected)
