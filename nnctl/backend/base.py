@@ -17,6 +17,10 @@ class Backend:
 
     name: str = ""
     xp: Any = None
+    #: whether reading a device value makes the host wait for the device (a GPU): the
+    #: trainer then decides each step on the device and reads once per interval
+    #: (nnctl/train/device_steps.py)
+    defers_reads: bool = False
 
     def rng(self, seed):
         """A new random generator on this device, seeded by an int or a SeedSequence."""

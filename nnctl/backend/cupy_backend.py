@@ -8,6 +8,7 @@ from nnctl.errors import BackendError
 
 class CupyBackend(Backend):
     name = "cuda"
+    defers_reads = True
 
     def __init__(self):
         try:
@@ -26,11 +27,10 @@ class CupyBackend(Backend):
         self.xp = cupy
 
     def rng(self, seed):
-        import numpy
-        # cupy's default_rng wants an int seed; derive one from the SeedSequence deterministically
-        if isinstance(seed, numpy.random.SeedSequence):
-            seed = int(seed.generate_state(1, dtype="uint64")[0])
-        return self.xp.random.default_rng(seed)
+        # not cupy.random.default_rng: its state is ~120 MB of cuRAND states that no
+        # checkpoint can hold; Philox's is 16 bytes, so a GPU resume draws the same masks
+        from nnctl.backend.philox import PhiloxGenerator
+        return PhiloxGenerator(self.xp, seed)
 
     def asarray(self, host_array, dtype=None):
         return self.xp.asarray(host_array, dtype=dtype)

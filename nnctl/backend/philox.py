@@ -115,6 +115,8 @@ class PhiloxBits:
     {"bit_generator": "Philox4x32-10", "key": [k0, k1], "counter": c}, read and set whole
     (checkpoints save it; nnctl/train/checkpoint_schema.py checks it round-trips)."""
 
+    display_name = NAME  # what a refused checkpoint state is said to be expected as
+
     def __init__(self, seed=0, words=None):
         k0, k1 = seed_key(seed)
         # host words [k0, k1, counter low, counter high], or a device array of them
@@ -197,6 +199,14 @@ class PhiloxGenerator:
         else:
             self.xp.copyto(out, self.xp.asarray(values))
         return out
+
+    def snapshot(self):
+        """A copy of the state where it lives (a 16-byte device copy on the GPU: no sync),
+        for `restore` to go back to (the trainer replays a failed step's masks)."""
+        return self.bit_generator.words.copy()
+
+    def restore(self, snapshot) -> None:
+        self.bit_generator.words[...] = snapshot
 
     def _draw_on_device(self, out, dtype: str) -> None:
         xp = self.xp

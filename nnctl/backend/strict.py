@@ -49,6 +49,9 @@ class StrictArray(NDArrayOperatorsMixin):
     """A 'device' array: NumPy underneath, no implicit way back to NumPy."""
 
     __slots__ = ("a",)
+    #: explicit reads of device values (get, float, int, bool): each is a sync on a GPU, so
+    #: tests count them (a sync-free training step makes none)
+    host_reads = 0
 
     def __init__(self, array: np.ndarray):
         self.a = array
@@ -86,15 +89,19 @@ class StrictArray(NDArrayOperatorsMixin):
         return (_wrap(v) for v in self.a)
 
     def __float__(self) -> float:  # explicit, as on CuPy (a synchronising copy)
+        StrictArray.host_reads += 1
         return float(self.a)
 
     def __int__(self) -> int:
+        StrictArray.host_reads += 1
         return int(self.a)
 
     def __index__(self) -> int:
+        StrictArray.host_reads += 1
         return int(self.a)
 
     def __bool__(self) -> bool:
+        StrictArray.host_reads += 1
         return bool(self.a)
 
     def __repr__(self) -> str:
@@ -102,6 +109,7 @@ class StrictArray(NDArrayOperatorsMixin):
 
     def get(self):
         """The explicit host copy (CuPy's ndarray.get)."""
+        StrictArray.host_reads += 1
         return self.a.copy()
 
     def set(self, host) -> None:
@@ -165,6 +173,7 @@ class StrictBackend(Backend):
     """CPU arithmetic under the GPU's rules (tests only; not a --device)."""
 
     name = "strict"
+    defers_reads = True  # as CuPy: the trainer keeps a step's checks on the device
 
     def __init__(self):
         self.xp = _StrictModule()

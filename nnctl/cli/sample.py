@@ -20,6 +20,8 @@ def sample(
     temperature: Annotated[float, typer.Option(
         help="Below 1: safer, more common characters; above 1: more surprising.")] = 1.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling.")] = 0,
+    device: Annotated[str, typer.Option(
+        help="cpu or cuda: where the model runs and the characters are drawn.")] = "cpu",
     threads: ThreadsOption = None,
 ) -> None:
     """Generate text from a trained character model, one character at a time.
@@ -33,6 +35,6 @@ def sample(
         from nnctl.threads import parse_threads, use_threads
         from nnctl.train.sample import sample_text
         with use_threads(parse_threads(threads)):
-            text = sample_text(run_dir, length, prompt, temperature, seed)
+            text = sample_text(run_dir, length, prompt, temperature, seed, device)
         print(text)
     guarded(run)

@@ -58,7 +58,24 @@ class Optimizer:
         self._fused: dict[int, list] = {}  # i -> [p, flat p or None, flat states, first]
         self._coef: dict[object, object] = {}  # dtype -> the kernels' scalars in that dtype
 
-    def step(self, params: list, grads: list) -> None:
+    def prepare(self, params: list) -> None:
+        """Make every parameter's state now, as its first update would (zeros; Adagrad's
+        initial accumulator; SGD's velocity, which starts from zero and so becomes the first
+        gradient, as `update` makes it). A guarded step (`step(..., apply=)`) then never
+        makes state inside a step it may not apply."""
+        for i, p in enumerate(params):
+            self.fused_state(i, p)
+
+    def step(self, params: list, grads: list, apply=None) -> None:
+        """One update. `apply`: None, or a 0-d device array, 1 to update and 0 to leave every
+        parameter and state exactly as it is, decided on the device (nnctl/train/
+        device_steps.py), so the host never waits to learn whether a step was finite. The
+        step count moves on either way: whoever reads the flag later sets it back."""
+        if apply is not None and not self.on_gpu:
+            self._guarded_step(params, grads, apply)
+            return
+        if self.on_gpu and self.jit:
+            self._gpu_guard = apply
         self.steps += 1
         if self.jit and self._kernels is None and not self.on_gpu and \
                 sum(p.size for p in params) < _jit.MIN_TOTAL:
@@ -70,6 +87,30 @@ class Optimizer:
             return
         for i, (p, g) in enumerate(zip(params, grads)):
             self._update(i, p, g)
+
+    def _guarded_step(self, params: list, grads: list, apply) -> None:
+        """`apply` on a host array module: the update, then the old values put back where
+        the flag is 0 (a copy of each array: the GPU's kernels test the flag instead)."""
+        xp = self.xp
+        states = [getattr(self, slot) for slot in self.slots]
+        kept = [(a, a.copy()) for a in params] + \
+            [(s[i], s[i].copy()) for s in states for i in sorted(s)]
+        self.step(params, grads)
+        undo = apply == 0
+        for array, before in kept:
+            xp.copyto(array, before, where=undo)
+
+    def _update_one(self, i: int, p, g) -> None:
+        """`_update` for a parameter the GPU kernels cannot take, under this step's guard."""
+        guard = getattr(self, "_gpu_guard", None) if self.on_gpu else None
+        if guard is None:
+            self._update(i, p, g)
+            return
+        kept = [(p, p.copy())] + [(s[i], s[i].copy()) for s in
+                                  (getattr(self, slot) for slot in self.slots) if i in s]
+        self._update(i, p, g)
+        for array, before in kept:
+            self.xp.copyto(array, before, where=guard == 0)
 
     def _update(self, i: int, p, g) -> None:
         """The array-module path for one parameter: weight decay, then `update`."""
@@ -150,6 +191,8 @@ class Optimizer:
         if k is None and self.on_gpu:
             from nnctl.optim.cuda_kernels import CudaKernels
             k = self._kernels = CudaKernels(self.xp)
+        if self.on_gpu:
+            k.guard(getattr(self, "_gpu_guard", None))
         elif k is None:
             from nnctl.optim import kernels
             k = self._kernels = kernels
@@ -163,14 +206,14 @@ class Optimizer:
             self._fill(c, values)
         for i, (p, g) in enumerate(zip(params, grads)):
             if g.dtype != p.dtype or g.shape != p.shape:
-                self._update(i, p, g)
+                self._update_one(i, p, g)
                 continue
             entry = self._fused.get(i)
             if entry is None or entry[0] is not p:
                 entry = self._fused_entry(i, p)
             pf = entry[1]
             if pf is None:
-                self._update(i, p, g)
+                self._update_one(i, p, g)
                 continue
             if g.flags.c_contiguous:
                 gf = g if g.ndim == 1 else g.reshape(-1)

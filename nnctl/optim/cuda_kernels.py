@@ -72,38 +72,65 @@ def in_params(name: str) -> str:
     return "T g, raw T c, bool l2" + (f", {extra}" if extra else "")
 
 
+def guarded(name: str) -> tuple[str, str]:
+    """(the kernel's inputs, its body) with the step's guard: `ok[0]` is 0 for a step that
+    must not be applied (a non-finite or diverged loss found on the device), and then the
+    thread leaves its parameter and state elements as they are."""
+    return in_params(name) + ", raw T ok", "if (ok[0] != (T)0) {" + SOURCES[name][2] + "\n}"
+
+
 class CudaKernels:
     """The optimizers' kernel namespace on CuPy; kernels are built at first use."""
 
     def __init__(self, xp):
         self.xp = xp
         self._built: dict = {}
+        self._ok = None
+        self._flags: dict = {}  # dtype -> this step's guard in that dtype
+        self._always: dict = {}  # dtype -> a 1 that never changes (steps without a guard)
+
+    def guard(self, ok) -> None:
+        """This step's guard: a 0-d device array (1 apply, 0 skip), or None to apply."""
+        self._ok = ok
+        self._flags = {}
+
+    def _flag(self, dtype):
+        flag = self._flags.get(dtype)
+        if flag is None:
+            if self._ok is None:
+                flag = self._always.get(dtype)
+                if flag is None:
+                    flag = self._always[dtype] = self.xp.ones(1, dtype=dtype)
+            else:
+                flag = self._ok.astype(dtype).reshape(1)
+            self._flags[dtype] = flag
+        return flag
 
     def _kernel(self, name: str):
         kernel = self._built.get(name)
         if kernel is None:
-            extra, outs, body = SOURCES[name]
+            inputs, body = guarded(name)
             kernel = self._built[name] = self.xp.ElementwiseKernel(
-                in_params(name), outs, body, f"nnctl_{name}", options=("--fmad=false",))
+                inputs, SOURCES[name][1], body, f"nnctl_{name}", options=("--fmad=false",))
         return kernel
 
     def sgd(self, p, g, c, l2):
-        self._kernel("sgd")(g, c, l2, p)
+        self._kernel("sgd")(g, c, l2, self._flag(p.dtype), p)
 
     def sgd_momentum(self, p, g, v, c, l2, nesterov, first):
-        self._kernel("sgd_momentum")(g, c, l2, nesterov, first, p, v)
+        self._kernel("sgd_momentum")(g, c, l2, nesterov, first, self._flag(p.dtype), p, v)
 
     def adam(self, p, g, m, v, c, l2):
-        self._kernel("adam")(g, c, l2, p, m, v)
+        self._kernel("adam")(g, c, l2, self._flag(p.dtype), p, m, v)
 
     def rmsprop(self, p, g, s, c, l2):
-        self._kernel("rmsprop")(g, c, l2, p, s)
+        self._kernel("rmsprop")(g, c, l2, self._flag(p.dtype), p, s)
 
     def rmsprop_momentum(self, p, g, s, b, c, l2):
-        self._kernel("rmsprop_momentum")(g, c, l2, p, s, b)
+        self._kernel("rmsprop_momentum")(g, c, l2, self._flag(p.dtype), p, s, b)
 
     def adagrad(self, p, g, s, c, l2):
-        self._kernel("adagrad")(g, c, l2, p, s)
+        self._kernel("adagrad")(g, c, l2, self._flag(p.dtype), p, s)
 
     # a GPU kernel is parallel already
     sgd_parallel, sgd_momentum_parallel, adam_parallel = sgd, sgd_momentum, adam

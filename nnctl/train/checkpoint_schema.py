@@ -103,7 +103,8 @@ class CheckpointSchema:
     slots: tuple[str, ...]  # the optimizer's per-parameter state, saved as optim/<slot>.<i>
     steps_per_epoch: int
     batch_size: int
-    generators: dict[str, type]  # meta field -> the bit generator class its state is for
+    # meta field -> the bit generator class its state is for (or the classes it may be for)
+    generators: dict[str, type | tuple[type, ...]]
     partial: dict[str, object]  # the fields of fresh partial sums, and their starting values
 
     @classmethod
@@ -112,8 +113,10 @@ class CheckpointSchema:
             return {n: ArraySpec(tuple(a.shape), np.dtype(a.dtype)) for n, a in zip(names, arrays)}
 
         host = type(trainer.shuffle_rng.bit_generator)
-        # a device generator's state is not saved; a host one's is, by a CPU run
-        dropout = type(trainer.dropout_rng.bit_generator) if trainer._host_rng else host
+        # the dropout stream is NumPy's PCG64 on the CPU and Philox on the GPU; a checkpoint
+        # of either device resumes on the other (its dropout stream then starts afresh)
+        from nnctl.backend.philox import PhiloxBits
+        dropout = (type(trainer.dropout_rng.bit_generator), np.random.PCG64, PhiloxBits)
         sums = MetricSums(None, trainer.spec.metrics, trainer.classification,
                           trainer.multilabel)
         return cls(params=specs(trainer.param_names, trainer.params),
@@ -234,9 +237,11 @@ class Fields:
         value = self.meta.get(field)
         if value is None and optional:
             return
-        if not _round_trips(generator, value):
-            raise self.refuse(field, f"expected a {generator.__name__} generator state, got "
-                                     f"{brief(value)}")
+        kinds = generator if isinstance(generator, tuple) else (generator,)
+        if not any(_round_trips(kind, value) for kind in kinds):
+            names = " or ".join(dict.fromkeys(getattr(kind, "display_name", kind.__name__)
+                                              for kind in kinds))
+            raise self.refuse(field, f"expected a {names} generator state, got {brief(value)}")
 
     def partial(self, epoch: int, step: int) -> None:
         value, fresh = self.meta.get("partial"), self.schema.partial

@@ -40,9 +40,10 @@ class DivergenceWatch:
         self.streak += 1
         self.since = self.since or (epoch, step)
         if self.streak >= self.spec.steps:
-            raise TrainingError(self._message(loss, epoch, step))
+            raise TrainingError(self.message(loss, epoch, step))
 
-    def _message(self, loss: float, epoch: int, step: int) -> str:
+    def message(self, loss: float, epoch: int, step: int) -> str:
+        """The error of a divergence found at `step` (also by the device's check)."""
         s = self.spec
         bounds = []
         if s.factor is not None:

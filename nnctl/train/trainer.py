@@ -36,6 +36,7 @@ from nnctl.step import (RECALL_METRICS, comparison_layer, layer_location, make_a
                         prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
+from nnctl.train.device_steps import DeviceSteps, clip_on_device
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
@@ -49,6 +50,9 @@ MAXIMISED = {"accuracy", "top5_accuracy", "precision_macro", "recall_macro", "f1
              "span_f1", "exact_match", "bleu", "verification_accuracy", "roc_auc"}
 # metrics of sequences decoded by search (sequence to sequence), not of the teacher-forced
 # scores: nnctl.train.translate computes them
+# steps between the host's reads of a device run's figures, when train.log_every is 0: the
+# progress display moves every READ_EVERY steps (nnctl/train/device_steps.py)
+READ_EVERY = 50
 DECODED_METRICS = ("exact_match", "char_error_rate", "bleu")
 
 
@@ -108,7 +112,6 @@ class Trainer:
         self.shuffle_rng = np.random.default_rng(streams["shuffle"])
         self.augment_rng = np.random.default_rng(streams["augment"])
         self.dropout_rng = backend.rng(streams["dropout"])
-        self._host_rng = isinstance(self.dropout_rng, np.random.Generator)
         # what the training plan draws dropout masks from: with several ranks, each draws
         # the global batch's masks from the one stream and keeps its rows
         self._plan_rng = ShardedDraws(self.dropout_rng) if comm.size > 1 else self.dropout_rng
@@ -148,6 +151,7 @@ class Trainer:
         self._eval_plans: dict = {}
         self._forward_plans: dict = {}
         self._embedding_plan, self._embedding_cosine = None, False
+        self._device_steps: DeviceSteps | None = None  # made at the first deferred epoch
         feeds = self.builder.feeds(1)
         # where the mask of the labels is among a batch's arrays (None: every label counts)
         self.label_mask_at = next((i for i, t in enumerate(feeds.data) if t is feeds.y_mask),
@@ -495,9 +499,12 @@ class Trainer:
         # resumed mid-epoch replays the same order and skips the batches already done
         self.shuffle_rng.bit_generator.state = self.epoch_start_shuffle_state
         order = self.batches("train", t.batch_size, t.shuffle, self.shuffle_rng)
+        if self._defers_reads():
+            self._deferred_steps(order, host_x, sums, started)
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
+            augment_state = self.augment_rng.bit_generator.state if self.augmenter else None
             if self.comm.size > 1:
                 outs, yb, mask, local_loss, loss, grads, plan, feeds, rng_state = \
                     self._step_across_ranks(idx, host_x, step)
@@ -514,8 +521,14 @@ class Trainer:
                     self.skipped += 1
                     self.step_in_epoch = step
                     continue
-                raise TrainingError(self._nonfinite_message(plan, feeds, rng_state, loss, step))
-            self.divergence.check(loss, self.epoch, step)  # before the update, as for a NaN
+                message = self._nonfinite_message(plan, feeds, rng_state, loss, step)
+                self._rewind_streams(rng_state, augment_state)
+                raise TrainingError(message)
+            try:
+                self.divergence.check(loss, self.epoch, step)  # before the update, as for a NaN
+            except TrainingError:
+                self._rewind_streams(rng_state, augment_state)
+                raise
             self.optimizer.lr = self.schedule(self.global_step)
             self.optimizer.step(self.params, grads)
             for state, new in zip(self.states, outs[2 + n_params:]):
@@ -542,6 +555,87 @@ class Trainer:
         record["lr"] = self.schedule(max(self.global_step - 1, 0))
         return record, time.perf_counter() - started
 
+    # ---- steps decided on the device (nnctl/train/device_steps.py) -------------------------
+    def _defers_reads(self) -> bool:
+        """Whether this run's steps are checked on the device and read once per interval: on
+        a backend where a read waits for the device (CuPy), on one process, unless a
+        non-finite step is to be skipped (which needs its answer before the next step: one
+        read per step, as PyTorch's GradScaler makes)."""
+        return (self.backend.defers_reads and self.comm.size == 1
+                and self.spec.train.on_nonfinite != "skip")
+
+    def _deferred_steps(self, order: list, host_x, sums, started: float) -> None:
+        """The epoch's remaining steps with no host read inside a step. Every `interval`
+        steps (train.log_every, else READ_EVERY), at the end of the epoch and before a stop,
+        the host reads the interval once (`_settle`): progress, and a failed step reported
+        as the CPU trainer reports it, the weights those before it."""
+        t, xp = self.spec.train, self.backend.xp
+        n_params = len(self.params)
+        device = self._device_steps
+        if device is None:
+            device = self._device_steps = DeviceSteps(xp, t.divergence, self.spec.metrics)
+            self.optimizer.prepare(self.params)  # no state is made inside a guarded step
+        interval = t.log_every or READ_EVERY
+        device.start(self.epoch, self.step_in_epoch, self.divergence)
+        pending: list = []  # (step, batch, dropout snapshot, augment state) since the read
+        for step, idx in enumerate(order, 1):
+            if step <= self.step_in_epoch:
+                continue
+            augment_state = self.augment_rng.bit_generator.state if self.augmenter else None
+            data, mask, plan, rng_state = self._train_batch(idx, host_x)
+            outs = plan.run([*data, *self.params, *self.states])
+            grads = outs[2:2 + n_params]
+            if t.clip_value is not None:
+                grads = clip_grad_value(xp, grads, t.clip_value)
+            grads, norm = clip_on_device(
+                xp, grads, t.clip_norm if t.clip_norm is not None else math.inf)
+            ok = device.check(outs[0], norm)
+            self.optimizer.lr = self.schedule(self.global_step)
+            self.optimizer.step(self.params, grads, apply=ok)
+            keep = ok == 0
+            for state, new in zip(self.states, outs[2 + n_params:]):
+                xp.copyto(state, xp.where(keep, state, new))
+            device.add(ok, outs[0], outs[1], data[1], mask, self.classification,
+                       self.multilabel)
+            pending.append((step, idx, rng_state, augment_state))
+            self.global_step += 1
+            self.step_in_epoch = step
+            if len(pending) >= interval or step == len(order) or self._stop_requested:
+                self._settle(pending, host_x, sums, len(order), started)
+                pending = []
+                device.start(self.epoch, self.step_in_epoch, self.divergence)
+            if self._stop_requested:
+                self._clean_stop = True
+                raise KeyboardInterrupt
+
+    def _settle(self, pending: list, host_x, sums, steps: int, started: float) -> None:
+        """Read the interval's device figures once. A failed step rewinds the counters, the
+        optimizer's step count and the data streams to just before it (the guard left the
+        weights there) and raises the CPU trainer's error."""
+        failure = self._device_steps.settle(self.backend.to_host, sums, self.divergence)
+        if failure is not None:
+            step, loss, kind = failure
+            undone = self.step_in_epoch - step + 1  # the failed step and the no-ops after it
+            self.global_step -= undone
+            self.optimizer.steps -= undone
+            self.step_in_epoch = step - 1
+            _, idx, rng_state, augment_state = pending[step - pending[0][0]]
+            if kind == "diverged":
+                message = self.divergence.message(loss, self.epoch, step)
+            else:  # the failed step again, from the same weights, masks and augmentation
+                if augment_state is not None:
+                    self.augment_rng.bit_generator.state = augment_state
+                self._rng_restore(rng_state)
+                data, _, plan, _ = self._train_batch(idx, host_x)
+                message = self._nonfinite_message(
+                    plan, [*data, *self.params, *self.states], rng_state, loss, step)
+            self._rewind_streams(rng_state, augment_state)
+            raise TrainingError(message)
+        elapsed = time.perf_counter() - started
+        self.events.on_step(self.epoch, self.step_in_epoch, steps,
+                            sums.loss / max(sums.weight, 1), sums.headline,
+                            sums.n / max(elapsed, 1e-9))
+
     def _train_batch(self, idx, host_x, rows=None, before: int = 0):
         """(the device arrays of training samples `rows` of the global batch `idx` (default:
         all of it) in feed order, the label mask or None, the plan for their padded length,
@@ -554,8 +648,28 @@ class Trainer:
             data[0] = self.backend.asarray(batch if rows is idx else
                                            batch[before:before + len(rows)])
         mask = data[self.label_mask_at] if self.label_mask_at is not None else None
-        rng_state = self.dropout_rng.bit_generator.state if self._host_rng else None
-        return data, mask, self.train_plan(steps), rng_state
+        return data, mask, self.train_plan(steps), self._rng_snapshot()
+
+    def _rewind_streams(self, rng_state, augment_state) -> None:
+        """Put the dropout and augmentation streams back to where they stood before a failed
+        step, so that the checkpoint written on the way out resumes with that very step."""
+        if augment_state is not None:
+            self.augment_rng.bit_generator.state = augment_state
+        if rng_state is not None:
+            self._rng_restore(rng_state)
+
+    def _rng_snapshot(self):
+        """The dropout stream's position before a step, to replay its masks: a device copy of
+        Philox's 16 bytes on the GPU (no sync), the generator's state dict on the CPU."""
+        snapshot = getattr(self.dropout_rng, "snapshot", None)
+        return snapshot() if snapshot is not None else self.dropout_rng.bit_generator.state
+
+    def _rng_restore(self, snapshot) -> None:
+        restore = getattr(self.dropout_rng, "restore", None)
+        if restore is not None:
+            restore(snapshot)
+        else:
+            self.dropout_rng.bit_generator.state = snapshot
 
     # ---- data-parallel steps (nnctl/distributed.py) ----------------------------------------
     def _loss_weight(self, idx) -> float:
@@ -685,7 +799,7 @@ class Trainer:
             "the gradients became non-finite"
         origin = ""
         if rng_state is not None:
-            self.dropout_rng.bit_generator.state = rng_state  # replay the same dropout masks
+            self._rng_restore(rng_state)  # replay the same dropout masks
         node = plan.first_nonfinite(feeds)
         if node is not None:
             layer = node.scope.split("/")[0] if node.scope else ""
@@ -780,6 +894,10 @@ class Trainer:
         """The model's output on the host for a batch of host arrays in feed order without
         the labels: [x], or for padded sequences [x, x_mask] (+ [decoder_input, y_mask] for
         sequence pairs); evaluation mode. A plan is compiled per padded length and kept."""
+        return self.backend.to_host(self.forward_on_device(arrays))
+
+    def forward_on_device(self, arrays: list):
+        """`forward_arrays`, its output left on the device (host or device arrays in)."""
         if self.splits.padded:
             steps = (arrays[0].shape[1],) + ((arrays[2].shape[1],) if self.splits.pairs else ())
         else:
@@ -792,7 +910,7 @@ class Trainer:
                 jit=self._jit())
         device = [self.backend.asarray(a) for a in arrays]
         (out,) = plan([*device, *self.params, *self.states])
-        return self.backend.to_host(out)
+        return out
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """A comparator's embedding of samples x on the host (evaluation mode, in batches of
@@ -839,8 +957,8 @@ class Trainer:
             "global_step": self.global_step,
             "shuffle_state": self.epoch_start_shuffle_state,
             "augment_state": self.augment_rng.bit_generator.state,
-            # NOTE: a CuPy generator's state is not saved: a GPU resume is not bit-identical
-            "dropout_state": self.dropout_rng.bit_generator.state if self._host_rng else None,
+            # on the GPU, Philox's key and counter (nnctl/backend/philox.py): 16 bytes
+            "dropout_state": self.dropout_rng.bit_generator.state,
             "partial": vars(partial) | {"xp": None} if partial is not None else None,
             "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
             "divergence": self.divergence.state_dict(),
@@ -885,8 +1003,10 @@ class Trainer:
         self.global_step = meta["global_step"]
         self.epoch_start_shuffle_state = meta["shuffle_state"]
         self.augment_rng.bit_generator.state = meta["augment_state"]
-        if meta.get("dropout_state") and self._host_rng:
-            self.dropout_rng.bit_generator.state = meta["dropout_state"]
+        if meta.get("dropout_state"):
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                # (a state of the other device's generator: the stream starts afresh)
+                self.dropout_rng.bit_generator.state = meta["dropout_state"]
         if meta.get("partial"):
             self.partial = MetricSums(self.backend.xp, self.spec.metrics, self.classification,
                                       self.multilabel)

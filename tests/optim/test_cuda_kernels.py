@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from nnctl.optim.cuda_kernels import SOURCES, in_params
+from nnctl.optim.cuda_kernels import SOURCES, guarded, in_params
 
 CTYPE = {"float32": "float", "float64": "double"}
 # each kernel's arguments after p and g, as the numba kernel takes them
@@ -77,15 +77,52 @@ def test_the_statements_update_as_the_numba_kernels_do(tmp_path, dtype):
                         assert np.array_equal(a, b), (name, l2, flags, step)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_a_guard_of_zero_leaves_every_element_and_a_guard_of_one_updates(tmp_path):
+    parts = ["#include <cmath>", "using namespace std;", "typedef double T;"]
+    for name in SOURCES:
+        extra, outs, _ = SOURCES[name]
+        inputs, body = guarded(name)
+        assert inputs == in_params(name) + ", raw T ok"
+        arrays = [o.split()[1] for o in outs.split(", ")]
+        flags = ", ".join(f"bool {f.split()[1]}" for f in extra.split(", ") if f)
+        params = ", ".join([f"T* {a}_" for a in arrays] + ["const T* g_", "const T* c",
+                                                             "bool l2", "const T* ok"]
+                           + ([flags] if flags else []))
+        refs = "".join(f"T& {a} = {a}_[i];\n" for a in arrays)
+        parts.append(f'extern "C" void {name}(long n, {params}) {{\n'
+                     f"for (long i = 0; i < n; i++) {{\n{refs}const T g = g_[i];\n{body}\n}}\n}}")
+    (tmp_path / "guard.cpp").write_text("\n".join(parts))
+    subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-o", str(tmp_path / "guard.so"),
+                    str(tmp_path / "guard.cpp")], check=True, capture_output=True, timeout=120)
+    library = ctypes.CDLL(str(tmp_path / "guard.so"))
+    rng = np.random.default_rng(1)
+    pointer = ctypes.c_void_p
+    for name in SOURCES:
+        flags = [False, False] if name == "sgd_momentum" else []
+        arrays = [rng.normal(size=50) for _ in range(1 + STATES[name])]
+        before = [a.copy() for a in arrays]
+        g, c = rng.normal(size=50), np.array(COEFS[name])
+        function = getattr(library, name)
+        function.restype = None
+        for ok in (0.0, 1.0):
+            function(ctypes.c_long(50), *[a.ctypes.data_as(pointer) for a in arrays],
+                     g.ctypes.data_as(pointer), c.ctypes.data_as(pointer), ctypes.c_bool(False),
+                     np.array([ok]).ctypes.data_as(pointer), *[ctypes.c_bool(f) for f in flags])
+            same = all(np.array_equal(a, b) for a, b in zip(arrays, before))
+            assert same == (ok == 0.0), (name, ok)
+
+
 @pytest.mark.slow  # nvcc takes 5-15 s
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_the_kernels_compile_with_nvcc(tmp_path):
     parts = []
-    for name, (extra, outs, body) in SOURCES.items():
+    for name, (extra, outs, _) in SOURCES.items():
+        body = guarded(name)[1]
         arrays = [o.split()[1] for o in outs.split(", ")]
         flags = ", ".join(f"bool {f.split()[1]}" for f in extra.split(", ") if f)
         params = ", ".join([f"T* {a}_" for a in arrays] + ["const T* g_", "const T* c",
-                                                             "bool l2", "long n"]
+                                                             "bool l2", "const T* ok", "long n"]
                            + ([flags] if flags else []))
         refs = "".join(f"T& {a} = {a}_[i];\n" for a in arrays)
         parts.append(f"template <typename T> __global__ void {name}({params}) {{\n"
@@ -122,15 +159,17 @@ def test_an_optimizer_on_cupy_launches_one_kernel_per_parameter():
         return np.empty(n, dtype).view(DeviceArray)
 
     fake = types.SimpleNamespace(__name__="cupy", ElementwiseKernel=ElementwiseKernel,
-                                 zeros_like=np.zeros_like, empty=empty, copyto=np.copyto)
+                                 zeros_like=np.zeros_like, empty=empty, copyto=np.copyto,
+                                 ones=np.ones)
     opt = Adam(fake, lr=0.01)
     params = [np.ones((3, 2), np.float32), np.ones(4, np.float32)]
     grads = [np.full((3, 2), 0.5, np.float32), np.full(4, 0.25, np.float32)]
     opt.step(params, grads)
-    assert len(built) == 1 and built[0][:3] == (in_params("adam"), "T p, T m, T v",
+    assert len(built) == 1 and built[0][:3] == (guarded("adam")[0], "T p, T m, T v",
                                                 "nnctl_adam")
     assert built[0][3] == ("--fmad=false",)
     assert len(calls) == 2
-    g, c, l2, p, m, v = calls[0]
+    g, c, l2, ok, p, m, v = calls[0]
     assert g.shape == (6,) and p.shape == (6,) and m.shape == (6,) and l2 is False
+    assert ok.tolist() == [1.0]  # no guard: always applied
     assert np.shares_memory(p, params[0]) and np.allclose(c[2:4], [0.1, 0.9])

@@ -90,7 +90,7 @@ META_CASES = [  # (key path in the metadata, hostile value, what the message mus
     ("augment_state.has_uint32", True, "augment_state: expected a PCG64 generator state"),
     ("augment_state.uinteger", 2 ** 40, "augment_state: expected a PCG64 generator state"),
     ("augment_state.extra", 1, "augment_state: expected a PCG64 generator state"),
-    ("dropout_state", [1, 2], "dropout_state: expected a PCG64 generator state"),
+    ("dropout_state", [1, 2], "dropout_state: expected a PCG64 or Philox4x32-10 generator state"),
     ("partial", {"n": 3}, "partial: expected null or the sums of"),
     ("best", "good", "best: expected null or a number"),
     ("bad_epochs", -1, "bad_epochs: expected an integer from 0 to 1"),
