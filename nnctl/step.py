@@ -18,9 +18,10 @@ from nnctl.data import (Augmenter, Dataset, Normalizer, load_csv, load_digits, l
                         load_words,
                         make_adding, make_parity, make_spirals, split)
 from nnctl.data.kinds import LOADERS
-from nnctl.errors import ConfigError, DataError
+from nnctl.errors import ConfigError, DataError, NnctlError
 from nnctl.config.layer_specs import DECODER_INPUT, MODEL_INPUT
 from nnctl.graph import Tensor, input_placeholder
+from nnctl.graph.precision import autocast
 from nnctl.layers import LayerError, Model, build_model
 from nnctl import losses
 from nnctl.ops.registry import Dim
@@ -412,7 +413,7 @@ class StepBuilder:
         return score(aux.loss, pred, target, mask if len(pred.shape) == 3 else None)
 
     def training_step(self, batch=BATCH, steps: tuple[int, ...] | None = None,
-                      scaled: bool = False):
+                      scaled: bool = False, mixed: str | None = None):
         """outputs = [loss, model output, *grads (params order), *new states (states order)],
         feeds = [*data feeds (x, y, masks...), *params, *states].
 
@@ -420,24 +421,61 @@ class StepBuilder:
         `loss_scale`, this rank's share of the global batch's loss (its samples, or real
         steps, over the global batch's), so that the ranks' gradients simply add up to the
         global batch's, also through collectives in the forward pass (synchronised batch
-        norm), whose backward adds every rank's incoming gradient."""
+        norm), whose backward adds every rank's incoming gradient.
+
+        `mixed` ("float16", train.mixed_precision): the model computes in mixed precision
+        (nnctl/graph/precision.py) from its float32 master weights, and one more 0-d float32
+        scalar is fed last, `dynamic_loss_scale` (nnctl/train/loss_scale.py): the backward
+        pass starts from loss x scale, so that small float16 gradients do not flush to zero,
+        and the gradients come out divided by it again, in float32, ready for clipping and
+        the update. A float16 overflow shows as inf or NaN in them (the trainer's gradient
+        norm sees it). The loss output is the loss before that scale; the model output and
+        the new states are float32, as in the float32 step."""
         feeds, out = self.build(batch, True, steps)
+        states = list(self.states.values())
+        updates = self.model.updates
+        new_states = [updates.get(t.node.name, t) for t in states]
+        if mixed:
+            feeds, out, new_states = self._autocast(feeds, out, new_states, mixed)
         loss, _ = self.objective(feeds, out)
         scale = None
         if scaled:
             scale = input_placeholder("loss_scale", (), self.dtype)
             loss = loss * scale
-        params, states = list(self.params.values()), list(self.states.values())
-        grads = grad(loss, params)
-        updates = self.model.updates
-        new_states = [updates.get(t.node.name, t) for t in states]
+        params = list(self.params.values())
         extra = [scale] if scaled else []
+        if mixed:
+            dynamic = input_placeholder("dynamic_loss_scale", (), "float32")
+            unscale = 1.0 / dynamic  # a power of two: exact
+            grads = [g * unscale for g in grad(loss * dynamic, params)]
+            extra.append(dynamic)
+        else:
+            grads = grad(loss, params)
         return [loss, out, *grads, *new_states], [*feeds.data, *params, *states, *extra]
 
-    def evaluation_step(self, batch=BATCH, steps: tuple[int, ...] | None = None):
+    def _autocast(self, feeds: Feeds, out: Tensor, new_states: list, mixed: str):
+        """(feeds with the aux losses' layer outputs, the model output, the new states), each
+        computed in mixed precision and given back in float32, so that every loss is built
+        in float32 on them."""
+        if self.dtype != "float32":
+            raise NnctlError(f"mixed precision ({mixed}) keeps float32 master weights; this "
+                             f"model is built in {self.dtype} (train.dtype)")
+        names = list(dict.fromkeys(aux.output for aux in self.aux_losses))
+        roots = [out, *(feeds.layer_outputs[n] for n in names), *new_states]
+        cast = autocast(roots, mixed)
+        layer_outputs = dict(feeds.layer_outputs)
+        layer_outputs.update(zip(names, cast[1:1 + len(names)]))
+        return (dataclasses.replace(feeds, layer_outputs=layer_outputs), cast[0],
+                cast[1 + len(names):])
+
+    def evaluation_step(self, batch=BATCH, steps: tuple[int, ...] | None = None,
+                        mixed: str | None = None):
         """outputs = [loss, model output, *aux_losses terms (unweighted)],
-        feeds = [*data feeds, *params, *states]."""
+        feeds = [*data feeds, *params, *states]. `mixed`: the model computes as in the mixed
+        training step (no loss scale: nothing is differentiated)."""
         feeds, out = self.build(batch, False, steps)
+        if mixed:
+            feeds, out, _ = self._autocast(feeds, out, [], mixed)
         loss, terms = self.objective(feeds, out)
         return ([loss, out, *terms],
                 [*feeds.data, *self.params.values(), *self.states.values()])

@@ -26,13 +26,20 @@ from nnctl.ops.registry import ELEMENTWISE, FLOAT_DTYPES, REGISTRY
 FUSED = "fused"
 
 
+# float16 (mixed precision's compute dtype, nnctl/graph/precision.py) is not fused: numba
+# has no half type and the CUDA generator none yet, so such ops run as their own ufuncs
+FUSED_DTYPES = tuple(d for d in FLOAT_DTYPES if d != "float16")
+
+
 def fusable(node: Node) -> bool:
-    """An elementwise op node with a scalar lowering and a float result."""
+    """An elementwise op node with a scalar lowering, a float32 or float64 result and no
+    float16 input."""
     if node.is_leaf or node.op not in REGISTRY:
         return False
     op = REGISTRY[node.op]
     return (op.kind == ELEMENTWISE and callable(getattr(op, "scalar", None))
-            and node.aval.dtype in FLOAT_DTYPES)
+            and node.aval.dtype in FUSED_DTYPES
+            and all(i.aval.dtype != "float16" for i in node.inputs))  # where's condition
 
 
 def _literal(node: Node) -> str | None:

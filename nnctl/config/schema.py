@@ -44,6 +44,20 @@ FAMILIES = {"classification": (CLASSIFICATION_LOSSES, CLASSIFICATION_METRICS),
             "multilabel": (MULTILABEL_LOSSES, MULTILABEL_METRICS)}
 METRICS = tuple(dict.fromkeys(m for _, metrics in FAMILIES.values() for m in metrics))
 DTYPES = ("float32", "float64")
+MIXED_PRECISION = ("float16",)  # compute dtypes of train.mixed_precision (docs/mixed_precision.md)
+
+
+def mixed_precision(v, path, ctx):
+    """train.mixed_precision: float16, or null / false for off. bfloat16 is refused by name:
+    NumPy and CuPy have no bfloat16 dtype to compute in."""
+    if v is None or v is False:
+        return None
+    if v == "bfloat16":
+        raise Invalid("bfloat16 is not supported (NumPy and CuPy have no bfloat16 dtype); "
+                      "accepted: float16, or null (off)")
+    if v not in MIXED_PRECISION:
+        raise Invalid(f"expected float16, or null (off); got {got(v)}")
+    return v
 _MULTILABEL_DEFAULT = ["accuracy", "f1_micro", "roc_auc"]
 DEFAULT_METRICS = {"cross_entropy": ["accuracy", "f1_macro"], "mse": ["mae", "rmse", "r2"],
                    "crf": ["accuracy", "span_f1"],
@@ -446,6 +460,10 @@ class TrainSpec:
     eval_batch_size: int = field(positive, 512, "samples per step when evaluating")
     shuffle: bool = field(boolean, True, "reshuffle the training split every epoch")
     dtype: str = field(choice(*DTYPES), "float32", "floating-point type of the model")
+    mixed_precision: str | None = field(mixed_precision, None,
+                                        "float16: compute in float16 from float32 master "
+                                        "weights, with dynamic loss scaling "
+                                        "(docs/mixed_precision.md); null: off")
     log_every: int = field(integer(min=0), 0,
                            "without a terminal, also log every N steps (0: once per epoch)")
     schedule: object = field(tagged("name", SCHEDULES, "schedule"), ConstantSchedule(),
@@ -484,6 +502,11 @@ class TrainSpec:
     pad_multiple: int = field(positive, 8, "padded sequences: each batch is cut to its longest "
                               "sample, rounded up to a multiple of this many steps (one "
                               "compiled plan per length; 1: no extra padding)")
+
+    def validate(self, path, ctx: Context) -> None:
+        if self.mixed_precision and self.dtype != "float32":
+            ctx.error(path + ("mixed_precision",), f"mixed precision keeps float32 master "
+                      f"weights: it needs train.dtype: float32, not {self.dtype}")
 
 
 @dataclass(frozen=True, kw_only=True)

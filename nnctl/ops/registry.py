@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from nnctl.errors import ShapeError
 
-FLOAT_DTYPES = ("float32", "float64")
+FLOAT_DTYPES = ("float32", "float64", "float16")  # float16: mixed precision's compute dtype
 
 # What an op is to the compiler (Op.kind):
 ELEMENTWISE = "elementwise"  # each output element from the same-position input elements (after
@@ -139,6 +139,8 @@ class Aval:
 
     @property
     def itemsize(self) -> int:
+        if self.dtype == "float16":
+            return 2
         return 4 if self.dtype in ("float32", "int32") else 1 if self.dtype == "bool" else 8
 
     @property
