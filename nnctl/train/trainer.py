@@ -246,13 +246,16 @@ class Trainer:
             return bucket_batches(data.x_len, batch_size, shuffle, rng)
         return list(batch_indices(len(data), batch_size, shuffle, rng))
 
-    def batch_feeds(self, split: str, idx) -> tuple[list, tuple]:
-        """(the data arrays of a batch on the device, in feed order; its padded lengths)."""
+    def batch_feeds(self, split: str, idx, device_idx=None) -> tuple[list, tuple]:
+        """(the data arrays of a batch on the device, in feed order; its padded lengths).
+        `device_idx`: the batch's indices already on the device (a slice of the epoch's
+        order, uploaded once), for data sets that live on the device whole."""
         data = getattr(self.splits, split)
         extra = self.builder.extra_names
         if not self.splits.padded and not extra:
             xs, ys = self.device_data[split]
-            device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
+            if device_idx is None:
+                device_idx = idx if self.backend.name == "cpu" else self.backend.asarray(idx)
             return [xs[device_idx], ys[device_idx]], ()
         multiple = self.spec.train.pad_multiple
         arrays = batch_arrays(data, idx, multiple, self.spec.train.dtype, extra)
@@ -577,12 +580,18 @@ class Trainer:
             self.optimizer.prepare(self.params)  # no state is made inside a guarded step
         interval = t.log_every or READ_EVERY
         device.start(self.epoch, self.step_in_epoch, self.divergence)
+        # the epoch's order goes to the device once; each step takes its slice there
+        on_device = not (self.splits.padded or self.builder.extra_names) and len(order)
+        if on_device:
+            flat = self.backend.asarray(np.concatenate(order))
+            ends = np.cumsum([len(idx) for idx in order])
         pending: list = []  # (step, batch, dropout snapshot, augment state) since the read
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
             augment_state = self.augment_rng.bit_generator.state if self.augmenter else None
-            data, mask, plan, rng_state = self._train_batch(idx, host_x)
+            rows = flat[ends[step - 1] - len(idx):ends[step - 1]] if on_device else None
+            data, mask, plan, rng_state = self._train_batch(idx, host_x, device_idx=rows)
             outs = plan.run([*data, *self.params, *self.states])
             grads = outs[2:2 + n_params]
             if t.clip_value is not None:
@@ -636,13 +645,13 @@ class Trainer:
                             sums.loss / max(sums.weight, 1), sums.headline,
                             sums.n / max(elapsed, 1e-9))
 
-    def _train_batch(self, idx, host_x, rows=None, before: int = 0):
+    def _train_batch(self, idx, host_x, rows=None, before: int = 0, device_idx=None):
         """(the device arrays of training samples `rows` of the global batch `idx` (default:
         all of it) in feed order, the label mask or None, the plan for their padded length,
         the dropout stream's state before the step). Augmentation draws for the whole global
         batch, so its stream advances as on one process whatever the rows."""
         rows = idx if rows is None else rows
-        data, steps = self.batch_feeds("train", rows)
+        data, steps = self.batch_feeds("train", rows, device_idx)
         if self.augmenter is not None:
             batch = self.augmenter(host_x[idx], self.augment_rng)
             data[0] = self.backend.asarray(batch if rows is idx else

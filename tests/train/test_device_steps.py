@@ -39,10 +39,16 @@ def test_an_epoch_reads_the_device_once_per_interval():
     settles = []
     original = trainer._settle
     trainer._settle = lambda *a: (settles.append(trainer.step_in_epoch), original(*a))[1]
+    uploads = []
+    upload = trainer.backend.asarray
+    trainer.backend.asarray = lambda a, dtype=None: (uploads.append(np.shape(a)),
+                                                     upload(a, dtype))[1]
     before = StrictArray.host_reads
     record, _ = trainer.train_epoch()
     assert settles == [7, 14, 21, 28, 35, 40]
     assert StrictArray.host_reads - before == len(settles)  # one read each, none per step
+    # the epoch's batch order goes to the device once: no upload per step
+    assert uploads.count((len(trainer.splits.train),)) == 1 and len(uploads) <= 7
     assert record["train_loss"] > 0 and 0 <= record["train_accuracy"] <= 1
 
 
@@ -63,8 +69,8 @@ def _poison(monkeypatch, at_global_step: int):
     """Make the batch of one step hold a NaN, whenever that step is prepared."""
     original = Trainer._train_batch
 
-    def poisoned(self, idx, host_x, *args):
-        data, mask, plan, rng_state = original(self, idx, host_x, *args)
+    def poisoned(self, idx, host_x, *args, **kwargs):
+        data, mask, plan, rng_state = original(self, idx, host_x, *args, **kwargs)
         if self.global_step == at_global_step:
             data[0] = data[0] * float("nan")
         return data, mask, plan, rng_state
@@ -131,10 +137,10 @@ def test_a_stop_request_ends_after_the_same_step_with_the_same_checkpoint(tmp_pa
                                                                           monkeypatch):
     original = Trainer._train_batch
 
-    def stop_at_17(self, idx, host_x, *args):
+    def stop_at_17(self, idx, host_x, *args, **kwargs):
         if self.global_step == 16:  # step 17 of epoch 1 is being prepared
             self._stop_requested = True
-        return original(self, idx, host_x, *args)
+        return original(self, idx, host_x, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "_train_batch", stop_at_17)
     for name, backend in (("cpu", get_backend("cpu")), ("strict", StrictBackend())):
