@@ -2,6 +2,12 @@
 loss.backward(), torch.optim.SGD, loss.item() (the loss read back every step, as nnctl's
 trainer does). Weights are copied from nnctl's initial arrays (transposed where PyTorch keeps
 [out, in]). `torch.from_numpy` shares the batch arrays, so feeding costs no copy.
+
+The GPU mode (gpu.py) uses `TorchDeviceStep`: the same model code moved to a device
+(`device="cuda"`; `device="cpu"` runs the very same code on the CPU, which the tests do), the
+batches copied there once, `run(i)` queues a step and returns the loss on the device without
+waiting (no `.item()`), `read` copies a loss to the host and `sync` waits for the device
+(`torch.cuda.synchronize`). `compile=True` wraps the model in `torch.compile`.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 HINT = "pip install torch==2.13.0   (the CPU build; never plain `pip install torch`)"
+CUDA_HINT = ("the GPU mode needs PyTorch's CUDA build on a machine with an NVIDIA GPU "
+             "(on Linux x86-64, plain `pip install torch` installs it)")
 
 
 def import_torch():
@@ -117,3 +125,63 @@ class TorchStep:
         loss.backward()
         self.opt.step()
         return loss.item()
+
+
+def cuda_unavailable(torch) -> str | None:
+    """Why PyTorch cannot run on the GPU here (None: it can)."""
+    if torch is None:
+        return "not importable; " + CUDA_HINT
+    if not torch.cuda.is_available():
+        build = torch.version.cuda
+        return (f"PyTorch {torch.__version__} sees no CUDA GPU "
+                f"({'a CPU-only build' if build is None else f'built for CUDA {build}'}); "
+                + CUDA_HINT)
+    return None
+
+
+def configure_cuda(torch) -> dict:
+    """float32 as nnctl computes it (no TF32 in matmuls or convolutions: CuPy uses none by
+    default), cuDNN free to pick its fastest algorithms for the fixed shapes; returns the
+    settings for the report."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    return {"matmul_allow_tf32": False, "cudnn_allow_tf32": False, "cudnn_benchmark": True}
+
+
+def device_sync(torch, device) -> None:
+    """Wait for everything queued on a CUDA device (device-wide); nothing to wait for on the
+    CPU, whose eager ops finish before they return."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TorchDeviceStep:
+    label = "torch"
+
+    def __init__(self, case, device="cuda", compile: bool = False, torch=None):
+        torch = self.torch = torch or import_torch()
+        self.F = torch.nn.functional
+        self.device = torch.device(device)
+        model = build_model(torch, case).float().train().to(self.device)
+        self.opt = torch.optim.SGD(model.parameters(), lr=case.lr)
+        self.model = torch.compile(model) if compile else model
+        if compile:
+            self.label = "torch-compile"
+        # copied once, outside any timing (nnctl's batches are on the device too)
+        self.batches = [(torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device))
+                        for x, y in case.batches]
+
+    def run(self, i: int):
+        x, y = self.batches[i % len(self.batches)]
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.F.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def read(self, loss) -> float:
+        return loss.item()  # a synchronising device-to-host copy on CUDA
+
+    def sync(self) -> None:
+        device_sync(self.torch, self.device)

@@ -22,6 +22,7 @@ nnctl / x. Also: compile time, time to the first step, peak memory of one step.
     python benchmarks/run.py                        # everything, ~7 minutes on 2 cores
     python benchmarks/run.py --quick                # a smoke run (few, short samples)
     python benchmarks/run.py --cases cnn,lstm --threads 1 --json out.json
+    python benchmarks/run.py --device cuda          # the GPU mode: gpu.py, nnctl vs PyTorch CUDA
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ for p in (str(ROOT), str(HERE)):  # run from a checkout without installing
 from workloads import CASE_NAMES  # noqa: E402  (stdlib + numpy only at import time)
 
 IMPLS = ("nnctl", "torch", "jax", "numpy")
+DEVICES = ("cpu", "cuda")
 RTOL = 1e-3
 CHECK_STEPS = 3
 
@@ -380,6 +382,9 @@ def environment() -> dict:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=DEVICES, default="cpu",
+                    help="cpu (this runner) or cuda: the GPU mode, benchmarks/gpu.py, which "
+                         "takes the remaining options (python benchmarks/gpu.py -h)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 3 samples of ~0.05 s after 3 warm-up steps, short pauses")
     ap.add_argument("--cases", default=",".join(CASE_NAMES),
@@ -417,8 +422,22 @@ def parse_args(argv):
     return args
 
 
+def wants_gpu(argv) -> bool:
+    """Whether the command line asks for the GPU mode (`--device cuda`); anything else about
+    --device is parse_args's to judge."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--device")
+    known, _ = ap.parse_known_args(argv)
+    return known.device == "cuda"
+
+
 def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_gpu(argv):
+        # a runner of its own: one process, no thread counts, PyTorch CUDA against CuPy
+        import gpu
+        return gpu.main(argv)
+    args = parse_args(argv)
     if args.worker_threads:
         return worker(args)
     env = environment()
