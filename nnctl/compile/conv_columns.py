@@ -21,6 +21,14 @@ The input gradient keeps conv2d_grad_input's kernel: as col2im(w2^T @ g2) it was
 faster (the GEMM gains what col2im's strided adds lose: 2.5 + 3.5 ms against 6-7 ms for the
 benchmark's second conv at one thread), with 7 MB more in the arena.
 The sums are the same up to float round-off (BLAS accumulates in another order).
+
+Max pooling gets the same treatment where its backward was built with the argmax as a node
+(nnctl/ops/pool.py, `argmax_in_graph`): a max_pool2d(x) whose step also computes
+max_pool2d_index(x) becomes max_pool2d_take(x, index), so the window search runs once, in the
+forward pass, and the gradient (max_pool2d_scatter) reuses it; CSE joins the two index nodes.
+The value at the first maximum is the maximum, so the result is the same bits. The default
+graph (the CPU's: max_pool2d_grad searches again, inside its numba loop) has no index node,
+and this rule leaves it alone.
 """
 
 from __future__ import annotations
@@ -81,6 +89,19 @@ def _weight_gradient(node: Node, ctx: Rewrite):
                                                          shape=weight_shape)
 
 
+def _pool_from_index(node: Node, ctx: Rewrite):
+    (x,) = node.inputs
+    old = ctx.origin.get(x, x)
+    if not any(u.op == "max_pool2d_index" and u.inputs[0] is old and u.attrs == node.attrs
+               for u in ctx.live_users.get(old, ())):
+        return None
+    index = make("max_pool2d_index", (x,), node, **node.attrs)
+    return "max_pool2d -> take(x, max_pool2d_index(x))", make(
+        "max_pool2d_take", (x, index), node, **node.attrs)
+
+
 def share_conv_columns(graph: Graph) -> Graph:
-    """conv2d and its weight gradient as GEMMs on one im2col of x (see the module)."""
-    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient]})
+    """conv2d and its weight gradient as GEMMs on one im2col of x, and a max_pool2d as a take
+    at the argmax its backward computes anyway (see the module)."""
+    return apply_rules(graph, {"conv2d": [_forward], "conv2d_grad_weight": [_weight_gradient],
+                               "max_pool2d": [_pool_from_index]})

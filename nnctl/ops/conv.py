@@ -8,6 +8,15 @@ backward ops add columns back into a padded buffer with one strided slice per ke
 backward ops skip the column matrix (the NOTE above `_flat_input`). The backward ops are
 bilinear (conv) or linear (pooling), and each one's vjp is written with its siblings, so
 gradients of gradients stay in this family. Loops run over the KH*KW kernel offsets only.
+
+On a device array module (CuPy; `window_kernels.is_device`) every Python iteration is a kernel
+launch or more, so those loops are gone there, with the same sums in the same order:
+`_scatter_windows` is col2im as one gather kernel (each element of x adds its column entries
+over the offsets in row-major order, from zero: the strided adds' order, so their bits), and
+the stride-one backward ops run their per-offset GEMMs as the batch of one matmul on a strided
+view (`_stride_one_batched`: the same operand layouts, so the same products), the input
+gradient then adding them with col2im. The CPU path is unchanged; tests/ops/test_conv_device.py
+and test_window_kernels.py check the device path against it.
 """
 
 from __future__ import annotations

@@ -13,17 +13,22 @@ Max pooling's backward has two graphs, chosen by one switch (`argmax_in_graph`):
   (0.48 + 0.22 ms), so the CPU keeps this graph.
 - **On (for a device).** The argmax is a node of the graph, found once:
   index = max_pool2d_index(x), dx = max_pool2d_scatter(g, index), and the second order's
-  max_pool2d_take(v, index). Common-subexpression elimination merges every index of the same
-  x, so the forward's max, the gradient and a gradient of the gradient all share one search
-  (on the GPU one kernel, window_kernels.py), and the scatter and take are linear in their
-  float input, each the other's adjoint. The index holds k = i*KW + j as a number in x's
-  dtype, as `step` and `equal` give their 0 and 1: the op table differentiates float
-  tensors only, and its derivative is zero where it exists.
+  max_pool2d_take(v, index). The compiler turns the forward max_pool2d(x) of such a step into
+  max_pool2d_take(x, index) (compile/conv_columns.py), and common-subexpression elimination
+  merges every index of the same x: the forward, the gradient and a gradient of the gradient
+  share one window search (on the GPU one kernel, window_kernels.py), and the backward no
+  longer reads x. The scatter and the take are linear in their float input, each the other's
+  adjoint. The index holds k = i*KW + j as a number in x's dtype, as `step` and `equal` give
+  their 0 and 1: the op table differentiates float tensors only, and the index's derivative
+  is zero where it exists.
 
 Both graphs route ties to the first maximum in row-major window order and let a NaN win (the
-first NaN), so they give the same values. The graph is fixed when the backward is built, by
-`argmax_in_graph(True)` around `grad` (or NNCTL_MAX_POOL_INDEX=1 in the environment); the
-kernels then run on whatever backend the plan is compiled for.
+first NaN), so they give the same values. The index never names the padding (as the numba
+loops, unlike NumPy's argmax over the -inf-padded view, which the NumPy path of
+max_pool2d_grad uses: in a window whose elements of x are all -inf, that path drops the
+gradient in the padding, the index routes it to the first element). The graph is fixed when
+the backward is built, by `argmax_in_graph(True)` around `grad` (or NNCTL_MAX_POOL_INDEX=1 in
+the environment); the kernels then run on whatever backend the plan is compiled for.
 """
 
 from __future__ import annotations
@@ -245,8 +250,8 @@ def _check_index(index: Aval, pooled: tuple, what: str) -> None:
 @register
 class MaxPool2dIndex(Op):
     """index[n,c,p,q] = k = i*KW + j of the first maximum of x's window (p, q) in row-major
-    order (padding is -inf; a NaN is the maximum, the first one), as a number in x's dtype;
-    dx = 0 where it exists (piecewise constant, as `step`)"""
+    order among its elements of x (a NaN is the maximum, the first one), as a number in x's
+    dtype;  dx = 0 where it exists (piecewise constant, as `step`)"""
     name = "max_pool2d_index"
     twice_differentiable = False
 

@@ -11,15 +11,19 @@ kept. On CuPy every Python iteration is a kernel launch or more, so these are on
   bits (additions only: no contraction into an FMA changes them). Deterministic, no atomics.
   The columns are read through their strides, so a transposed or broadcast block (col2im's
   [C, KH, KW, N, OH, OW] order, avg-pool's broadcast share) needs no copy.
-- **the window argmax** (`window_argmax`): one thread per window scans it in row-major order,
-  padding read as -inf: the first maximum wins, and a NaN is the maximum (the first NaN), as
-  NumPy's argmax on the strided window view gives.
+- **the window argmax** (`window_argmax`): one thread per window scans its elements of x in
+  row-major order: the first maximum wins, a NaN is the maximum (the first NaN), and the
+  padding is skipped, as in the CPU's numba loops (pool_kernels.py). So the index always
+  names an element of x, even in a window whose elements of x are all -inf (NumPy's argmax
+  over the -inf-padded view would name the padding there), and the value at the index is the
+  window's maximum.
 
 An array module that is neither NumPy nor CuPy (the strict test backend, nnctl/backend/strict.py,
 which stands in for CuPy on the CPU) runs the same formulations with the module's own calls:
 col2im as one gather (a precomputed table of column positions) and one sum over the offset
 axis, which NumPy adds element by element in offset order (the CPU's bits again); the argmax as
-argmax over the window view. tests/ops/test_window_kernels.py compiles the kernels' bodies as
+argmax over the window view (with the all -inf windows sent to their first element of x).
+tests/ops/test_window_kernels.py compiles the kernels' bodies as
 host C++ and checks their bits against the NumPy path, and compiles the kernels with nvcc.
 """
 
@@ -53,23 +57,24 @@ COL2IM_PARAMS = ("long long total, long long C, long long H, long long W, long l
                  "long long sc, long long si, long long sj, long long sp, long long sq")
 
 # One thread per window t of index [N, C, OH, OW] (contiguous): k = i*KW + j of the window's
-# first maximum in row-major order (as a number of x's type), padding read as -inf, a NaN the
-# maximum (the first one).
+# first maximum in row-major order (as a number of x's type), a NaN the maximum (the first
+# one), the padding skipped (every window holds an element of x: pool.py's shape check).
 # x is read through its element strides (sn, sc, sh_, sw_).
 ARGMAX_BODY = """
   long long q = t % OW, p = (t / OW) % OH, c = (t / (OW * OH)) % C, n = t / (OW * OH * C);
   const T* base = x + n * sn + c * sc;
   T best = (T)0;
-  int best_k = 0;
+  int best_k = -1;
   for (long long i = 0; i < KH; i++) {
     long long h = p * sh - ph + i;
+    if (h < 0 || h >= H) continue;
     for (long long j = 0; j < KW; j++) {
       long long w = q * sw - pw + j;
-      T v = (h >= 0 && h < H && w >= 0 && w < W) ? base[h * sh_ + w * sw_] : (T)(-INFINITY);
-      int k = (int)(i * KW + j);
-      if (k == 0 || v > best || (v != v && best == best)) {
+      if (w < 0 || w >= W) continue;
+      T v = base[h * sh_ + w * sw_];
+      if (best_k < 0 || v > best || (v != v && best == best)) {
         best = v;
-        best_k = k;
+        best_k = (int)(i * KW + j);
       }
     }
   }
@@ -182,8 +187,8 @@ def gather_table(hw, kernel, out_hw, stride, padding, dilation):
 # ---- max pooling's window argmax ---------------------------------------------------------------
 
 def window_argmax(xp, x, kernel, stride, padding, out_hw):
-    """[N, C, OH, OW] in x's dtype: k = i*KW + j of each window's first maximum (padding is
-    -inf; a NaN is the maximum, the first one). kernel, stride, padding are pairs."""
+    """[N, C, OH, OW] in x's dtype: k = i*KW + j of each window's first maximum among its
+    elements of x (a NaN is the maximum, the first one). kernel, stride, padding are pairs."""
     n, c, h, w = x.shape
     oh, ow = out_hw
     if _has_kernels(xp):
@@ -194,4 +199,21 @@ def window_argmax(xp, x, kernel, stride, padding, out_hw):
     from nnctl.ops.conv import _windows
     view = _windows(xp, x, kernel, stride, padding, (1, 1), out_hw, fill=float("-inf"))
     flat = view.reshape(n, c, kernel[0] * kernel[1], oh, ow)
-    return xp.argmax(flat, axis=2).astype(x.dtype)
+    index = xp.argmax(flat, axis=2)[:, :, None]
+    # a window whose maximum is -inf: its first element of x, not the -inf padding before it
+    empty = xp.take_along_axis(flat, index, axis=2)[:, :, 0] == float("-inf")
+    first = xp.asarray(first_inside((h, w), kernel, stride, padding, out_hw))
+    return xp.where(empty, first, index[:, :, 0]).astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def first_inside(hw, kernel, stride, padding, out_hw):
+    """int64 [OH, OW]: k = i*KW + j of each window's first element inside x (host NumPy)."""
+    import numpy as np
+
+    (h, w), (kh, kw), (sh, sw), (ph, pw), (oh, ow) = hw, kernel, stride, padding, out_hw
+    i = np.maximum(ph - np.arange(oh) * sh, 0)  # the first row of x in window row p
+    j = np.maximum(pw - np.arange(ow) * sw, 0)
+    table = i[:, None] * kw + j[None, :]
+    table.flags.writeable = False
+    return table

@@ -40,10 +40,12 @@ def max_pool2d_index(x, kernel, stride=None, padding=(0, 0)):
     *_, oh, ow = _geometry(x.shape, kernel, stride, padding)
     best = np.full(x.shape[:2] + (oh, ow), -np.inf)
     index = np.zeros(x.shape[:2] + (oh, ow))
+    seen = np.zeros(index.shape, dtype=bool)
     for n, c, p, q, k, r, s in _windows(x.shape, kernel, stride, padding):
-        value = x[n, c, r, s] if _inside(x.shape, r, s) else -np.inf
-        if k == 0 or value > best[n, c, p, q]:  # strictly greater: the first maximum stays
-            best[n, c, p, q], index[n, c, p, q] = value, k
+        if not _inside(x.shape, r, s):  # the padding is no candidate
+            continue
+        if not seen[n, c, p, q] or x[n, c, r, s] > best[n, c, p, q]:  # the first maximum stays
+            best[n, c, p, q], index[n, c, p, q], seen[n, c, p, q] = x[n, c, r, s], k, True
     return index
 
 

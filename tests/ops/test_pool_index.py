@@ -62,13 +62,26 @@ def test_off_the_gradient_and_its_derivative_each_search_the_windows(monkeypatch
     assert "max_pool2d_index" not in ops
 
 
-def test_on_one_index_node_serves_the_gradient_and_its_derivative():
+def test_on_one_index_node_serves_the_forward_the_gradient_and_its_derivative():
     with argmax_in_graph():
         outputs, _ = _second_order_step((2, 3, 8, 8), {"kernel": (2, 2)})
     ops = _ops(outputs)
     assert ops.count("max_pool2d_index") == 1  # the argmax, found once
-    assert ops.count("max_pool2d_scatter") == 1 and ops.count("max_pool2d_take") == 1
+    # the forward became a take at it (compile/conv_columns.py), as the second order's
+    assert ops.count("max_pool2d_take") == 2 and "max_pool2d" not in ops
+    assert ops.count("max_pool2d_scatter") == 1
     assert "max_pool2d_grad" not in ops and "max_pool2d_gather" not in ops
+
+
+def test_a_forward_without_the_index_graph_keeps_its_max(monkeypatch):
+    monkeypatch.delenv("NNCTL_MAX_POOL_INDEX", raising=False)
+    x = input_placeholder("x", (2, 3, 8, 8), "float64")
+    y = apply("max_pool2d", x, kernel=(2, 2))
+    assert _ops([y]) == ["max_pool2d"]  # inference: no backward, nothing to share
+    with argmax_in_graph():
+        (dx,) = grad([y.sum()], [x])
+    assert _ops([y, dx]).count("max_pool2d") == 0
+    assert _ops([y]) == ["max_pool2d"]  # the rewrite needs the index in the same step
 
 
 @pytest.mark.parametrize("on", [False, True], ids=["off", "on"])

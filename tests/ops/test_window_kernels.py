@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from nnctl.ops import window_kernels as wk
+from nnctl.ops import pool_kernels, window_kernels as wk
 from nnctl.ops.conv import CONV_CASES, CONV_DEFAULTS, _conv_attrs, _conv_shape, _scatter_windows
 from nnctl.ops.pool import POOL_CASES, _argmax, _pool_attrs
 from nnctl.ops.registry import REGISTRY
@@ -187,6 +187,28 @@ def _pool_input(dtype, shape=(2, 3, 7, 6), seed=0):
     return x.astype(dtype)
 
 
+def _reference_argmax(x, kernel, stride, padding):
+    """k of each window's first maximum by the numba loops' own function, run as Python
+    (pool_kernels._window_argmax: the padding skipped, a NaN the maximum)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    out = _argmax(np, x, kernel, stride, padding).astype(x.dtype)  # the shape
+    for n, c, p, q in np.ndindex(out.shape):
+        h, w = pool_kernels._window_argmax(x[n, c], p * sh - ph, q * sw - pw, kh, kw)
+        out[n, c, p, q] = (h - p * sh + ph) * kw + (w - q * sw + pw)
+    return out
+
+
+def test_numpys_argmax_over_the_padded_view_differs_only_where_a_window_is_all_minus_inf():
+    x = _pool_input("float64")
+    attrs = ((3, 3), (1, 1), (1, 1))
+    want = _reference_argmax(x, *attrs)
+    numpy_view = _argmax(np, x, *attrs)
+    differ = want != numpy_view
+    assert differ.any() and np.all(REGISTRY["max_pool2d"].forward(np, x, *attrs)[differ]
+                                   == -np.inf)
+    assert np.array_equal(wk.window_argmax(np, x, *attrs, want.shape[2:]), want)
+
+
 ARGMAX_CASES = [a for _, a in POOL_CASES] + [
     {"kernel": (3, 3), "stride": (1, 1), "padding": (1, 1)},
     {"kernel": (2, 3), "stride": (2, 1), "padding": (1, 1)},
@@ -202,7 +224,7 @@ def test_the_argmax_kernel_equals_numpys_argmax_ties_nan_and_padding(cupy_standi
     x = _pool_input(dtype)
     kernel, stride, padding = _pool_attrs(attrs["kernel"], attrs.get("stride"),
                                           attrs.get("padding", (0, 0)))
-    want = _argmax(np, x, **attrs)
+    want = _reference_argmax(x, kernel, stride, padding)
     out_hw = want.shape[2:]
     got = wk.window_argmax(xp, x, kernel, stride, padding, out_hw)
     assert got.dtype == x.dtype and np.array_equal(got, want)
@@ -211,7 +233,7 @@ def test_the_argmax_kernel_equals_numpys_argmax_ties_nan_and_padding(cupy_standi
     wide[..., 0] = x
     assert np.array_equal(wk.window_argmax(xp, wide[..., 0], kernel, stride, padding, out_hw),
                           want)
-    # and the xp-level formulation (argmax over the window view) agrees
+    # and the xp-level formulation (argmax over the window view, -inf windows fixed) agrees
     assert np.array_equal(wk.window_argmax(np, x, kernel, stride, padding, out_hw), want)
     assert len(log) == 2
 
