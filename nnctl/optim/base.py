@@ -74,14 +74,34 @@ class Optimizer:
         if apply is not None and not self.on_gpu:
             self._guarded_step(params, grads, apply)
             return
-        if self.on_gpu and self.jit:
-            self._gpu_guard = apply
+        self.begin_step(params)
+        self.update_params(params, grads, apply)
+
+    def begin_step(self, params: list) -> None:
+        """The host half of `step`: the step count, and the fused kernels' scalars (learning
+        rate, bias corrections) written into their small device arrays. Kept apart from
+        `update_params` so that a captured CUDA graph (nnctl/train/capture.py), which may
+        copy nothing from the host, holds only the device half."""
         self.steps += 1
         if self.jit and self._kernels is None and not self.on_gpu and \
                 sum(p.size for p in params) < _jit.MIN_TOTAL:
             # a model this small is updated by NumPy: numba's start-up (about a second per
             # process) would cost more than its kernels save (the two paths are bit-equal)
             self.jit = False
+        if self.jit:
+            wd = self.weight_decay
+            decoupled = bool(wd) and self.decoupled_weight_decay
+            # c[DECAY] multiplies p (exactly 1 unless decoupled); c[WD] is the L2 coefficient
+            self._values = (1 - self.lr * wd if decoupled else 1.0,
+                            wd if bool(wd) and not decoupled else 0.0, *self.coefficients())
+            for c in self._coef.values():
+                self._fill(c, self._values)
+
+    def update_params(self, params: list, grads: list, apply=None) -> None:
+        """The device half of `step`, after `begin_step`: every parameter updated in place
+        (on the GPU, under the guard `apply`)."""
+        if self.on_gpu and self.jit:
+            self._gpu_guard = apply
         if self.jit:
             self._fused_step(params, grads)
             return
@@ -197,13 +217,8 @@ class Optimizer:
             from nnctl.optim import kernels
             k = self._kernels = kernels
         wd = self.weight_decay
-        decoupled = bool(wd) and self.decoupled_weight_decay
-        l2 = bool(wd) and not decoupled
-        # c[DECAY] multiplies p (exactly 1 unless decoupled); c[WD] is the L2 coefficient
-        values = (1 - self.lr * wd if decoupled else 1.0, wd if l2 else 0.0,
-                  *self.coefficients())
-        for c in self._coef.values():
-            self._fill(c, values)
+        l2 = bool(wd) and not self.decoupled_weight_decay
+        values = self._values  # filled into every dtype's array by begin_step
         for i, (p, g) in enumerate(zip(params, grads)):
             if g.dtype != p.dtype or g.shape != p.shape:
                 self._update_one(i, p, g)

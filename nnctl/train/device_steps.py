@@ -126,18 +126,20 @@ class DeviceSteps:
     def add(self, ok, loss, out, y, mask, classification: bool, multilabel: bool) -> None:
         """MetricSums.update's figures of a step, on the device, counted where `ok` is 1."""
         xp = self.xp
+
+        def constant(value):  # a fill kernel, not a host-to-device copy (which no graph holds)
+            return xp.full((), float(value), dtype=xp.float64)
+
         n = len(y)
-        weight = xp.asarray(float(n)) if mask is None else mask.sum().astype(xp.float64)
-        zero = xp.zeros((), dtype=xp.float64)
-        figures = [xp.asarray(float(n)), weight, loss.astype(xp.float64) * weight]
+        weight = constant(n) if mask is None else mask.sum().astype(xp.float64)
+        zero = constant(0)
+        figures = [constant(n), weight, loss.astype(xp.float64) * weight]
         if classification:
             hits = out.argmax(axis=-1) == y
             correct = hits.sum() if mask is None else (hits * mask).sum()
-            figures += [correct.astype(xp.float64),
-                        xp.asarray(float(y.size)) if mask is None else weight]
+            figures += [correct.astype(xp.float64), constant(y.size) if mask is None else weight]
         elif multilabel:
-            figures += [((out > 0) == (y > 0.5)).sum().astype(xp.float64),
-                        xp.asarray(float(y.size))]
+            figures += [((out > 0) == (y > 0.5)).sum().astype(xp.float64), constant(y.size)]
         else:
             figures += [zero, zero]
         if not (classification or multilabel) and \
