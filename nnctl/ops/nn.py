@@ -92,7 +92,11 @@ def one_hot_into(xp, hits, rows, labels):
     buffer two int64 operands per call. Labels outside [0, depth) hit nothing."""
     depth = hits.shape[-1]
     flat = labels.reshape(-1)
-    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= depth):
+    # on a device the comparison, always: the range test below reads the labels on the host
+    # (a sync on a GPU, and a captured graph may read nothing); on the CPU the scatter is
+    # the faster way when every label is in range
+    if xp.__name__ != "numpy" or \
+            (flat.size and (int(flat.min()) < 0 or int(flat.max()) >= depth)):
         return xp.equal(labels[..., None], xp.arange(depth), out=hits)
     hits.fill(False)
     rows.fill(1)
@@ -106,7 +110,6 @@ def one_hot_into(xp, hits, rows, labels):
 class OneHot(Op):
     """y[..., k] = 1 if labels == k else 0;  no gradient (labels are integers)"""
     name = "one_hot"
-    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (0,)
 
     def infer(self, labels: Aval, depth: int, dtype: str = "float32") -> Aval:
@@ -146,7 +149,6 @@ class SubOneHot(Op):
     one subtraction at each label instead of a dense one-hot (simplify.py rewrites to it);
     dx = g (labels outside [0, classes) subtract nothing, as one_hot)"""
     name = "sub_one_hot"
-    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (1,)
     arity = 2
 
@@ -187,7 +189,6 @@ class SoftmaxXentGrad(Op):
     per-call cost decides small batches). dx = s p (g - sum(g p)) with p = softmax(x),
     ds = sum(g (p - one_hot(labels)))"""
     name = "softmax_xent_grad"
-    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     kind = REDUCTION
     nondifferentiable = (1,)
     arity = 3
@@ -236,7 +237,6 @@ class CrossEntropy(Op):
     """loss = mean over positions of logsumexp(x) - x[label], from logits [..., classes] and
     integer labels [...];  dx = g (softmax(x) - onehot(label)) / N (N = number of labels)"""
     name = "cross_entropy"
-    capturable = False  # one_hot_into checks the labels' range with int(): a sync
     nondifferentiable = (1,)
     arity = 2
 

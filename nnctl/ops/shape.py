@@ -222,7 +222,6 @@ class Numel(Op):
     dtype; reads x's shape only, so a graph that scales by a count (a mean's gradient) stays
     valid for every batch size;  no gradient"""
     name = "numel"
-    capturable = False  # forward copies the count from the host (asarray) each run
     kind = OPAQUE
     nondifferentiable = (0,)
 
@@ -232,14 +231,19 @@ class Numel(Op):
             fail(f"numel: axes {axis} are out of range for {x}")
         return Aval((), x.dtype)
 
-    def forward(self, xp, x, axis=None):
+    @staticmethod
+    def count(x, axis) -> int:
         n = 1
         for a in range(x.ndim) if axis is None else axis:
             n *= x.shape[a]
-        return xp.asarray(n, dtype=x.dtype)
+        return n
+
+    def forward(self, xp, x, axis=None):
+        # a fill, not asarray: asarray copies from the host, which no captured graph holds
+        return xp.full((), self.count(x, axis), dtype=x.dtype)
 
     def forward_into(self, xp, out, x, axis=None):
-        out[...] = self.forward(xp, x, axis)
+        out.fill(self.count(x, axis))
         return out
 
     def vjp(self, g, out, x, axis=None):

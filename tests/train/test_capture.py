@@ -53,24 +53,13 @@ MOMENTUM, CLIP = 0.9, 1.0
 
 
 @pytest.fixture
-def capturable_ops(monkeypatch):
-    """The two op changes that make a classifier's step capturable, applied for the test:
-    numel fills its count on the device (its forward copies it from the host each run), and
-    one_hot_into always compares on the device (it checks the labels' range with int(), a
-    sync). Both give the same values (the op table's tests cover them unpatched)."""
+def capturable_ops():
+    """The classifier's ops as shipped: numel fills its count on the device and one_hot_into
+    compares on the device, so its step can be captured (once they read the host: see
+    test_a_plan_with_an_op_that_cannot_be_captured_runs_eagerly)."""
     from nnctl.ops import nn, shape
-
-    def numel_into(self, xp, out, x, axis=None):
-        out.fill(math.prod(x.shape[a] for a in (range(x.ndim) if axis is None else axis)))
-        return out
-
-    def one_hot_into(xp, hits, rows, labels):
-        return xp.equal(labels[..., None], xp.arange(hits.shape[-1]), out=hits)
-
-    monkeypatch.setattr(shape.Numel, "forward_into", numel_into)
-    monkeypatch.setattr(nn, "one_hot_into", one_hot_into)
-    for op in (shape.Numel, nn.OneHot, nn.SubOneHot, nn.SoftmaxXentGrad, nn.CrossEntropy):
-        monkeypatch.setattr(op, "capturable", True)
+    assert all(op.capturable for op in (shape.Numel, nn.OneHot, nn.SubOneHot,
+                                        nn.SoftmaxXentGrad, nn.CrossEntropy))
 
 
 def _trainer(tmp_path, backend):
@@ -269,7 +258,10 @@ def test_a_backend_without_graphs_runs_eagerly_and_says_so_once():
     assert graphs.notices() == [] and graphs.refusal("b") == graphs.refusal("a")
 
 
-def test_a_plan_with_an_op_that_cannot_be_captured_runs_eagerly(tmp_path):
+def test_a_plan_with_an_op_that_cannot_be_captured_runs_eagerly(tmp_path, monkeypatch):
+    from nnctl.ops import nn, shape
+    for op in (shape.Numel, nn.CrossEntropy, nn.SoftmaxXentGrad):
+        monkeypatch.setattr(op, "capturable", False)
     backend = RecordingBackend()
     trainer = _trainer(tmp_path, backend)
     data, steps = trainer.batch_feeds("train", np.arange(32))
