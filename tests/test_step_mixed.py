@@ -116,6 +116,38 @@ def test_the_mixed_evaluation_step_gives_the_float32_loss():
 
 
 def test_mixed_precision_needs_a_float32_model():
-    splits, builder = prepare_in(load_config("configs/digits_mlp.yaml"), "float64")
+    _, builder = prepare_in(load_config("configs/digits_mlp.yaml"), "float64")
     with pytest.raises(NnctlError, match="float32 master weights"):
         builder.training_step(4, mixed="float16")
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+def test_the_device_path_skips_an_overflow_through_the_guarded_update():
+    # the trainer's sync-free steps: the scaler decides on the device, the optimizer's
+    # guarded step leaves weights and moments as they were, nothing is read in between
+    from nnctl.optim import Adam
+    from nnctl.train.device_steps import clip_on_device
+    from nnctl.train.loss_scale import DeviceLossScaler
+    builder, _, mixed, feeds, _ = _steps("configs/digits_mlp.yaml", SMOOTH_MLP, 32)
+    k = len(builder.params)
+    params = feeds[2:2 + k]
+    optimizer = Adam(np, lr=1e-3)
+    optimizer.prepare(params)
+    scaler = DeviceLossScaler(np, init_scale=2.0 ** 40)
+    before = [p.copy() for p in params] + [m.copy() for m in optimizer.m.values()]
+    for expect_overflow in (True, False):
+        if not expect_overflow:
+            scaler.load_state_dict({"scale": 2.0 ** 12, "good_steps": 0})
+        out = mixed([*feeds, scaler.scale_feed])
+        grads, norm = clip_on_device(np, out[2:2 + k], math.inf)
+        overflow = scaler.overflow(out[0], ~np.isfinite(norm))
+        scaler.update(overflow)
+        optimizer.step(params, grads, apply=(~overflow).astype(np.float64))
+        assert bool(overflow) == expect_overflow
+        if expect_overflow:
+            assert scaler.scale == 2.0 ** 39
+            after = [p for p in params] + [m for m in optimizer.m.values()]
+            for a, b in zip(after, before):
+                np.testing.assert_array_equal(a, b)
+    assert scaler.state_dict() == {"scale": 2.0 ** 12, "good_steps": 1}
+    assert not np.array_equal(params[0], before[0])  # the good step updated

@@ -35,7 +35,8 @@ the table says (nnctl/step.py).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import math
+from collections.abc import Sequence
 
 from nnctl.graph.ir import Node, toposort
 from nnctl.graph.tensor import Tensor, apply
@@ -138,7 +139,7 @@ def _restated(node: Node, dtype: str) -> Node:
     top = float(np.finfo(dtype).max)
     value = node.value
     if isinstance(value, (int, float)):
-        value = min(max(float(value), -top), top) if value == value else value
+        value = float(value) if math.isnan(value) else min(max(float(value), -top), top)
     else:
         value = value.clip(-top, top).astype(dtype)
     return Node("constant", (), node.attrs, Aval(node.aval.shape, dtype), name=node.name,

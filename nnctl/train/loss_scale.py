@@ -12,19 +12,21 @@ torch.cuda.amp.GradScaler and Keras's LossScaleOptimizer adapt it:
 - after `growth_interval` (2000) good steps in a row, S doubles.
 
 S stays a power of two, so scaling and unscaling are exact. It never goes below
-`min_scale` (1, as Keras): an overflow at S = 1 is not one of scaling but of the model, and
-`consecutive_overflows` lets the trainer stop such a run instead of skipping forever.
+`min_scale` (1, as Keras): an overflow at S = 1 is not one of scaling but of the model
+(`LossScaler.exhausted`), which the trainer handles as any non-finite step rather than
+skipping forever.
 
 Two versions of one rule (`next_scale`):
 
 - `LossScaler` (host): S and the good-step count are Python numbers; `update(found_inf)`
   takes a Python bool and says whether to apply the step. The trainer reads the loss and the
-  gradient norm every step today, and the norm is what tells an overflow (inf or NaN), so
-  this costs no extra device sync. This is the one to integrate now.
-- `DeviceLossScaler`: S and the count live in 0-d arrays on the device; `found_inf(grads)`
-  and `update(found_inf)` run there with no host sync. The skip itself still needs the flag
-  on the host until the optimizer can take a device flag (a masked update); what it saves
-  is the sync for the scale, for a trainer that stops reading the norm every step.
+  gradient norm every step where it decides each step on the host (the CPU, several ranks,
+  train.on_nonfinite: skip), and the norm is what tells an overflow (inf or NaN), so this
+  costs no extra device sync.
+- `DeviceLossScaler`: S and the count live in 0-d arrays on the device; `overflow(loss,
+  nonfinite)` and `update(flag)` run there with no host sync, and the skip is the
+  optimizer's guarded step (`optimizer.step(..., apply=flag)`, the trainer's sync-free
+  steps): for a trainer that reads the device once per interval.
 
 Both give `scale_feed`, the 0-d float32 array to feed as `dynamic_loss_scale` (the same
 array object every step, updated in place, so a captured CUDA graph reads the new value),
@@ -61,14 +63,18 @@ class LossScaler:
         self.xp = xp
         self.scale, self.good_steps = float(init_scale), 0
         self.growth_interval, self.min_scale = int(growth_interval), float(min_scale)
-        self.consecutive_overflows = 0  # skipped steps in a row (a run stuck at min_scale)
+        self.consecutive_overflows = 0  # skipped steps in a row
         self.skipped = 0  # overflow steps skipped since this scaler was made
+        # the last step overflowed at min_scale already: no scale can fix that; the trainer
+        # treats it as the non-finite step it is (train.on_nonfinite)
+        self.exhausted = False
         self.scale_feed = xp.asarray(self.scale, dtype="float32")
 
     def update(self, found_inf: bool) -> bool:
         """Account for one step; True when its update should be applied (no overflow)."""
         found_inf = bool(found_inf)
         scale = self.scale
+        self.exhausted = found_inf and scale <= self.min_scale
         self.scale, self.good_steps = next_scale(scale, self.good_steps, found_inf,
                                                  self.growth_interval, self.min_scale)
         self.consecutive_overflows = self.consecutive_overflows + 1 if found_inf else 0
@@ -106,15 +112,15 @@ class DeviceLossScaler:
         self._good = xp.zeros((), dtype="int32")
 
     def found_inf(self, grads) -> object:
-        """A 0-d bool device array: whether any gradient holds an inf or NaN. Two reductions
-        per gradient and no temporary array: min and max propagate NaN, and an inf is one of
-        them."""
+        """found_inf(xp, grads) on this scaler's device."""
+        return found_inf(self.xp, grads)
+
+    def overflow(self, loss, nonfinite) -> object:
+        """A 0-d bool device array: an overflow the scale can fix, to skip: the loss finite,
+        the gradients not (`nonfinite`: found_inf, or the gradient norm not finite), the
+        scale above min_scale (at min_scale it is the model's failure: LossScaler.exhausted)."""
         xp = self.xp
-        bad = xp.zeros((), dtype=bool)
-        for g in grads:
-            if g.size:
-                bad |= ~(xp.isfinite(g.max()) & xp.isfinite(g.min()))
-        return bad
+        return xp.isfinite(loss) & nonfinite & (self.scale_feed > self.min_scale)
 
     def update(self, found_inf) -> None:
         """next_scale on the device (found_inf: a 0-d bool array or a Python bool), in place."""
@@ -141,6 +147,18 @@ class DeviceLossScaler:
         scale, good = _loaded(state)
         self.scale_feed[...] = scale
         self._good[...] = good
+
+
+def found_inf(xp, grads) -> object:
+    """A 0-d bool array on xp's device: whether any gradient holds an inf or NaN, with no
+    sync. Two reductions per gradient and no temporary array: min and max propagate NaN,
+    and an inf is one of them. (The gradient norm tells the same unless train.clip_value
+    has clipped an inf to a finite value first: then check the gradients before clipping.)"""
+    bad = xp.zeros((), dtype=bool)
+    for g in grads:
+        if g.size:
+            bad |= ~(xp.isfinite(g.max()) & xp.isfinite(g.min()))
+    return bad
 
 
 def _check(init_scale: float, growth_interval: int, min_scale: float) -> None:

@@ -43,8 +43,8 @@ def test_off_by_default():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("bfloat16", "bfloat16 is not supported (NumPy and CuPy have no bfloat16 dtype); "
-                 "accepted: float16, or null (off)"),
+    ("bfloat16", ("bfloat16 is not supported (NumPy and CuPy have no bfloat16 dtype); "
+                  "accepted: float16, or null (off)")),
     ("fp16", "expected float16, or null (off); got 'fp16'"),
     ("true", "expected float16, or null (off); got true"),
 ])

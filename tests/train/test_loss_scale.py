@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnctl.train.loss_scale import (GROWTH_INTERVAL, INIT_SCALE, DeviceLossScaler, LossScaler,
-                                    next_scale)
+                                    found_inf, next_scale)
 
 
 def test_defaults_are_torch_gradscalers():
@@ -51,6 +51,12 @@ def test_the_scale_never_drops_below_min_scale():
     for _ in range(5):
         s.update(True)
     assert s.scale == 1.0 and s.consecutive_overflows == 5
+    assert s.exhausted  # the last one overflowed at 1 already: not a matter of scaling
+    s.update(False)
+    assert not s.exhausted
+    t = LossScaler(np, init_scale=2.0)
+    t.update(True)
+    assert t.scale == 1.0 and not t.exhausted  # halved to 1: the next step may fit
 
 
 def test_update_from_norm_tells_an_overflow_from_a_diverged_loss():
@@ -100,7 +106,18 @@ def test_found_inf_on_the_device_sees_inf_and_nan_anywhere():
     good = [np.ones((3, 2), np.float32), np.zeros(0, np.float32), np.full(4, -2.0, np.float32)]
     flag = d.found_inf(good)
     assert isinstance(flag, np.ndarray) and flag.shape == () and not flag
+    assert not found_inf(np, good) and not found_inf(np, [])
     for bad in (np.inf, -np.inf, np.nan):
         grads = [g.copy() for g in good]
         grads[2][1] = bad
         assert d.found_inf(grads)
+
+
+def test_overflow_on_the_device_is_what_the_scale_can_fix():
+    d = DeviceLossScaler(np, init_scale=2.0)
+    yes, no = np.asarray(True), np.asarray(False)
+    assert d.overflow(np.float32(0.5), yes) and not d.overflow(np.float32(0.5), no)
+    assert not d.overflow(np.float32(np.nan), yes)  # a non-finite loss: a failure
+    d.update(d.overflow(np.float32(0.5), yes))
+    assert d.scale == 1.0
+    assert not d.overflow(np.float32(0.5), yes)  # at min_scale: the model's, not the scale's
