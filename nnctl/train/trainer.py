@@ -36,6 +36,7 @@ from nnctl.step import (RECALL_METRICS, comparison_layer, layer_location, make_a
                         prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
+from nnctl.train.capture import StepGraphs
 from nnctl.train.device_steps import DeviceSteps, clip_on_device
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
@@ -152,6 +153,8 @@ class Trainer:
         self._forward_plans: dict = {}
         self._embedding_plan, self._embedding_cosine = None, False
         self._device_steps: DeviceSteps | None = None  # made at the first deferred epoch
+        self._graphs: StepGraphs | None = None  # the captured steps (nnctl/train/capture.py)
+        self._static_rows: dict = {}  # batch size -> the static index buffer a graph reads
         feeds = self.builder.feeds(1)
         # where the mask of the labels is among a batch's arrays (None: every label counts)
         self.label_mask_at = next((i for i, t in enumerate(feeds.data) if t is feeds.y_mask),
@@ -571,13 +574,19 @@ class Trainer:
         """The epoch's remaining steps with no host read inside a step. Every `interval`
         steps (train.log_every, else READ_EVERY), at the end of the epoch and before a stop,
         the host reads the interval once (`_settle`): progress, and a failed step reported
-        as the CPU trainer reports it, the weights those before it."""
+        as the CPU trainer reports it, the weights those before it.
+
+        Where the batch is gathered on the device (fixed-size data, no augmentation) and the
+        optimizer updates with device kernels, the step is also captured as a CUDA graph
+        after its first run and replayed (train.cuda_graphs; nnctl/train/capture.py): the
+        host then copies the batch's indices into a static buffer, fills the optimizer's
+        scalars and launches the graph."""
         t, xp = self.spec.train, self.backend.xp
-        n_params = len(self.params)
         device = self._device_steps
         if device is None:
             device = self._device_steps = DeviceSteps(xp, t.divergence, self.spec.metrics)
             self.optimizer.prepare(self.params)  # no state is made inside a guarded step
+            self._graphs = StepGraphs(self.backend, t.cuda_graphs and self.optimizer.on_gpu)
         interval = t.log_every or READ_EVERY
         device.start(self.epoch, self.step_in_epoch, self.divergence)
         # the epoch's order goes to the device once; each step takes its slice there
@@ -585,27 +594,33 @@ class Trainer:
         if on_device:
             flat = self.backend.asarray(np.concatenate(order))
             ends = np.cumsum([len(idx) for idx in order])
+        split_update = self.optimizer.on_gpu  # begin_step on the host, the kernels in the step
         pending: list = []  # (step, batch, dropout snapshot, augment state) since the read
         for step, idx in enumerate(order, 1):
             if step <= self.step_in_epoch:
                 continue
             augment_state = self.augment_rng.bit_generator.state if self.augmenter else None
             rows = flat[ends[step - 1] - len(idx):ends[step - 1]] if on_device else None
-            data, mask, plan, rng_state = self._train_batch(idx, host_x, device_idx=rows)
-            outs = plan.run([*data, *self.params, *self.states])
-            grads = outs[2:2 + n_params]
-            if t.clip_value is not None:
-                grads = clip_grad_value(xp, grads, t.clip_value)
-            grads, norm = clip_on_device(
-                xp, grads, t.clip_norm if t.clip_norm is not None else math.inf)
-            ok = device.check(outs[0], norm)
             self.optimizer.lr = self.schedule(self.global_step)
-            self.optimizer.step(self.params, grads, apply=ok)
-            keep = ok == 0
-            for state, new in zip(self.states, outs[2 + n_params:]):
-                xp.copyto(state, xp.where(keep, state, new))
-            device.add(ok, outs[0], outs[1], data[1], mask, self.classification,
-                       self.multilabel)
+            if split_update:
+                self.optimizer.begin_step(self.params)
+            if on_device and self.augmenter is None:
+                # the batch gathered inside the step from a static index buffer, so the
+                # step can be captured: one graph per batch size
+                key = len(idx)
+                static = self._static_rows.get(key)
+                if static is None:
+                    static = self._static_rows[key] = xp.empty(len(idx), dtype=rows.dtype)
+                xp.copyto(static, rows)
+                plan, rng_state = self.train_plan(()), self._rng_snapshot()
+                xs, ys = self.device_data["train"]
+                self._graphs.run(key, lambda: self._device_step(
+                    plan, [xs[static], ys[static]], None, split_update), plan)
+                for notice in self._graphs.notices():
+                    self.events.on_warning(notice)
+            else:
+                data, mask, plan, rng_state = self._train_batch(idx, host_x, device_idx=rows)
+                self._device_step(plan, data, mask, split_update)
             pending.append((step, idx, rng_state, augment_state))
             self.global_step += 1
             self.step_in_epoch = step
@@ -616,6 +631,30 @@ class Trainer:
             if self._stop_requested:
                 self._clean_stop = True
                 raise KeyboardInterrupt
+
+    def _device_step(self, plan, data: list, mask, split_update: bool):
+        """One training step on the device, decided there (DeviceSteps): the plan, the clip,
+        the guard, the guarded update and layer states, the step's sums. Reads nothing on
+        the host and changes nothing on it, so it can be captured; returns the guard."""
+        t, xp = self.spec.train, self.backend.xp
+        n_params = len(self.params)
+        outs = plan.run([*data, *self.params, *self.states])
+        grads = outs[2:2 + n_params]
+        if t.clip_value is not None:
+            grads = clip_grad_value(xp, grads, t.clip_value)
+        grads, norm = clip_on_device(
+            xp, grads, t.clip_norm if t.clip_norm is not None else math.inf)
+        ok = self._device_steps.check(outs[0], norm)
+        if split_update:
+            self.optimizer.update_params(self.params, grads, apply=ok)
+        else:
+            self.optimizer.step(self.params, grads, apply=ok)
+        keep = ok == 0
+        for state, new in zip(self.states, outs[2 + n_params:]):
+            xp.copyto(state, xp.where(keep, state, new))
+        self._device_steps.add(ok, outs[0], outs[1], data[1], mask, self.classification,
+                               self.multilabel)
+        return ok
 
     def _settle(self, pending: list, host_x, sums, steps: int, started: float) -> None:
         """Read the interval's device figures once. A failed step rewinds the counters, the

@@ -66,16 +66,32 @@ def test_deferred_steps_train_exactly_as_steps_read_each_time():
 
 
 def _poison(monkeypatch, at_global_step: int):
-    """Make the batch of one step hold a NaN, whenever that step is prepared."""
-    original = Trainer._train_batch
+    """Make one step's batch hold a NaN, however the step is run or replayed."""
+    original = Trainer.train_plan
 
-    def poisoned(self, idx, host_x, *args, **kwargs):
-        data, mask, plan, rng_state = original(self, idx, host_x, *args, **kwargs)
-        if self.global_step == at_global_step:
-            data[0] = data[0] * float("nan")
-        return data, mask, plan, rng_state
+    class Poisoned:
+        def __init__(self, trainer, plan):
+            self.trainer, self.plan = trainer, plan
 
-    monkeypatch.setattr(Trainer, "_train_batch", poisoned)
+        def _feeds(self, feeds):
+            if self.trainer.global_step == at_global_step:
+                feeds = [feeds[0] * float("nan"), *feeds[1:]]
+            return feeds
+
+        def run(self, feeds):
+            return self.plan.run(self._feeds(feeds))
+
+        def first_nonfinite(self, feeds):
+            return self.plan.first_nonfinite(self._feeds(feeds))
+
+        def __getattr__(self, name):
+            return getattr(self.plan, name)
+
+        def __len__(self):
+            return len(self.plan)
+
+    monkeypatch.setattr(Trainer, "train_plan",
+                        lambda self, *a: Poisoned(self, original(self, *a)))
 
 
 def _checkpoint(run_root: Path):
@@ -135,14 +151,14 @@ def test_a_divergence_is_found_at_the_same_step_as_on_the_cpu(tmp_path):
 
 def test_a_stop_request_ends_after_the_same_step_with_the_same_checkpoint(tmp_path,
                                                                           monkeypatch):
-    original = Trainer._train_batch
+    original = Trainer.train_plan
 
-    def stop_at_17(self, idx, host_x, *args, **kwargs):
+    def stop_at_17(self, *args):
         if self.global_step == 16:  # step 17 of epoch 1 is being prepared
             self._stop_requested = True
-        return original(self, idx, host_x, *args, **kwargs)
+        return original(self, *args)
 
-    monkeypatch.setattr(Trainer, "_train_batch", stop_at_17)
+    monkeypatch.setattr(Trainer, "train_plan", stop_at_17)
     for name, backend in (("cpu", get_backend("cpu")), ("strict", StrictBackend())):
         with pytest.raises(Exception, match="interrupted after epoch 1, step 17"):
             Trainer(_config(), backend, out=tmp_path / name).fit()
@@ -177,3 +193,54 @@ def test_a_cpu_checkpoint_resumes_on_the_gpus_generator(tmp_path):
     resumed = Trainer(_config("train.epochs=2"), PhiloxStrict(), out=None, resume=run)
     summary = resumed.fit()  # the dropout stream starts afresh; everything else continues
     assert summary["global_step"] == 80 and summary["status"] == "completed"
+
+
+class XpAdam:
+    """The CUDA kernels' interface (nnctl/optim/cuda_kernels.py) with Adam's statements as
+    array calls, reading the scalars from the device array `c` and honouring the guard: what
+    the trainer drives on a GPU, runnable on the recording backend. (The kernels' own
+    statements are checked against numba in tests/optim/test_cuda_kernels.py.)"""
+
+    def __init__(self, xp):
+        self.xp, self.ok = xp, None
+
+    def guard(self, ok):
+        self.ok = ok
+
+    def adam(self, p, g, m, v, c, l2):
+        xp = self.xp
+        pi = p * c[0]
+        gi = g + c[1] * pi if l2 else g
+        mi = m * c[3] + gi * c[2]
+        vi = v * c[5] + gi * gi * c[4]
+        new_p = pi - mi / (xp.sqrt(vi) + c[6]) * c[7]
+        keep = self.ok == 0 if self.ok is not None else xp.zeros((), dtype=bool)
+        for array, new in ((m, mi), (v, vi), (p, new_p)):
+            xp.copyto(array, xp.where(keep, array, new))
+
+    adam_parallel = adam
+
+
+def _device_optimizer(trainer):
+    trainer.optimizer.on_gpu = trainer.optimizer.jit = True
+    trainer.optimizer._kernels = XpAdam(trainer.backend.xp)
+    return trainer
+
+
+def test_the_captured_step_replays_what_the_eager_step_computes():
+    from nnctl.backend.recording import RecordingBackend
+
+    runs = {}
+    for graphs in (False, True):
+        config = _config("train.epochs=2", "train.log_every=11", f"train.cuda_graphs={graphs}")
+        trainer = _device_optimizer(Trainer(config, RecordingBackend(), out=None))
+        runs[graphs] = (trainer, trainer.fit())
+    (eager, eager_summary), (captured, captured_summary) = runs[False], runs[True]
+    # batch sizes 32 and the epoch's last, smaller one: a graph each, warmed up once
+    assert captured._graphs.captures == 2 and captured._graphs.launches == 80 - 2
+    assert eager._graphs.captures == 0
+    for name, value in _weights(eager).items():
+        assert np.array_equal(value, _weights(captured)[name]), name
+    for key in ("test_loss", "test_accuracy", "global_step"):
+        assert captured_summary[key] == eager_summary[key], key
+    assert captured.optimizer.steps == 80
