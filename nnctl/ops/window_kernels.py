@@ -19,7 +19,9 @@ kept. On CuPy every Python iteration is a kernel launch or more, so these are on
   window's maximum.
 
 An array module that is neither NumPy nor CuPy (the strict test backend, nnctl/backend/strict.py,
-which stands in for CuPy on the CPU) runs the same formulations with the module's own calls:
+which stands in for CuPy on the CPU), and CuPy for float16 (mixed precision's compute dtype;
+the kernels are built for float32 and float64), run the same formulations with the module's
+own calls:
 col2im as one gather (a precomputed table of column positions) and one sum over the offset
 axis, which NumPy adds element by element in offset order (the CPU's bits again); the argmax as
 argmax over the window view (with the all -inf windows sent to their first element of x).
@@ -118,14 +120,19 @@ def is_device(xp) -> bool:
     return xp.__name__ != "numpy"
 
 
-def _has_kernels(xp) -> bool:
-    return hasattr(xp, "RawModule")  # CuPy
+KERNEL_DTYPES = {"float32": "float", "float64": "double"}
+
+
+def _has_kernels(xp, dtype) -> bool:
+    """CuPy, for a dtype the kernels are built for (float16, mixed precision's compute
+    dtype, takes the array-module formulation: no loops either)."""
+    return hasattr(xp, "RawModule") and str(dtype) in KERNEL_DTYPES
 
 
 def _kernel(xp, name: str, dtype: str):
     key = (name, dtype)
     if key not in _kernels:
-        ctype = {"float32": "float", "float64": "double"}[dtype]
+        ctype = KERNEL_DTYPES[dtype]
         _kernels[key] = xp.RawModule(code=DEVICE_SOURCE).get_function(f"nnctl_{name}_{ctype}")
     return _kernels[key]
 
@@ -149,7 +156,7 @@ def col2im(xp, cols, input_shape, stride, padding, dilation, out=None):
     kh, kw, oh, ow = cols.shape[2:]
     if out is None:
         out = xp.empty((n, c, h, w), dtype=cols.dtype)
-    if _has_kernels(xp):
+    if _has_kernels(xp, cols.dtype):
         _launch(xp, "col2im", str(cols.dtype), (cols, out), out.size,
                 (c, h, w, kh, kw, oh, ow, *stride, *padding, *dilation,
                  *_element_strides(cols)))
@@ -191,7 +198,7 @@ def window_argmax(xp, x, kernel, stride, padding, out_hw):
     elements of x (a NaN is the maximum, the first one). kernel, stride, padding are pairs."""
     n, c, h, w = x.shape
     oh, ow = out_hw
-    if _has_kernels(xp):
+    if _has_kernels(xp, x.dtype):
         index = xp.empty((n, c, oh, ow), dtype=x.dtype)
         _launch(xp, "window_argmax", str(x.dtype), (x, index), index.size,
                 (c, h, w, *kernel, oh, ow, *stride, *padding, *_element_strides(x)))

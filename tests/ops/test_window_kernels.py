@@ -269,6 +269,27 @@ def test_every_window_op_on_the_standin_cupy_gives_numpys_bits(cupy_standin, nam
     assert bool(log) == (name not in ("conv2d_grad_weight", "max_pool2d_take"))
 
 
+@needs_gxx
+@pytest.mark.parametrize("name", ["conv2d_grad_input", "col2im", "max_pool2d_grad",
+                                  "max_pool2d_index", "avg_pool2d_grad"])
+def test_float16_on_cupy_takes_the_array_module_formulation(cupy_standin, name):
+    """The kernels are built for float32 and float64; float16 (mixed precision) runs the
+    gather-table and argmax formulation there: no launch, and NumPy's path's values."""
+    from nnctl.gradcheck import sample_inputs
+
+    xp, log = cupy_standin
+    op = REGISTRY[name]
+    for k, sample in enumerate(op.samples()):
+        arrays = [a.astype(np.float16) for a in
+                  sample_inputs(sample, np.random.default_rng(200 + k))]
+        want = op.forward(np, *arrays, **sample.attrs)
+        got = op.forward(xp, *arrays, **sample.attrs)
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64),
+                                   rtol=2e-3, atol=2e-3)
+    assert not log
+
+
 @pytest.mark.slow  # nvcc takes 5-15 s
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 def test_the_kernels_compile_with_nvcc(tmp_path):
