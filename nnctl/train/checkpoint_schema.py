@@ -35,7 +35,7 @@ FIELDS = {
     "format_version": None, "nnctl_version": "", "config": None, "config_fingerprint": None,
     "epoch": None, "step_in_epoch": None, "global_step": None, "shuffle_state": None,
     "augment_state": None, "dropout_state": None, "partial": None, "best": None,
-    "bad_epochs": 0, "skipped": 0, "divergence": None,
+    "bad_epochs": 0, "skipped": 0, "divergence": None, "loss_scale": None,
 }
 REQUIRED = ("format_version", "config", "config_fingerprint", "epoch", "step_in_epoch",
             "global_step", "shuffle_state", "augment_state")
@@ -218,6 +218,14 @@ class Fields:
         if best is not None and not _is_number(best):
             raise self.refuse("best", f"expected null or a number, got {brief(best)}")
         self.integer("bad_epochs", 0, epoch - 1)
+        scale = meta.get("loss_scale")
+        if scale is not None and not (
+                isinstance(scale, dict) and set(scale) == {"scale", "good_steps"}
+                and _is_number(scale["scale"]) and math.isfinite(scale["scale"])
+                and scale["scale"] > 0 and type(scale["good_steps"]) is int
+                and scale["good_steps"] >= 0):
+            raise self.refuse("loss_scale", "expected null or {scale: a number > 0, "
+                                            f"good_steps: an integer >= 0}}, got {brief(scale)}")
 
     def integer(self, field: str, low: int, high: int | None, value=_UNSET) -> int:
         if value is _UNSET:

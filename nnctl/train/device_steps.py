@@ -34,9 +34,9 @@ import numpy as np
 # the device vector's slots: the sums of the interval's applied steps, then its failure, the
 # divergence watch, the step counter and the guard
 N, WEIGHT, LOSS, CORRECT, POSITIONS, ABS_ERR, SQ_ERR = range(7)
-FAILED_AT, FAILED_LOSS, FAILED_KIND, REFERENCE, STREAK, SINCE, STEP, HEALTHY, EPOCH = \
-    range(7, 16)
-SIZE = 16
+FAILED_AT, FAILED_LOSS, FAILED_KIND, REFERENCE, STREAK, SINCE, STEP, HEALTHY, EPOCH, \
+    SKIPPED = range(7, 17)
+SIZE = 17
 _SINCE_BASE = 2.0 ** 32  # `since` as epoch * 2^32 + step: a streak may begin in an earlier epoch
 NONFINITE, DIVERGED = 1.0, 2.0
 
@@ -71,6 +71,7 @@ class DeviceSteps:
         self.spec = divergence_spec
         self.metrics = metrics  # the config's metrics (mae/rmse need the error sums)
         self.values = xp.zeros(SIZE, dtype=xp.float64)
+        self.skipped = 0  # the last settled interval's skipped steps
 
     def start(self, epoch: int, step_in_epoch: int, watch) -> None:
         """Begin an interval after step `step_in_epoch` of the epoch (a host write, outside
@@ -123,6 +124,12 @@ class DeviceSteps:
         v[HEALTHY] = ok
         return ok
 
+    def skip(self, flag) -> None:
+        """Count a step skipped on purpose (a float16 overflow: nnctl/train/loss_scale.py)
+        while the interval is healthy; `settle` hands the count to the host."""
+        v = self.values
+        v[SKIPPED] = v[SKIPPED] + self.xp.where(flag & (v[HEALTHY] > 0), 1.0, 0.0)
+
     def add(self, ok, loss, out, y, mask, classification: bool, multilabel: bool) -> None:
         """MetricSums.update's figures of a step, on the device, counted where `ok` is 1."""
         xp = self.xp
@@ -157,6 +164,7 @@ class DeviceSteps:
         MetricSums `sums`, bring the divergence streak back to the host `watch`. A failure
         comes back as (its step in the epoch, its loss, "nonfinite" | "diverged")."""
         host = np.asarray(to_host(self.values), dtype=np.float64)
+        self.skipped = int(host[SKIPPED])
         for slot, field in ((N, "n"), (WEIGHT, "weight"), (CORRECT, "correct"),
                             (POSITIONS, "positions")):
             setattr(sums, field, getattr(sums, field) + int(round(host[slot])))

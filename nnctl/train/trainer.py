@@ -32,12 +32,14 @@ from nnctl.optim import make_optimizer
 from nnctl.optim.clip import clip_grad_norm, clip_grad_value
 from nnctl.optim.schedules import make_schedule, with_warmup
 from nnctl.ops import collective
+from nnctl.ops.pool import argmax_in_graph
 from nnctl.step import (RECALL_METRICS, comparison_layer, layer_location, make_augmenter,
                         prepare, seed_streams, vocabulary)
 from nnctl.train import checkpoint as ckpt
 from nnctl.train.checkpoint_schema import CheckpointSchema
 from nnctl.train.capture import StepGraphs
 from nnctl.train.device_steps import DeviceSteps, clip_on_device
+from nnctl.train.loss_scale import found_inf
 from nnctl.train.divergence import DivergenceWatch
 from nnctl.train.events import TrainerEvents
 from nnctl.train.preflight import check_memory
@@ -125,6 +127,14 @@ class Trainer:
         self.state_names = list(self.builder.states)  # running statistics, not trained
         self.states = [backend.asarray(initial[n]) for n in self.state_names]
         self.optimizer = make_optimizer(self.spec.optimizer, backend.xp)
+        # mixed precision (docs/mixed_precision.md): float16 compute from these float32
+        # weights, with a dynamic loss scale fed last to every training plan
+        self.mixed = self.spec.train.mixed_precision
+        self.scaler = None
+        if self.mixed:
+            from nnctl.train.loss_scale import DeviceLossScaler, LossScaler
+            self.scaler = (DeviceLossScaler if self._defers_reads() else LossScaler)(backend.xp)
+        self._amp_feeds = [self.scaler.scale_feed] if self.scaler is not None else []
         self.classification = self.splits.num_classes is not None
         self.multilabel = loss_family(self.spec.loss.name) == "multilabel"
         self.device_data = {name: (backend.asarray(s.x), backend.asarray(s.y))
@@ -221,7 +231,12 @@ class Trainer:
         """The training step's plan for batches padded to `steps` (default: the longest)."""
         key = self.splits.full_steps() if steps is None else tuple(steps)
         if key not in self._train_plans:
-            outputs, feeds = self.builder.training_step(steps=key, scaled=self.comm.size > 1)
+            # on the GPU, max pooling's backward reuses the forward's window argmax
+            # (nnctl/ops/pool.py); the CPU's fused loops are faster without it
+            with argmax_in_graph(True) if self.backend.name == "cuda" else \
+                    contextlib.nullcontext():
+                outputs, feeds = self.builder.training_step(
+                    steps=key, scaled=self.comm.size > 1, mixed=self.mixed)
             self._train_plans[key] = compile_graph(
                 outputs, feeds, self.backend, rng=self._plan_rng,
                 capacity={"B": min(self.spec.train.batch_size, max(len(self.splits.train), 1))},
@@ -231,7 +246,7 @@ class Trainer:
     def eval_plan(self, steps: tuple = None):
         key = self.splits.full_steps() if steps is None else tuple(steps)
         if key not in self._eval_plans:
-            outputs, feeds = self.builder.evaluation_step(steps=key)
+            outputs, feeds = self.builder.evaluation_step(steps=key, mixed=self.mixed)
             self._eval_plans[key] = compile_graph(
                 outputs, feeds, self.backend, capacity={"B": self.spec.train.eval_batch_size},
                 jit=self._jit())
@@ -517,11 +532,21 @@ class Trainer:
             else:
                 data, mask, plan, rng_state = self._train_batch(idx, host_x)
                 yb = data[1]
-                feeds = [*data, *self.params, *self.states]
+                feeds = [*data, *self.params, *self.states, *self._amp_feeds]
                 outs = plan.run(feeds)  # views into the plan's arena, used before the next step
                 loss, grads = float(outs[0]), outs[2:2 + n_params]
                 local_loss = loss
+            raw = grads
             grads, norm = self._clip(grads)
+            if self.scaler is not None and math.isfinite(loss):
+                # a float16 overflow in the scaled backward pass: the scale halves and the
+                # step is skipped (an overflow at the smallest scale fails as below)
+                inf = not math.isfinite(norm) if t.clip_value is None else \
+                    bool(found_inf(self.backend.xp, raw))
+                if not self.scaler.update(inf) and not self.scaler.exhausted:
+                    self.skipped += 1
+                    self.step_in_epoch = step
+                    continue
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 if t.on_nonfinite == "skip":
                     self.skipped += 1
@@ -638,13 +663,22 @@ class Trainer:
         the host and changes nothing on it, so it can be captured; returns the guard."""
         t, xp = self.spec.train, self.backend.xp
         n_params = len(self.params)
-        outs = plan.run([*data, *self.params, *self.states])
-        grads = outs[2:2 + n_params]
+        outs = plan.run([*data, *self.params, *self.states, *self._amp_feeds])
+        grads = raw = outs[2:2 + n_params]
         if t.clip_value is not None:
             grads = clip_grad_value(xp, grads, t.clip_value)
         grads, norm = clip_on_device(
             xp, grads, t.clip_norm if t.clip_norm is not None else math.inf)
+        overflow = None
+        if self.scaler is not None:  # (the host path's overflow rule, decided on the device)
+            inf = ~xp.isfinite(norm) if t.clip_value is None else found_inf(xp, raw)
+            overflow = self.scaler.overflow(outs[0], inf)
+            self.scaler.update(overflow)
+            norm = xp.where(overflow, 0.0, norm)  # not a failure for the check ...
         ok = self._device_steps.check(outs[0], norm)
+        if overflow is not None:  # ... but no update, no state change, counted as skipped
+            self._device_steps.skip(overflow)
+            ok = xp.where(overflow, 0.0, ok)
         if split_update:
             self.optimizer.update_params(self.params, grads, apply=ok)
         else:
@@ -661,6 +695,10 @@ class Trainer:
         optimizer's step count and the data streams to just before it (the guard left the
         weights there) and raises the CPU trainer's error."""
         failure = self._device_steps.settle(self.backend.to_host, sums, self.divergence)
+        skipped = self._device_steps.skipped  # float16 overflows: counted as on the host
+        self.global_step -= skipped
+        self.optimizer.steps -= skipped
+        self.skipped += skipped
         if failure is not None:
             step, loss, kind = failure
             undone = self.step_in_epoch - step + 1  # the failed step and the no-ops after it
@@ -676,7 +714,8 @@ class Trainer:
                 self._rng_restore(rng_state)
                 data, _, plan, _ = self._train_batch(idx, host_x)
                 message = self._nonfinite_message(
-                    plan, [*data, *self.params, *self.states], rng_state, loss, step)
+                    plan, [*data, *self.params, *self.states, *self._amp_feeds], rng_state,
+                    loss, step)
             self._rewind_streams(rng_state, augment_state)
             raise TrainingError(message)
         elapsed = time.perf_counter() - started
@@ -782,7 +821,7 @@ class Trainer:
             self._plan_rng.set_shard(before, len(local), len(idx))
             scale = self.backend.asarray(np.asarray(mine / total if total else 0.0,
                                                     dtype=self.spec.train.dtype))
-            feeds = [*data, *self.params, *self.states, scale]
+            feeds = [*data, *self.params, *self.states, scale, *self._amp_feeds]
         except Exception as err:  # raised after an Allreduce, so no rank waits for this one
             failure = err
         if self._plan_collectives:
@@ -1010,6 +1049,7 @@ class Trainer:
             "partial": vars(partial) | {"xp": None} if partial is not None else None,
             "best": self.best, "bad_epochs": self.bad_epochs, "skipped": self.skipped,
             "divergence": self.divergence.state_dict(),
+            "loss_scale": self.scaler.state_dict() if self.scaler is not None else None,
         }
         ckpt.save_checkpoint(self.run.path / "checkpoint.npz", arrays, meta)
         self.checkpointed = (self.epoch, self.step_in_epoch)
@@ -1066,6 +1106,8 @@ class Trainer:
             self._restore_best(run_dir)
         self.skipped = meta.get("skipped", 0)
         self.divergence.load_state_dict(meta.get("divergence"))
+        if self.scaler is not None and meta.get("loss_scale"):
+            self.scaler.load_state_dict(meta["loss_scale"])
         if self.epoch > self.epochs:
             raise UsageError(f"{run_dir} already finished epoch {self.epoch - 1} of "
                              f"{self.epochs}; pass --epochs N (N > {self.epoch - 1}) to train "
