@@ -138,9 +138,9 @@ class NnctlCapturedStep(NnctlDeviceStep):
     The graph is captured here, in the constructor: the warm-up steps and the captured step
     move the weights, so they are put back to the initial ones afterwards (in place: the graph
     holds their addresses), and step 0 is the first timed or checked one, like the eager
-    step's. After the first eager step the optimizer's per-step refill of its device scalars
-    (a host-to-device copy, which a capture refuses) is skipped: the benchmark's SGD has a
-    constant learning rate and no state, so they never change. Where StepGraphs runs the step
+    step's. As in the trainer, the optimizer's host half (`begin_step`: its step count and
+    its scalars copied to the device, which a capture may not hold) runs before each launch
+    and only its kernels (`update_params`) are in the graph. Where StepGraphs runs the step
     eagerly instead (the backend cannot capture, an op cannot be captured, the capture
     failed), this variant is not timed: CaptureUnavailable carries StepGraphs's reason."""
 
@@ -154,10 +154,6 @@ class NnctlCapturedStep(NnctlDeviceStep):
         super().__init__(case, backend)
         from nnctl.train.capture import StepGraphs
 
-        opt = self.optimizer
-        if type(opt).__name__ != "SGD" or getattr(opt, "momentum", 0.0) or opt.weight_decay:
-            raise CaptureUnavailable("the captured variant assumes plain SGD (no state, "
-                                     "constant scalars)")
         xp = backend.xp
         self.static = [xp.empty_like(a) for a in self.batches[0]]
         self.start = [backend.asarray(case.initial[k].copy()) for k in case.param_names]
@@ -167,9 +163,8 @@ class NnctlCapturedStep(NnctlDeviceStep):
         self._plan_arg = self.plan if hasattr(self.plan, "capturable") else None
         for i in range(self.WARM_STEPS + 1):  # eager, eager, then captured and launched once
             self._feed(i)
+            self.optimizer.begin_step(self.params)
             self.graphs.run(self.key, self._body, self._plan_arg)
-            if i == 0:
-                opt._fill = lambda c, values: None  # constant SGD scalars: no refill (above)
         if not self.graphs.captures:
             why = "; ".join(self.graphs.notices()) or self.graphs.refusal(self.key)
             raise CaptureUnavailable(why or "StepGraphs captured no graph")
@@ -177,7 +172,7 @@ class NnctlCapturedStep(NnctlDeviceStep):
 
     def _body(self):
         outs = self._run([*self.static, *self.params])
-        self.optimizer.step(self.params, outs[2:2 + self.n])
+        self.optimizer.update_params(self.params, outs[2:2 + self.n])
         return outs[0]
 
     def _feed(self, i: int) -> None:
@@ -193,4 +188,5 @@ class NnctlCapturedStep(NnctlDeviceStep):
 
     def run(self, i: int):
         self._feed(i)
+        self.optimizer.begin_step(self.params)
         return self.graphs.run(self.key, self._body, self._plan_arg)

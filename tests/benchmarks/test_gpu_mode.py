@@ -398,9 +398,9 @@ def test_a_backend_that_cannot_capture_leaves_the_variant_out(mlp_case):
 def test_the_captured_step_replays_the_eager_steps(mlp_case, monkeypatch):
     """On the recording backend (capture as CUDA does it, on the CPU): the graph is captured in
     the constructor, the weights start again from the initial ones, and each launch on a new
-    batch gives the eager step's loss. The optimizer here refills a device array of scalars
-    from the host every step, as the GPU's fused update does: a capture refuses that, so the
-    variant must have stopped the refill."""
+    batch gives the eager step's loss. The optimizer's host half here refills a device array
+    of scalars from the host every step, as the GPU's fused update does: a capture refuses
+    that, so the variant must call begin_step outside the graph."""
     pytest.importorskip("nnctl.train.capture")
     recording = pytest.importorskip("nnctl.backend.recording")
     from nnctl.backend.strict import StrictBackend
@@ -408,16 +408,16 @@ def test_the_captured_step_replays_the_eager_steps(mlp_case, monkeypatch):
     from nnctl.optim import SGD
     # the plumbing under test is the benchmark's, not the op table's capture marks
     monkeypatch.setattr(ExecutionPlan, "capturable", property(lambda self: True), raising=False)
-    original = SGD.step
+    original = SGD.begin_step
 
-    def step_with_refill(self, params, grads, *args, **kwargs):
+    def begin_with_refill(self, params):
         c = self.__dict__.get("_c")
         if c is None:
             c = self._c = self.xp.zeros(2, dtype="float32")
         self._fill(c, (self.lr, 0.0))  # a host-to-device copy on a device array
-        return original(self, params, grads, *args, **kwargs)
+        return original(self, params)
 
-    monkeypatch.setattr(SGD, "step", step_with_refill)
+    monkeypatch.setattr(SGD, "begin_step", begin_with_refill)
     eager = impl_nnctl.NnctlDeviceStep(mlp_case, StrictBackend())
     captured = impl_nnctl.NnctlCapturedStep(mlp_case, recording.RecordingBackend())
     assert captured.graphs.captures == 1
