@@ -252,10 +252,10 @@ from nnctl.train import trainer
 
 original = trainer.Trainer.batch_feeds
 
-def failing(self, split, idx):
+def failing(self, split, idx, *rest):
     if split == "train" and launched_rank() == 1 and self.global_step == 1:
         raise RuntimeError("a planted failure")
-    return original(self, split, idx)
+    return original(self, split, idx, *rest)
 
 trainer.Trainer.batch_feeds = failing
 from nnctl.cli.app import main
