@@ -34,7 +34,6 @@ import traceback
 import types
 
 import numpy as np
-from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from nnctl.backend.strict import ImplicitTransfer, StrictArray, StrictBackend, _unwrap
 

@@ -267,7 +267,7 @@ class Conv2dGradInput(Op):
         # same sums), and col2im's gather adds them per pixel in the loop's offset order,
         # from zero (a product that lands on g's zero padding is +0 and adds nothing)
         n, c, h, wd = input_shape
-        (ph, pw), (dh, dw) = padding, dilation
+        ph, pw = padding
         o, cg, kh, kw = w.shape
         og, hp, wp = o // groups, h + 2 * ph, wd + 2 * pw
         span = n * hp * wp

@@ -218,7 +218,7 @@ def first_inside(hw, kernel, stride, padding, out_hw):
     """int64 [OH, OW]: k = i*KW + j of each window's first element inside x (host NumPy)."""
     import numpy as np
 
-    (h, w), (kh, kw), (sh, sw), (ph, pw), (oh, ow) = hw, kernel, stride, padding, out_hw
+    kw, (sh, sw), (ph, pw), (oh, ow) = kernel[1], stride, padding, out_hw
     i = np.maximum(ph - np.arange(oh) * sh, 0)  # the first row of x in window row p
     j = np.maximum(pw - np.arange(ow) * sw, 0)
     table = i[:, None] * kw + j[None, :]

@@ -17,7 +17,6 @@ nnctl/backend/recording.py).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +205,6 @@ class _Plan:
 
 
 def _counter(backend):
-    xp = backend.xp
     total = backend.asarray(np.zeros(()))
     one = backend.asarray(np.ones(()))
     calls = []
