@@ -173,8 +173,9 @@ class ShardedDraws:
         rows_per_sample = out.shape[0] // max(self.local, 1)
         shape = (self.total * rows_per_sample,) + tuple(out.shape[1:])
         full = self._buffers.get((shape, dtype))
-        if full is None:
-            full = self._buffers[(shape, dtype)] = np.empty(shape, dtype=dtype)
+        if full is None:  # where the generator draws: the GPU's Philox draws on the device
+            xp = getattr(self.generator, "xp", np)
+            full = self._buffers[(shape, dtype)] = xp.empty(shape, dtype=dtype)
         self.generator.random(dtype=dtype, out=full)
         start = self.before * rows_per_sample
         out[...] = full[start:start + out.shape[0]]

@@ -212,9 +212,9 @@ class PhiloxGenerator:
         xp = self.xp
         kernel = self._kernels.get(dtype)
         if kernel is None:
-            ctype = "float" if dtype == "float32" else "double"
+            # (CuPy's parameter types are NumPy's names: "float" would mean float64)
             kernel = self._kernels[dtype] = (
-                xp.ElementwiseKernel("raw uint32 s", f"{ctype} v",
+                xp.ElementwiseKernel("raw uint32 s", f"{dtype} v",
                                      UNIFORM_BODY[dtype], f"nnctl_philox_{dtype}"),
                 xp.ElementwiseKernel("uint64 blocks", "raw uint32 s", ADVANCE_BODY,
                                      "nnctl_philox_advance"))

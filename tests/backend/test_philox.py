@@ -156,3 +156,40 @@ def test_the_strict_backend_gets_device_arrays_from_the_generator():
     assert g.random(dtype="float32", out=out) is out
     assert isinstance(out, StrictArray)
     assert np.array_equal(backend.to_host(out), PhiloxGenerator(np, 5).random((4, 3)))
+
+
+def test_on_cupy_a_draw_is_two_kernels_typed_as_cupy_names_types():
+    """A stand-in CuPy records the kernels: the values kernel's output is declared with
+    NumPy's dtype name (CuPy reads "float" as float64), the counter kernel runs one thread."""
+    import types
+
+    built, calls = [], []
+
+    class ElementwiseKernel:
+        def __init__(self, in_params, out_params, operation, name, **kwargs):
+            built.append((in_params, out_params, name))
+            self.name = name
+
+        def __call__(self, *args, size=None):
+            calls.append((self.name, size))
+
+    class DeviceArray(np.ndarray):
+        def get(self):
+            return np.asarray(self)
+
+        def set(self, host):
+            self[...] = host
+
+    fake = types.SimpleNamespace(
+        __name__="cupy", ElementwiseKernel=ElementwiseKernel,
+        zeros=lambda n, dtype: np.zeros(n, dtype).view(DeviceArray),
+        empty=lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray),
+        copyto=np.copyto)
+    g = PhiloxGenerator(fake, 9)
+    assert g.bit_generator.state["key"] == list(PhiloxBits(9).key)
+    for dtype in ("float32", "float64"):
+        g.random((3, 4), dtype=dtype)
+    assert [b[1] for b in built[::2]] == ["float32 v", "float64 v"]
+    assert built[1] == ("uint64 blocks", "raw uint32 s", "nnctl_philox_advance")
+    assert calls == [("nnctl_philox_float32", None), ("nnctl_philox_advance", 1),
+                     ("nnctl_philox_float64", None), ("nnctl_philox_advance", 1)]
