@@ -109,3 +109,35 @@ def test_a_plan_warms_its_backend_up_before_its_first_run():
     assert Counting.calls == 1
     import nnctl.backend.numpy_backend as nb
     assert nb._blas_warm
+
+
+def _op_cases():
+    from nnctl.ops.registry import REGISTRY
+    return [pytest.param(name, k, id=f"{name}-{k}")
+            for name, op in REGISTRY.items() for k, _ in enumerate(op.samples())]
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("name,k", _op_cases())
+def test_every_op_of_the_table_matches_numpy_on_the_gpu(name, k):
+    """The op table on CuPy: forward and forward_into on every sample, against NumPy. The
+    samples are float64: 1e-10 relative, issue 14's parity bound."""
+    from nnctl.gradcheck import sample_inputs
+    from nnctl.ops.registry import REGISTRY, Aval
+    backend = get_backend("cuda")
+    xp = backend.xp
+    op = REGISTRY[name]
+    sample = list(op.samples())[k]
+    arrays = sample_inputs(sample, np.random.default_rng(100 + k))
+    device = [backend.asarray(a) if isinstance(a, np.ndarray) else a for a in arrays]
+    want = np.asarray(op.forward(np, *arrays, **sample.attrs))
+    got = backend.to_host(xp.asarray(op.forward(xp, *device, **sample.attrs)))
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
+    avals = [Aval(tuple(np.shape(a)), str(np.asarray(a).dtype)) for a in arrays]
+    work = tuple(xp.empty(w.shape, dtype=w.dtype) for w in op.workspace(*avals, **sample.attrs))
+    out = xp.empty(want.shape, dtype=want.dtype)
+    written = op.forward_into(xp, out, *device, **sample.attrs,
+                              **({"work": work} if work else {}))
+    np.testing.assert_allclose(backend.to_host(written), want, rtol=1e-10, atol=1e-12,
+                               equal_nan=True)
