@@ -364,19 +364,9 @@ def markdown_tables(payload: dict) -> str:
 
 
 def environment() -> dict:
-    import numpy as np
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "platform": platform.platform(), "machine": platform.machine(),
-           "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
-           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                env["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return env
+    from gpu import host_environment  # the host's description, shared with the GPU mode
+    return {**host_environment(), "machine": platform.machine(), "loadavg_start": _loadavg(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def parse_args(argv):

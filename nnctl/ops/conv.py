@@ -134,6 +134,18 @@ def _flat_input(xp, x, padding):
     return buf.reshape(n, c, -1)
 
 
+def _flat_operands(xp, x, g, weight_shape, padding, groups):
+    """The stride-one weight gradient's operands: x flat [N, groups, C/groups, (Hp+1)*Wp],
+    g flat [N, groups, O/groups, OH*Wp], the padded row length Wp and the span OH*Wp."""
+    n = x.shape[0]
+    o, cg = weight_shape[:2]
+    row = x.shape[3] + 2 * padding[1]
+    span = g.shape[2] * row
+    xf = _flat_input(xp, x, padding).reshape(n, groups, cg, -1)
+    gy = _flat_grad(xp, g, row).reshape(n, groups, o // groups, span)
+    return xf, gy, row, span
+
+
 def _flat_grad(xp, g, row):
     """g [N, O, OH, OW] with zero columns up to `row`, as [N, O, OH * row]."""
     n, o, oh, ow = g.shape
@@ -373,13 +385,9 @@ class Conv2dGradWeight(Op):
     def _stride_one(xp, x, g, weight_shape, padding, dilation, groups):
         # one image per matmul: with all images in one row the positions become the inner
         # dimension of a [O, C] result, which OpenBLAS splits poorly between threads
-        n, c = x.shape[:2]
         o, cg, kh, kw = weight_shape
         dh, dw = dilation
-        row = x.shape[3] + 2 * padding[1]
-        span = g.shape[2] * row
-        xf = _flat_input(xp, x, padding).reshape(n, groups, cg, -1)
-        gy = _flat_grad(xp, g, row).reshape(n, groups, o // groups, span)
+        xf, gy, row, span = _flat_operands(xp, x, g, weight_shape, padding, groups)
         gw = xp.empty((groups, o // groups, cg, kh, kw), dtype=g.dtype)
         for i in range(kh):
             for j in range(kw):
@@ -395,10 +403,7 @@ class Conv2dGradWeight(Op):
         n = x.shape[0]
         o, cg, kh, kw = weight_shape
         dh, dw = dilation
-        row = x.shape[3] + 2 * padding[1]
-        span = g.shape[2] * row
-        xf = _flat_input(xp, x, padding).reshape(n, groups, cg, -1)
-        gy = _flat_grad(xp, g, row).reshape(n, groups, o // groups, span)
+        xf, gy, row, span = _flat_operands(xp, x, g, weight_shape, padding, groups)
         sn, sg, sc, st = xf.strides
         slices = xp.lib.stride_tricks.as_strided(
             xf, shape=(n, groups, kh, kw, span, cg),
