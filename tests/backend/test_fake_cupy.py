@@ -1,0 +1,156 @@
+"""nnctl's CUDA backend end to end on the CPU: a stand-in `cupy` (tests/backend/fake_cupy.py)
+whose ElementwiseKernel and RawModule compile the kernels' CUDA text for the host with g++ and
+launch them as CuPy would (its argument, dtype and shape rules), so a training run through
+CupyBackend runs every kernel nnctl launches: the fused elementwise programs, the optimizer
+updates, the Philox draws, the scatter-add and the conv/pool window kernels.
+
+- The fake itself against NumPy: broadcasting, raw arrays, scalars, type placeholders, size=,
+  and CuPy's refusals.
+- Whole runs and training steps of shipped configs on `get_backend("cuda")` against the CPU.
+  Dropout is off where results are compared: the GPU draws its masks from Philox, the CPU from
+  PCG64, so masks differ by design.
+- g++ compiles are bounded: each kernel is built once, not per step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnctl.backend.strict import StrictArray
+from tests.backend import fake_cupy
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+
+
+@pytest.fixture
+def cupy(monkeypatch):
+    """The fake installed as `cupy`, with nnctl's per-module kernel caches fresh."""
+    from nnctl.compile.kernels import cuda
+    from nnctl.ops import segment_sum, window_kernels
+    fake = fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(cuda, "_built", {})
+    monkeypatch.setattr(window_kernels, "_kernels", {})
+    monkeypatch.setattr(segment_sum, "_kernels", {})
+    return fake
+
+
+def _d(a):
+    return StrictArray(np.ascontiguousarray(a))
+
+
+# ---- the fake itself ------------------------------------------------------------------------
+
+def test_elementwise_broadcasts_allocates_and_writes_a_strided_output(cupy):
+    k = cupy.ElementwiseKernel("float32 x, float32 y", "float32 z", "z = x * y + 1.0f", "mul1")
+    x = np.arange(3, dtype=np.float32)[:, None]
+    y = np.linspace(-1, 1, 4, dtype=np.float32)
+    z = k(_d(x), _d(y))
+    assert isinstance(z, StrictArray) and z.shape == (3, 4) and z.dtype == np.float32
+    np.testing.assert_array_equal(z.get(), x * y + 1)
+    out = StrictArray(np.zeros((4, 3), np.float32).T)  # not contiguous: written back
+    assert k(_d(x), _d(y), out) is out
+    np.testing.assert_array_equal(out.get(), x * y + 1)
+    with pytest.raises(ValueError, match="Out shape is mismatched"):
+        k(_d(x), _d(y), StrictArray(np.zeros(4, np.float32)))
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        k(_d(x.astype(np.float64)), _d(y))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        k(x, _d(y))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_type_placeholders_raw_arrays_and_scalars(cupy, dtype):
+    k = cupy.ElementwiseKernel("T x, raw T c, bool flip, float64 s", "T y",
+                               "y = (flip ? -x : x) * c[1] + (T)(s * c.size())", "mixed")
+    x = np.linspace(-2, 2, 10).astype(dtype).reshape(2, 5)
+    c = np.array([9, 0.5, 7], dtype)
+    y = k(_d(x), _d(c), True, 0.25)
+    assert y.dtype == np.dtype(dtype)
+    want = (-x.astype(np.float64) * 0.5 + 0.75).astype(dtype)
+    np.testing.assert_array_equal(y.get(), want)
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        k(_d(x), _d(c.astype(np.float32 if dtype == "float64" else np.float64)), True, 0.0)
+
+
+def test_size_is_for_raw_arrays_only(cupy):
+    advance = cupy.ElementwiseKernel("uint64 blocks", "raw uint32 s",
+                                     "s[2] += (unsigned int)blocks; s[3] = i", "adv")
+    s = _d(np.array([1, 2, 3, 4], np.uint32))
+    advance(np.uint64(5), s, size=1)
+    assert s.get().tolist() == [1, 2, 8, 0]
+    with pytest.raises(ValueError, match="Loop size is undecided"):
+        advance(np.uint64(5), s)
+    k = cupy.ElementwiseKernel("T x", "T y", "y = x", "copy1")
+    with pytest.raises(ValueError, match="only if all of the ndarray are 'raw'"):
+        k(_d(np.ones(3)), size=3)
+    fill = cupy.ElementwiseKernel("raw T x", "T y", "y = x[i] * 2", "twice")
+    np.testing.assert_array_equal(fill(_d(np.arange(4.0)), size=4).get(), np.arange(4.0) * 2)
+
+
+def test_cupy_refuses_c_type_names_as_parameter_types(cupy):
+    """CuPy's ParameterInfo takes a NumPy dtype name spelled as numpy.dtype(t).name, or one
+    letter: 'float' is 'Wrong type float' (v9..v13; on CuPy's main it reads as float64)."""
+    with pytest.raises(ValueError, match="Wrong type float"):
+        cupy.ElementwiseKernel("raw uint32 s", "float v", "v = s[0]", "bad")
+
+
+def test_raw_module_launches_the_grid_and_checks_argument_types(cupy):
+    code = """
+extern "C" __global__ void scale(const double* x, double* y, long long n, double a) {
+  long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (t < n) y[t] = a * x[t];
+}"""
+    f = cupy.RawModule(code=code).get_function("scale")
+    x, y = _d(np.arange(10.0)), StrictArray(np.zeros(10))
+    f((3,), (4,), (x, y, np.int64(10), np.float64(1.5)))
+    np.testing.assert_array_equal(y.get(), np.arange(10.0) * 1.5)
+    with pytest.raises(TypeError, match="int32 scalar"):
+        f((3,), (4,), (x, y, np.int32(10), np.float64(1.5)))
+    with pytest.raises(TypeError, match="float32 array"):
+        f((3,), (4,), (x.astype(np.float32), y, np.int64(10), np.float64(1.5)))
+
+
+def test_kernels_are_compiled_once_per_source(cupy):
+    before = len(fake_cupy.COMPILES)
+    for _ in range(3):
+        cupy.ElementwiseKernel("T x", "T y", "y = x + (T)3", "plus3")(_d(np.ones(2)))
+    assert len(fake_cupy.COMPILES) - before <= 1
+
+
+# ---- nnctl's CUDA backend on it, end to end -------------------------------------------------
+
+def _fit(backend, name, overrides):
+    from nnctl.config import load_config
+    from nnctl.train.trainer import Trainer
+    config = load_config(ROOT / "configs" / name, ["train.cuda_graphs=false", *overrides])
+    return Trainer(config, backend, out=None).fit()
+
+
+def _assert_same_test_metrics(cpu, gpu, rel):
+    keys = [k for k in cpu if k.startswith("test_")]
+    assert keys
+    for k in keys:
+        assert gpu[k] == pytest.approx(cpu[k], rel=rel, abs=rel), (k, cpu[k], gpu[k])
+
+
+def test_a_digits_mlp_epoch_on_the_cuda_backend_equals_the_cpus(cupy):
+    """A whole run (training, evaluation, test metrics) through CupyBackend: the fused kernels,
+    the Adam kernel with its device guard, the device-side sums. Dropout off (Philox vs PCG64)."""
+    from nnctl.backend import get_backend
+    overrides = ["train.epochs=1", "model.layers.1.dropout=0"]
+    before = len(fake_cupy.COMPILES)
+    started = time.perf_counter()
+    gpu = _fit(get_backend("cuda"), "digits_mlp.yaml", overrides)
+    took = time.perf_counter() - started
+    cpu = _fit(get_backend("cpu"), "digits_mlp.yaml", overrides)
+    _assert_same_test_metrics(cpu, gpu, 1e-6)
+    compiled = fake_cupy.COMPILES[before:]
+    # each kernel once: a handful of fused programs and the optimizer, not one per step
+    assert len(compiled) <= 40, compiled
+    print(f"digits_mlp epoch on the fake cuda: {took:.1f} s, {len(compiled)} compiles")
