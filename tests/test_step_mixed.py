@@ -25,11 +25,12 @@ SMOOTH_MLP = ["model.layers.0.dense.activation=tanh", "model.layers.1.dropout=0.
 
 
 def _steps(config: str, overrides: list, batch: int):
-    """(builder, float32 plan, mixed plan, feeds without the loss scale)."""
+    """(builder, float32 plan, mixed plan, feeds without the loss scale), the plans for the
+    symbolic batch size, as the trainer compiles them."""
     splits, builder = prepare(load_config(config, overrides))
-    n, data, steps = first_batch(splits, builder, batch, "float32")
-    plain = compile_graph(*builder.training_step(n, steps), BACKEND)
-    outputs, feeds = builder.training_step(n, steps, mixed="float16")
+    _, data, steps = first_batch(splits, builder, batch, "float32")
+    plain = compile_graph(*builder.training_step(steps=steps), BACKEND)
+    outputs, feeds = builder.training_step(steps=steps, mixed="float16")
     assert feeds[-1].node.name == "dynamic_loss_scale" and feeds[-1].dtype == "float32"
     mixed = compile_graph(outputs, feeds, BACKEND)
     weights = [builder.model.initial[k] for k in (*builder.params, *builder.states)]
@@ -65,6 +66,7 @@ def test_batch_norm_states_stay_float32_and_close():
                                                    ["model.layers.13.dropout=0.0"], 8)
     seen = dtypes_by_op(outputs)
     assert seen["conv2d"] == {"float16"} and seen["mean"] == {"float32"}
+    assert seen["numel"] == {"float32"}  # batch norm's n / (n - 1) for the symbolic batch
     want = plain(feeds)
     got = mixed([*feeds, np.float32(2 ** 10)])
     k = len(builder.params)

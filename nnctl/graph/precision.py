@@ -55,6 +55,9 @@ POLICY: dict[str, str] = {
                     FLOAT32),
     # overflow or lose the small end in float16 (exp(11.1) > 65504; log near 0)
     **dict.fromkeys(("exp", "log", "pow", "sqrt", "softplus"), FLOAT32),
+    # a count (batch norm's n / (n - 1) for a symbolic batch): float16 holds integers
+    # exactly up to 2048 and none past 65504; its input is the cast a mean made already
+    "numel": FLOAT32,
 }
 
 # inputs an op reads for something other than their value, left in their own dtype

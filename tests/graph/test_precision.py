@@ -25,7 +25,7 @@ def test_the_policy_of_each_kind_of_op():
         assert policy(op) == HALF, op
     # the float32 islands: accumulation, the loss's ops, what overflows or underflows
     for op in ("sum", "mean", "logsumexp", "softmax", "log_softmax", "cross_entropy",
-               "softmax_xent_grad", "exp", "log", "pow", "sqrt", "softplus"):
+               "softmax_xent_grad", "exp", "log", "pow", "sqrt", "softplus", "numel"):
         assert policy(op) == FLOAT32, op
     # everything else follows its inputs
     for op in ("add", "mul", "relu", "tanh", "sigmoid", "max", "reshape", "transpose",
@@ -157,3 +157,19 @@ def test_constants_saturate_at_the_float16_range_so_inf_still_means_overflow():
     np.testing.assert_array_equal(mask.value, [[0, -65504, -65504], [0, 0, -65504], [0, 0, 0]])
     (big,) = autocast([(q @ w) * 1e9])
     assert {n.value for n in _nodes(big) if n.op == "constant"} == {65504.0}
+
+
+def test_a_batch_norms_count_is_float32_and_shares_the_means_cast():
+    # a symbolic batch: batch norm's running variance is scaled by n / (n - 1) with n from
+    # numel at run time; in float16, n = 32 x 48 x 48 = 73728 would be inf
+    from nnctl.ops.registry import Dim
+    x = input_placeholder("x", (Dim("B"), 3, 48, 48), "float32")
+    w = parameter("w", (4, 3, 3, 3), "float32")
+    h = x.apply("conv2d", w, padding=(1, 1))
+    count = h.apply("numel", axis=(0, 2, 3))
+    var = h.mean((0, 2, 3)) * (count / (count - 1.0))
+    (out,) = autocast([var])
+    numel = next(n for n in _nodes(out) if n.op == "numel")
+    mean = next(n for n in _nodes(out) if n.op == "mean")
+    assert numel.aval.dtype == "float32" and numel.inputs[0] is mean.inputs[0]
+    assert numel.inputs[0].op == "cast"  # the conv's float16 output, cast up once
