@@ -62,6 +62,8 @@ from nnctl.backend.strict import StrictArray, _StrictModule
 COMPILES: list[tuple[str, str]] = []
 #: kernel name -> launches, this process
 LAUNCHES: dict[str, int] = {}
+#: kernel objects made (ElementwiseKernel, RawModule.get_function), this process
+MADE: list[str] = []
 _LIBRARIES: dict[str, ctypes.CDLL] = {}
 _FOLDER: list[Path] = []
 
@@ -251,6 +253,7 @@ class ElementwiseKernel:
         self.no_return, self.return_tuple = no_return, return_tuple
         self.options = kwargs.get("options", ())
         self.launches = 0
+        MADE.append(name)
 
     def _types(self, args):
         """CuPy's _decide_params_type_core: outputs bind placeholders first, exact dtypes."""
@@ -484,6 +487,7 @@ class RawModule:
             raise RuntimeError(f"fake cupy: no extern \"C\" __global__ function {name!r}")
         if self.library is None:
             self.library = _compile(self.source, "RawModule", name)
+        MADE.append(name)
         return _RawFunction(self.library, name, self.kernels[name], self.log)
 
 

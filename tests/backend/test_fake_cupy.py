@@ -144,13 +144,116 @@ def test_a_digits_mlp_epoch_on_the_cuda_backend_equals_the_cpus(cupy):
     the Adam kernel with its device guard, the device-side sums. Dropout off (Philox vs PCG64)."""
     from nnctl.backend import get_backend
     overrides = ["train.epochs=1", "model.layers.1.dropout=0"]
-    before = len(fake_cupy.COMPILES)
+    before, made = len(fake_cupy.COMPILES), len(fake_cupy.MADE)
+    launched = sum(fake_cupy.LAUNCHES.values())
     started = time.perf_counter()
     gpu = _fit(get_backend("cuda"), "digits_mlp.yaml", overrides)
     took = time.perf_counter() - started
     cpu = _fit(get_backend("cpu"), "digits_mlp.yaml", overrides)
     _assert_same_test_metrics(cpu, gpu, 1e-6)
     compiled = fake_cupy.COMPILES[before:]
-    # each kernel once: a handful of fused programs and the optimizer, not one per step
-    assert len(compiled) <= 40, compiled
+    launches = sum(fake_cupy.LAUNCHES.values()) - launched
+    # kernels are made and compiled once (per program, per optimizer), not per step
+    assert len(fake_cupy.MADE) - made <= 10 and len(compiled) <= 10, (fake_cupy.MADE, compiled)
+    assert launches >= 200
     print(f"digits_mlp epoch on the fake cuda: {took:.1f} s, {len(compiled)} compiles")
+
+
+def test_philox_draws_on_the_fake_gpu_equal_the_numpy_reference(cupy):
+    """The two Philox kernels as CupyBackend launches them (the values from the device
+    counter, then the one-thread advance with size=1) against philox.uniform."""
+    from nnctl.backend import get_backend, philox
+    rng = get_backend("cuda").rng(7)
+    key = philox.seed_key(7)
+    counter = 0
+    for shape, dtype in [((5, 3), "float32"), ((7,), "float64"), ((2, 9), "float32")]:
+        got = rng.random(shape, dtype=dtype)
+        assert isinstance(got, StrictArray) and got.dtype == np.dtype(dtype)
+        n = int(np.prod(shape))
+        np.testing.assert_array_equal(got.get().reshape(-1),
+                                      philox.uniform(key, counter, n, dtype))
+        counter += philox.blocks_for(n, dtype)
+        assert rng.bit_generator.counter == counter
+    out = StrictArray(np.zeros((4, 6), np.float32).T)  # not contiguous: drawn, then copied
+    rng.random(out.shape, dtype="float32", out=out)
+    np.testing.assert_array_equal(out.get().reshape(-1),
+                                  philox.uniform(key, counter, 24, "float32"))
+
+
+def test_a_digits_mlp_epoch_with_dropout_draws_from_philox_on_the_fake_gpu(cupy):
+    from nnctl.backend import get_backend
+    before = dict(fake_cupy.LAUNCHES)
+    summary = _fit(get_backend("cuda"), "digits_mlp.yaml", ["train.epochs=1"])
+    assert summary["test_accuracy"] > 0.7  # masks differ from the CPU's (Philox vs PCG64)
+    drawn = fake_cupy.LAUNCHES.get("nnctl_philox_float32", 0) - before.get(
+        "nnctl_philox_float32", 0)
+    assert drawn == 40  # one draw per training step (1257 samples / 32)
+
+
+def test_a_mixed_precision_digits_mlp_epoch_on_the_cuda_backend_equals_the_cpus(cupy):
+    """train.mixed_precision=float16: float16 arrays through the plan (float16 chains run
+    unfused, the optimizer updates the float32 masters), the loss scale decided on the
+    device."""
+    from nnctl.backend import get_backend
+    overrides = ["train.epochs=1", "model.layers.1.dropout=0",
+                 "train.mixed_precision=float16"]
+    gpu = _fit(get_backend("cuda"), "digits_mlp.yaml", overrides)
+    cpu = _fit(get_backend("cpu"), "digits_mlp.yaml", overrides)
+    _assert_same_test_metrics(cpu, gpu, 1e-6)
+
+
+@pytest.mark.slow  # ~20 s: every conv backward and pooling step through the window kernels
+def test_a_digits_cnn_epoch_on_the_cuda_backend_equals_the_cpus(cupy):
+    from nnctl.backend import get_backend
+    overrides = ["train.epochs=1", "model.layers.13.dropout=0"]
+    before = dict(fake_cupy.LAUNCHES)
+    gpu = _fit(get_backend("cuda"), "digits_cnn.yaml", overrides)
+    cpu = _fit(get_backend("cpu"), "digits_cnn.yaml", overrides)
+    _assert_same_test_metrics(cpu, gpu, 1e-6)
+    for kernel in ("nnctl_col2im_float", "nnctl_window_argmax_float"):
+        assert fake_cupy.LAUNCHES.get(kernel, 0) > before.get(kernel, 0), kernel
+
+
+# ---- one training step of every shipped config, the same masks on both sides ------------------
+
+FAST_STEPS = ("digits_cnn.yaml", "chars_lstm.yaml")
+CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+
+
+def _step_outputs(backend, name, overrides=(), n=8):
+    from nnctl.config import load_config
+    from nnctl.train.trainer import Trainer
+    trainer = Trainer(load_config(ROOT / "configs" / name, ["train.cuda_graphs=false",
+                                                            *overrides]),
+                      backend, out=None)
+    data, steps = trainer.batch_feeds("train", np.arange(n))
+    plan = trainer.train_plan(steps)
+    outs = plan.run([*data, *trainer.params, *trainer.states, *trainer._amp_feeds])
+    return [backend.to_host(o).copy() for o in outs]
+
+
+@pytest.mark.parametrize("name", [n if n in FAST_STEPS else
+                                  pytest.param(n, marks=pytest.mark.slow) for n in CONFIGS])
+def test_a_training_step_on_the_cuda_backend_equals_the_cpus(cupy, monkeypatch, name):
+    """The compiled step (forward, loss, every gradient, layer states) of a shipped config on
+    CupyBackend against the CPU's, from the same weights and batch. The dropout masks are made
+    the same by giving the CUDA backend the CPU's PCG64 stream (Philox is checked above).
+    Tolerance: float32 round-off of libm's tanh/exp against the CPU's numba lowerings and of
+    summation orders (relative 2e-5 of each output's largest magnitude, plus 1e-6 of the step's
+    largest, for gradients that are zero up to round-off, such as a bias before a norm)."""
+    from nnctl.backend import get_backend
+    from nnctl.backend.cupy_backend import CupyBackend
+    from nnctl.backend.strict import StrictBackend
+    monkeypatch.setattr(CupyBackend, "rng", StrictBackend.rng)
+    gpu = _step_outputs(get_backend("cuda"), name)
+    cpu = _step_outputs(get_backend("cpu"), name)
+    assert len(gpu) == len(cpu)
+    scale = max(float(np.max(np.abs(c))) for c in cpu if c.size and c.dtype.kind == "f")
+    for k, (g, c) in enumerate(zip(gpu, cpu)):
+        assert g.shape == c.shape and g.dtype == c.dtype, k
+        if c.dtype.kind != "f":
+            np.testing.assert_array_equal(g, c)
+            continue
+        if c.size:
+            worst = float(np.max(np.abs(g.astype(np.float64) - c)))
+            assert worst <= 2e-5 * float(np.max(np.abs(c))) + 1e-6 * scale, (k, worst)
