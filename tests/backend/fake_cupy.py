@@ -179,7 +179,7 @@ def _compile(source: str, kind: str, name: str) -> ctypes.CDLL:
     cpp, so = _FOLDER[0] / f"{name}_{digest}.cpp", _FOLDER[0] / f"{name}_{digest}.so"
     cpp.write_text(source)
     result = subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-w",
-                             "-o", str(so), str(cpp)], capture_output=True, text=True,
+                             "-o", str(so), str(cpp)], check=False, capture_output=True, text=True,
                             timeout=300)
     if result.returncode:
         numbered = "\n".join(f"{k + 1:4d} {line}" for k, line in enumerate(source.splitlines()))
@@ -213,7 +213,7 @@ class _Param:
     def __init__(self, text: str, is_const: bool):
         tokens = text.split()
         if len(tokens) < 2:
-            raise Exception(f"Syntax error: {text}")
+            raise SyntaxError(f"Syntax error: {text}")  # CuPy raises a bare Exception
         t, self.name = tokens[-2:]
         self.raw, self.is_const = False, is_const
         for word in tokens[:-2]:
@@ -222,7 +222,7 @@ class _Param:
             elif word == "_non_const":
                 self.is_const = False
             else:
-                raise Exception(f'Unknown keyword "{word}"')
+                raise SyntaxError(f'Unknown keyword "{word}"')
         if len(t) == 1:
             self.dtype, self.ctype = None, t
         else:
@@ -395,7 +395,7 @@ class ElementwiseKernel:
 
 # ---- RawModule ------------------------------------------------------------------------------
 
-_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.DOTALL)
 
 
 def _parse_param(text: str):

@@ -257,3 +257,23 @@ def test_a_training_step_on_the_cuda_backend_equals_the_cpus(cupy, monkeypatch, 
         if c.size:
             worst = float(np.max(np.abs(g.astype(np.float64) - c)))
             assert worst <= 2e-5 * float(np.max(np.abs(c))) + 1e-6 * scale, (k, worst)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_the_hosts_float16_rounds_as_numpy(cupy):
+    """The prelude's float16 (CuPy's, stored as half and computed as float): every half
+    converts to float exactly, and floats round to nearest even, subnormals, overflow and NaN
+    included."""
+    halves = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
+    widen = cupy.ElementwiseKernel("float16 x", "float32 y", "y = x", "widen")
+    got = widen(_d(halves)).get()
+    np.testing.assert_array_equal(got, halves.astype(np.float32))  # NaNs compare equal here
+    rng = np.random.default_rng(0)
+    floats = np.concatenate([
+        rng.normal(size=20000).astype(np.float32) * np.float32(2.0) ** rng.integers(
+            -30, 20, 20000).astype(np.float32),
+        np.array([65504, 65519.99, 65520, -np.inf, np.nan, 2 ** -25, 2 ** -24 * 1.5, 0.0,
+                  -0.0], np.float32)])
+    narrow = cupy.ElementwiseKernel("float32 x", "float16 y", "y = x", "narrow")
+    assert np.array_equal(narrow(_d(floats)).get().view(np.uint16),
+                          floats.astype(np.float16).view(np.uint16))
