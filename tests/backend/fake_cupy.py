@@ -162,6 +162,11 @@ _C_NAMES = {"bool": "bool", "char": "int8", "signed char": "int8", "unsigned cha
             "uint64_t": "uint64"}
 
 
+class RaceHazard(RuntimeError):
+    """A launch whose arguments overlap so that GPU threads would race (see
+    ElementwiseKernel._check_overlaps)."""
+
+
 class CompileError(RuntimeError):
     """g++ refused a kernel (on a GPU, NVRTC would have refused it too, or the fake lacks a
     CUDA spelling: the message shows the source)."""
@@ -326,6 +331,7 @@ class ElementwiseKernel:
             for p, a in zip(self.out_params, outs):
                 if not p.raw and tuple(a.shape) != shape:
                     raise ValueError("Out shape is mismatched")
+            self._check_overlaps(args[:self.nin], outs, shape)
         if self.no_return:
             ret = None
         elif not self.return_tuple and self.nout == 1:
@@ -365,6 +371,25 @@ class ElementwiseKernel:
         LAUNCHES[self.name] = LAUNCHES.get(self.name, 0) + 1
         return ret
 
+    def _check_overlaps(self, ins, outs, shape):
+        """CuPy launches one thread per element and copies nothing: an input that shares
+        memory with an output is safe only as the very same elements (each thread reads its
+        element, then writes it). Any other overlap is a race on a GPU, which the host loop
+        would hide, so it is refused here."""
+        def same_elements(a, o):
+            return (a.__array_interface__["data"][0] == o.__array_interface__["data"][0]
+                    and a.strides == o.strides and tuple(a.shape) == tuple(o.shape) == shape)
+
+        for m, (p, o) in enumerate(zip(self.out_params, outs)):
+            for k, (q, a) in enumerate(zip(self.in_params, ins)):
+                if isinstance(a, StrictArray) and np.may_share_memory(a.a, o.a) and \
+                        (q.raw or p.raw or not same_elements(a.a, o.a)):
+                    raise RaceHazard(f"{self.name}: input {q.name} (argument {k}) overlaps "
+                                     f"output {p.name} at other elements: threads race on a GPU")
+            for n, o2 in enumerate(outs[:m]):
+                if np.may_share_memory(o.a, o2.a):
+                    raise RaceHazard(f"{self.name}: outputs {n} and {m} overlap")
+
     def _function(self, ins, outs, in_types, out_types, bound):
         params, decls, loads = [], [], []
         for p, a, t in zip(self.in_params + self.out_params, list(ins) + list(outs),
@@ -402,8 +427,9 @@ def _parse_param(text: str):
     """(dtype name, is_pointer) of one kernel parameter."""
     words = text.replace("*", " * ").replace("__restrict__", " ").split()
     pointer = "*" in words
+    const = "const" in words[:words.index("*")] if pointer else True
     words = [w for w in words if w not in ("*", "const", "volatile")][:-1]  # drop the name
-    return _C_NAMES.get(" ".join(words)), pointer, " ".join(words)
+    return _C_NAMES.get(" ".join(words)), pointer, " ".join(words), const
 
 
 class _RawFunction:
@@ -421,7 +447,14 @@ class _RawFunction:
             raise TypeError(f"fake cupy: {self.name} takes {len(self.params)} arguments, "
                             f"launched with {len(args)}")
         call = [ctypes.c_uint(int(v)) for v in grid + block]
-        for k, (a, (dtype, pointer, spelled)) in enumerate(zip(args, self.params)):
+        arrays = [(k, a.a, self.params[k][3]) for k, a in enumerate(args)
+                  if isinstance(a, StrictArray)]
+        for j, (k, a, const) in enumerate(arrays):
+            for k2, a2, const2 in arrays[:j]:
+                if not (const and const2) and np.may_share_memory(a, a2):
+                    raise RaceHazard(f"{self.name}: arguments {k2} and {k} overlap and one is "
+                                     "written: threads race on a GPU")
+        for k, (a, (dtype, pointer, spelled, _)) in enumerate(zip(args, self.params)):
             host = _device_array(a, f"argument {k} of {self.name}")
             if host is not None:
                 if not pointer:
@@ -551,6 +584,16 @@ class FakeCupy(_StrictModule):
         return host
 
     @staticmethod
+    def take(a, indices, axis=None, out=None):
+        """CuPy's take converts host indices (cupy._core._routines_indexing); it wraps an
+        index out of range (CuPy's only mode)."""
+        indices = indices.a if isinstance(indices, StrictArray) else np.asarray(indices)
+        if out is not None:
+            np.take(a.a, indices, axis=axis, out=out.a, mode="wrap")
+            return out
+        return StrictArray(np.take(a.a, indices, axis=axis, mode="wrap"))
+
+    @staticmethod
     def get_array_module(*args):
         return FAKE if any(isinstance(a, StrictArray) for a in args) else np
 
@@ -572,15 +615,60 @@ def wrap(value):
     return value
 
 
+class HostArray(TypeError):
+    """A host NumPy array given to a device operation (CuPy: 'Unsupported type
+    <class 'numpy.ndarray'>'; it never copies host data to the device implicitly)."""
+
+
+def unwrap(value):
+    """strict._unwrap with CuPy's refusal of host arrays: a NumPy array (not 0-d) among the
+    arguments of a ufunc, an array-module function or an array method raises HostArray, as
+    CuPy's ufuncs and routines raise TypeError (cupy/cupy#594)."""
+    if isinstance(value, StrictArray):
+        return value.a
+    if isinstance(value, np.ndarray) and value.ndim:
+        raise HostArray(f"Unsupported type {type(value)}: a host array of shape {value.shape} "
+                        "given to a device operation (CuPy copies host data only through "
+                        "asarray/array)")
+    if isinstance(value, (list, tuple)):
+        return type(value)(unwrap(v) for v in value)
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    return value
+
+
+def _lenient(key):
+    if isinstance(key, StrictArray):
+        return key.a
+    if isinstance(key, tuple):
+        return tuple(_lenient(k) for k in key)
+    return key  # CuPy takes host index arrays (it converts them)
+
+
+def _setitem(self, key, value):
+    """CuPy's __setitem__: a device array or a scalar; a host array only as `a[:] = host`
+    (cupy/cupy#2079), anything else is 'non-scalar numpy.ndarray cannot be used for fill'."""
+    if isinstance(value, np.ndarray) and value.ndim and not (
+            isinstance(key, slice) and key == slice(None)):
+        raise HostArray("non-scalar numpy.ndarray cannot be used for fill (CuPy takes a host "
+                        "array only as a[:] = host)")
+    self.a[_lenient(key)] = value.a if isinstance(value, StrictArray) else value
+
+
 def install(monkeypatch) -> FakeCupy:
     """A fresh fake installed as `cupy` for one test: sys.modules["cupy"], and the strict
-    arrays' results made 0-d device arrays where NumPy would give scalars (undone after)."""
+    arrays made to keep CuPy's rules where they are laxer (undone after the test): results
+    are 0-d device arrays where NumPy gives scalars, and host arrays are refused by ufuncs,
+    routines and methods (index arrays excepted) and taken by __setitem__ only as a[:] = host."""
     import sys
 
     from nnctl.backend import strict
     fake = module()
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(strict, "_wrap", wrap)
+    monkeypatch.setattr(strict, "_unwrap", unwrap)
+    monkeypatch.setattr(StrictArray, "__getitem__", lambda self, key: wrap(self.a[_lenient(key)]))
+    monkeypatch.setattr(StrictArray, "__setitem__", _setitem)
     return fake
 
 

@@ -277,3 +277,19 @@ def test_the_hosts_float16_rounds_as_numpy(cupy):
     narrow = cupy.ElementwiseKernel("float32 x", "float16 y", "y = x", "narrow")
     assert np.array_equal(narrow(_d(floats)).get().view(np.uint16),
                           floats.astype(np.float16).view(np.uint16))
+
+
+def test_host_arrays_are_refused_where_cupy_refuses_them(cupy):
+    a = cupy.asarray(np.arange(6.0))
+    host = np.ones(6)
+    for call in (lambda: cupy.add(a, host), lambda: a + host, lambda: host * a,
+                 lambda: cupy.concatenate([a, host]), lambda: cupy.where(a > 2, a, host),
+                 lambda: a.__setitem__(slice(0, 2), host[:2])):
+        with pytest.raises(fake_cupy.HostArray):
+            call()
+    a[:] = host  # the one host copy CuPy's __setitem__ takes
+    b = a[np.array([0, 2])]  # host index arrays are converted
+    assert isinstance(b, StrictArray) and b.get().tolist() == [1.0, 1.0]
+    assert cupy.take(a, np.array([1, 3])).get().tolist() == [1.0, 1.0]  # so are take's
+    assert isinstance(a.sum(), StrictArray) and a.sum().ndim == 0  # 0-d, not a scalar
+    assert isinstance(cupy.vdot(a, a), StrictArray)
