@@ -293,3 +293,93 @@ def test_host_arrays_are_refused_where_cupy_refuses_them(cupy):
     assert cupy.take(a, np.array([1, 3])).get().tolist() == [1.0, 1.0]  # so are take's
     assert isinstance(a.sum(), StrictArray) and a.sum().ndim == 0  # 0-d, not a scalar
     assert isinstance(cupy.vdot(a, a), StrictArray)
+
+
+def test_a_run_on_the_fake_gpu_resumes_bit_for_bit(cupy, tmp_path):
+    """Philox's state on the device (its 4-word array read back by .get() at the checkpoint
+    and written by .set() at the resume), the optimizer's state and the device-side step
+    counters: two epochs straight equal one epoch, a checkpoint and a resumed second."""
+    from nnctl.backend import get_backend
+    from nnctl.config import load_config
+    from nnctl.train import checkpoint as ckpt
+    from nnctl.train.trainer import Trainer
+
+    def config(epochs):
+        return load_config(ROOT / "configs" / "digits_mlp.yaml",
+                           ["train.cuda_graphs=false", f"train.epochs={epochs}"])
+
+    straight = Trainer(config(2), get_backend("cuda"), out=None)
+    straight.fit()
+    Trainer(config(1), get_backend("cuda"), out=tmp_path).fit()
+    (run,) = list(tmp_path.iterdir())
+    _, meta = ckpt.load_checkpoint(run / "checkpoint.npz")
+    assert meta["dropout_state"]["bit_generator"] == "Philox4x32-10"
+    assert meta["dropout_state"]["counter"] > 0
+    resumed = Trainer(config(2), get_backend("cuda"), out=None, resume=run)
+    resumed.fit()
+    want, got = straight.weights(), resumed.weights()
+    assert want.keys() == got.keys()
+    for name in want:
+        assert np.array_equal(fake_cupy.FAKE.asnumpy(want[name]),
+                              fake_cupy.FAKE.asnumpy(got[name])), name
+
+
+def test_a_nan_step_on_the_fake_gpu_rewinds_to_the_last_good_state(cupy, tmp_path, monkeypatch):
+    """The sync-free epoch on CupyBackend: a NaN planted in the batch of epoch 2, step 13 is
+    found at the interval's read, reported as the CPU reports it, and the checkpoint holds
+    the state before that step: the guarded kernels (`raw T ok`) left the weights finite,
+    and Philox's device counter is rewound to the draws of the 52 good steps."""
+    from nnctl.backend import get_backend, philox
+    from nnctl.config import load_config
+    from nnctl.errors import TrainingError
+    from nnctl.train.trainer import Trainer
+    from tests.train.test_device_steps import _checkpoint, _poison
+
+    _poison(monkeypatch, 52)
+    trainer = Trainer(load_config(ROOT / "configs" / "digits_mlp.yaml",
+                                  ["train.cuda_graphs=false", "train.epochs=2",
+                                   "train.log_every=9"]),
+                      get_backend("cuda"), out=tmp_path)
+    with pytest.raises(TrainingError, match="at epoch 2, step 13; the first NaN/Inf came from"):
+        trainer.fit()
+    arrays, meta = _checkpoint(tmp_path)
+    assert (meta["epoch"], meta["step_in_epoch"], meta["global_step"]) == (2, 12, 52)
+    assert int(arrays["optim/step"]) == 52
+    assert all(np.isfinite(a).all() for k, a in arrays.items() if k.startswith("param/"))
+    n, batch, units = len(trainer.splits.train.x), 32, 256  # dropout after dense(256)
+    sizes = [min(batch, n - s) for s in range(0, n, batch)]
+    sizes += sizes[:12]
+    assert meta["dropout_state"]["counter"] == sum(philox.blocks_for(b * units, "float32")
+                                                   for b in sizes)
+
+
+def test_a_divergence_on_the_fake_gpu_is_found_at_the_cpus_step(cupy, tmp_path, monkeypatch):
+    """DivergenceWatch's rule evaluated on the device: the same error and checkpoint as the
+    CPU's (the CPU's PCG64 masks given to both, so the losses are the same)."""
+    from nnctl.backend import get_backend
+    from nnctl.backend.cupy_backend import CupyBackend
+    from nnctl.backend.strict import StrictBackend
+    from nnctl.config import load_config
+    from nnctl.errors import TrainingError
+    from nnctl.train.trainer import Trainer
+    from tests.train.test_device_steps import _checkpoint
+
+    monkeypatch.setattr(CupyBackend, "rng", StrictBackend.rng)
+    overrides = ["train.cuda_graphs=false", "train.epochs=2", "train.log_every=25",
+                 "optimizer.lr=3.0", "train.divergence.factor=1.5", "train.divergence.steps=3"]
+    errors, checkpoints = {}, {}
+    for name in ("cpu", "cuda"):
+        with pytest.raises(TrainingError) as caught:
+            Trainer(load_config(ROOT / "configs" / "digits_mlp.yaml", overrides),
+                    get_backend(name), out=tmp_path / name).fit()
+        errors[name] = str(caught.value).replace(str(tmp_path / name), "RUN")
+        checkpoints[name] = _checkpoint(tmp_path / name)
+    assert "the loss diverged" in errors["cpu"]
+    assert errors["cuda"] == errors["cpu"]
+    (cpu_arrays, cpu_meta), (gpu_arrays, gpu_meta) = checkpoints["cpu"], checkpoints["cuda"]
+    for key in ("epoch", "step_in_epoch", "global_step", "divergence", "dropout_state"):
+        assert gpu_meta[key] == cpu_meta[key], key
+    assert sorted(gpu_arrays) == sorted(cpu_arrays)
+    for key in cpu_arrays:
+        np.testing.assert_allclose(gpu_arrays[key], cpu_arrays[key], rtol=1e-6, atol=1e-7,
+                                   err_msg=key)
