@@ -383,3 +383,29 @@ def test_a_divergence_on_the_fake_gpu_is_found_at_the_cpus_step(cupy, tmp_path, 
     for key in cpu_arrays:
         np.testing.assert_allclose(gpu_arrays[key], cpu_arrays[key], rtol=1e-6, atol=1e-7,
                                    err_msg=key)
+
+
+def test_sampling_on_the_fake_gpu_gives_the_cpus_text(cupy, tmp_path):
+    """`nnctl sample --device cuda`: the inference plan's fused kernels and the draw written
+    in array-module calls, against the CPU's text."""
+    import yaml
+
+    from nnctl.backend import get_backend
+    from nnctl.config import load_config
+    from nnctl.train.sample import sample_text
+    from nnctl.train.trainer import Trainer
+
+    (tmp_path / "words.txt").write_text("\n".join(["cat", "car", "cart", "dog", "door", "dot"]
+                                                  * 30) + "\n")
+    (tmp_path / "chars.yaml").write_text(yaml.safe_dump({
+        "data": {"dataset": "words", "path": "words.txt", "seq_len": 6},
+        "model": {"layers": [{"embedding": {"dim": 8}},
+                             {"gru": {"units": 16, "return_sequences": True}},
+                             {"dense": {"units": "classes"}}]},
+        "loss": "cross_entropy", "metrics": ["accuracy"],
+        "optimizer": {"name": "adam", "lr": 0.01}, "train": {"epochs": 2, "batch_size": 16}}))
+    Trainer(load_config(tmp_path / "chars.yaml"), get_backend("cpu"), out=tmp_path / "runs").fit()
+    (run,) = list((tmp_path / "runs").iterdir())
+    for temperature, seed in ((1.0, 7), (0.7, 3)):
+        assert sample_text(run, 30, "do", temperature, seed, backend=get_backend("cuda")) == \
+            sample_text(run, 30, "do", temperature, seed)
