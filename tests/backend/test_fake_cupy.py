@@ -409,3 +409,43 @@ def test_sampling_on_the_fake_gpu_gives_the_cpus_text(cupy, tmp_path):
     for temperature, seed in ((1.0, 7), (0.7, 3)):
         assert sample_text(run, 30, "do", temperature, seed, backend=get_backend("cuda")) == \
             sample_text(run, 30, "do", temperature, seed)
+
+
+def _mixed_residual_weights(monkeypatch, device, *overrides):
+    from nnctl.backend import get_backend
+    from nnctl.backend.cupy_backend import CupyBackend
+    from nnctl.backend.strict import StrictBackend
+    from nnctl.config import load_config
+    from nnctl.train.trainer import Trainer
+    monkeypatch.setattr(CupyBackend, "rng", StrictBackend.rng)  # the CPU's masks
+    trainer = Trainer(load_config(ROOT / "configs" / "digits_residual.yaml",
+                                  ["train.cuda_graphs=false", "train.epochs=1",
+                                   "train.mixed_precision=float16", *overrides]),
+                      get_backend(device), out=None)
+    summary = trainer.fit()
+    assert summary["skipped_batches"] == 2  # the scale starts at 2^16: two overflows
+    return {k: fake_cupy.FAKE.asnumpy(v) for k, v in trainer.weights().items()}
+
+
+def test_mixed_precision_read_every_step_on_the_fake_gpu_equals_the_cpu_bit_for_bit(
+        cupy, monkeypatch):
+    """digits_residual in float16 (two overflow steps skipped): with the device read after
+    every step (train.log_every=1) the weights are the CPU's, bit for bit."""
+    gpu = _mixed_residual_weights(monkeypatch, "cuda", "train.log_every=1")
+    cpu = _mixed_residual_weights(monkeypatch, "cpu", "train.log_every=1")
+    for name in cpu:
+        assert np.array_equal(gpu[name], cpu[name]), name
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "nnctl/train/trainer.py:629,631,650 (_deferred_steps) with :699-700 (_settle): on the "
+    "device path an overflow-skipped float16 step still runs optimizer.begin_step (Adam's "
+    "step count, hence its bias correction) and global_step += 1 (the lr schedule's step); "
+    "both are set back only at the interval's read, so the good steps between a skip and "
+    "the read update with t and schedule steps too high. The host path (and PyTorch's "
+    "GradScaler) does not count a skipped step. Same on the strict backend: not the kernels."))
+def test_mixed_precision_on_the_fake_gpu_equals_the_cpu_bit_for_bit(cupy, monkeypatch):
+    gpu = _mixed_residual_weights(monkeypatch, "cuda")
+    cpu = _mixed_residual_weights(monkeypatch, "cpu")
+    for name in cpu:
+        assert np.array_equal(gpu[name], cpu[name]), name
