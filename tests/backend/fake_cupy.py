@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnctl.backend import recording
+from nnctl.backend.recording import RecordingArray, _RecordingModule
 from nnctl.backend.strict import StrictArray, _StrictModule
 
 #: (kind, name) of every g++ compile this process ran
@@ -326,7 +328,7 @@ class ElementwiseKernel:
             for p in self.out_params:
                 if p.raw and size is None:
                     raise ValueError("Output array size is Undecided")
-            outs = [StrictArray(np.empty(shape, dtype=t)) for t in out_types]
+            outs = [FAKE.empty(shape, dtype=t) for t in out_types]
         else:
             for p, a in zip(self.out_params, outs):
                 if not p.raw and tuple(a.shape) != shape:
@@ -342,33 +344,38 @@ class ElementwiseKernel:
         if n == 0:
             return ret
         function = self._function(args[:self.nin], outs, in_types, out_types, bound)
-        call, write_back, keep = [ctypes.c_longlong(n)], [], []
-        for p, a, t in zip(params, list(args[:self.nin]) + outs, in_types + out_types):
-            if isinstance(a, StrictArray):
-                host = a.a
-                if not p.is_const and host.flags.c_contiguous and \
-                        (p.raw or tuple(host.shape) == shape):
-                    buffer = host  # written in place
+
+        def launch(*raw):
+            """The kernel on the host arrays (a replay of a captured graph calls it again)."""
+            call, write_back, keep = [ctypes.c_longlong(n)], [], []
+            for p, host, t in zip(params, raw, in_types + out_types):
+                if isinstance(host, np.ndarray):
+                    if not p.is_const and host.flags.c_contiguous and \
+                            (p.raw or tuple(host.shape) == shape):
+                        buffer = host  # written in place
+                    else:
+                        buffer = np.ascontiguousarray(
+                            host if p.raw else np.broadcast_to(host, shape))
+                        if not p.is_const:
+                            buffer = buffer.copy()
+                            write_back.append((host, buffer))
+                    keep.append(buffer)
+                    call.append(_pointer(buffer))
+                    if p.raw:
+                        call.append(ctypes.c_longlong(buffer.size))
                 else:
-                    buffer = np.ascontiguousarray(host if p.raw else np.broadcast_to(host, shape))
-                    if not p.is_const:
-                        buffer = buffer.copy()
-                        write_back.append((host, buffer))
-                keep.append(buffer)
-                call.append(_pointer(buffer))
-                if p.raw:
-                    call.append(ctypes.c_longlong(buffer.size))
-            else:
-                value = np.asarray(a).astype(t)[()]
-                if t == np.float16:
-                    call.append(ctypes.c_uint16(int(np.float16(value).view(np.uint16))))
-                else:
-                    call.append(_TYPES[np.dtype(t).name][1](value.item()))
-        function(*call)
-        for host, buffer in write_back:
-            host[...] = buffer.reshape(host.shape)
+                    value = np.asarray(host).astype(t)[()]
+                    if t == np.float16:
+                        call.append(ctypes.c_uint16(int(np.float16(value).view(np.uint16))))
+                    else:
+                        call.append(_TYPES[np.dtype(t).name][1](value.item()))
+            function(*call)
+            for host, buffer in write_back:
+                host[...] = buffer.reshape(host.shape)
+            LAUNCHES[self.name] = LAUNCHES.get(self.name, 0) + 1
+
+        FAKE._launch(self.name, launch, list(args[:self.nin]) + list(outs))
         self.launches += 1
-        LAUNCHES[self.name] = LAUNCHES.get(self.name, 0) + 1
         return ret
 
     def _check_overlaps(self, ins, outs, shape):
@@ -446,7 +453,6 @@ class _RawFunction:
         if len(args) != len(self.params):
             raise TypeError(f"fake cupy: {self.name} takes {len(self.params)} arguments, "
                             f"launched with {len(args)}")
-        call = [ctypes.c_uint(int(v)) for v in grid + block]
         arrays = [(k, a.a, self.params[k][3]) for k, a in enumerate(args)
                   if isinstance(a, StrictArray)]
         for j, (k, a, const) in enumerate(arrays):
@@ -454,6 +460,7 @@ class _RawFunction:
                 if not (const and const2) and np.may_share_memory(a, a2):
                     raise RaceHazard(f"{self.name}: arguments {k2} and {k} overlap and one is "
                                      "written: threads race on a GPU")
+        values = []  # per argument: None for an array, else the scalar as its ctypes value
         for k, (a, (dtype, pointer, spelled, _)) in enumerate(zip(args, self.params)):
             host = _device_array(a, f"argument {k} of {self.name}")
             if host is not None:
@@ -463,7 +470,7 @@ class _RawFunction:
                 if dtype is not None and np.dtype(dtype) != host.dtype:
                     raise TypeError(f"fake cupy: {self.name} argument {k}: a {host.dtype} array "
                                     f"for a {spelled}* (a GPU reads it as {spelled})")
-                call.append(_pointer(host))
+                values.append(None)
                 continue
             if isinstance(a, bool):
                 a = np.bool_(a)
@@ -476,10 +483,18 @@ class _RawFunction:
             if pointer or dtype is None or np.dtype(dtype) != a.dtype:
                 raise TypeError(f"fake cupy: {self.name} argument {k} is a {a.dtype} scalar for "
                                 f"the parameter {spelled}{'*' if pointer else ''}")
-            call.append(_TYPES[a.dtype.name][1](a.item()))
+            values.append(_TYPES[a.dtype.name][1](a.item()))
+        dims = [ctypes.c_uint(int(v)) for v in grid + block]
+
+        def launch(*raw):
+            call = list(dims)
+            for host, value in zip(raw, values):
+                call.append(_pointer(host) if value is None else value)
+            self.function(*call)
+            LAUNCHES[self.name] = LAUNCHES.get(self.name, 0) + 1
+
         self.log.append((self.name, grid, block))
-        LAUNCHES[self.name] = LAUNCHES.get(self.name, 0) + 1
-        self.function(*call)
+        FAKE._launch(self.name, launch, [a if v is None else None for a, v in zip(args, values)])
 
 
 class RawModule:
@@ -552,50 +567,161 @@ def _cuda_namespace():
         get_current_stream=lambda: stream)
 
 
-class FakeCupy(_StrictModule):
-    """`cupy` for nnctl: the strict array module named "cupy", with CuPy's kernels."""
+class _CupyNames:
+    """What `cupy` has beside NumPy's names (mixed into the array module classes below)."""
 
     ElementwiseKernel = ElementwiseKernel
     RawModule = RawModule
     ndarray = StrictArray
 
-    def __init__(self):
-        super().__init__(np, "cupy")
-        self.cuda = _cuda_namespace()
-
-    @staticmethod
-    def asarray(a, dtype=None, order=None):
+    def asarray(self, a, dtype=None, order=None):
         if isinstance(a, StrictArray):
             return a if dtype is None or a.dtype == np.dtype(dtype) else a.astype(dtype)
-        return StrictArray(np.array(a, dtype=dtype, order="C", copy=True))
+        self._host_to_device("asarray() of host data")
+        return self._array_class(np.array(a, dtype=dtype, order="C", copy=True))
 
-    @staticmethod
-    def array(a, dtype=None, copy=True, order="K", ndmin=0):
+    def array(self, a, dtype=None, copy=True, order="K", ndmin=0):
         if isinstance(a, StrictArray):
-            a = a.a
-        return StrictArray(np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
+            return a.astype(a.dtype if dtype is None else dtype, order=order, copy=True)
+        self._host_to_device("array() of host data")
+        return self._array_class(np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
 
-    @staticmethod
-    def asnumpy(a, stream=None, order="C", out=None):
+    def asnumpy(self, a, stream=None, order="C", out=None):
         host = a.get() if isinstance(a, StrictArray) else np.asarray(a)
         if out is not None:
             out[...] = host
             return out
         return host
 
-    @staticmethod
-    def take(a, indices, axis=None, out=None):
+    def take(self, a, indices, axis=None, out=None):
         """CuPy's take converts host indices (cupy._core._routines_indexing); it wraps an
         index out of range (CuPy's only mode)."""
-        indices = indices.a if isinstance(indices, StrictArray) else np.asarray(indices)
-        if out is not None:
-            np.take(a.a, indices, axis=axis, out=out.a, mode="wrap")
-            return out
-        return StrictArray(np.take(a.a, indices, axis=axis, mode="wrap"))
+        if not isinstance(indices, StrictArray):
+            indices = self.asarray(indices)
+        return self._numpy_call("take", np.take, (a, indices),
+                                {"axis": axis, "out": out, "mode": "wrap"})
+
+    def get_array_module(self, *args):
+        return self if any(isinstance(a, StrictArray) for a in args) else np
+
+    def _host_to_device(self, what: str) -> None:
+        pass
+
+
+class FakeCupy(_CupyNames, _StrictModule):
+    """`cupy` for nnctl: the strict array module named "cupy", with CuPy's kernels; no
+    stream capture (train.cuda_graphs falls back to eager steps)."""
+
+    _array_class = StrictArray
+
+    def __init__(self):
+        _StrictModule.__init__(self, np, "cupy")
+        self.cuda = _cuda_namespace()
 
     @staticmethod
-    def get_array_module(*args):
-        return FAKE if any(isinstance(a, StrictArray) for a in args) else np
+    def _launch(label, launch, args) -> None:
+        launch(*[a.a if isinstance(a, StrictArray) else a for a in args])
+
+    @staticmethod
+    def _numpy_call(label, fn, args, kwargs):
+        from nnctl.backend import strict
+        return strict._wrap(fn(*strict._unwrap(args), **strict._unwrap(kwargs)))
+
+
+class CapturingFakeCupy(_CupyNames, _RecordingModule):
+    """`cupy` on nnctl's recording backend (nnctl/backend/recording.py): CuPy's stream
+    capture as CUDA does it. During `Stream.begin_capture()` .. `end_capture()` nothing
+    runs: every array-module call and every kernel launch is recorded with its arrays by
+    reference and its scalars by value, and a host read or a host->device copy raises
+    CaptureError; the graph's `launch()` replays them in order on the same arrays."""
+
+    _array_class = RecordingArray
+    ndarray = StrictArray  # RecordingArray is one
+
+    def __init__(self):
+        _RecordingModule.__init__(self, np, "cupy")
+        self.cuda = _capturing_cuda_namespace()
+
+    @staticmethod
+    def _launch(label, launch, args) -> None:
+        recording._call(label, launch, tuple(args), {})
+
+    @staticmethod
+    def _numpy_call(label, fn, args, kwargs):
+        return recording._call(label, fn, args, kwargs)
+
+    def _host_to_device(self, what: str) -> None:
+        if recording._active is not None:
+            recording._refuse(what, "a host->device transfer, which CuPy refuses while a "
+                                    "stream captures")
+
+    def asnumpy(self, a, stream=None, order="C", out=None):
+        recording._host_read("asnumpy()")
+        return _CupyNames.asnumpy(self, a, stream, order, out)
+
+
+class _FakeGraph:
+    def __init__(self, graph):
+        self.graph = graph
+
+    def launch(self, stream=None) -> None:
+        self.graph.launch()
+
+
+class _CapturingStream:
+    """cupy.cuda.Stream with begin_capture/end_capture over the recording backend."""
+
+    def __init__(self, null=False, non_blocking=False, ptds=False):
+        self.ptr = 0
+        self._capture = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self) -> None:
+        recording._host_read("Stream.synchronize()")
+
+    def begin_capture(self, mode=None) -> None:
+        if recording._active is not None:
+            raise recording.CaptureError("a capture is in progress already")
+        self._capture = recording._active = recording._Capture()
+
+    def end_capture(self):
+        capture, self._capture = self._capture, None
+        recording._active = None
+        capture.end()
+        return _FakeGraph(recording.RecordedGraph(capture, None))
+
+    def is_capturing(self) -> bool:
+        return self._capture is not None
+
+
+class _MemoryPool:
+    def malloc(self, size):
+        raise NotImplementedError("fake cupy: arrays are NumPy's; nothing is allocated here")
+
+
+class _UsingAllocator:
+    def __init__(self, allocator=None):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _capturing_cuda_namespace():
+    null = _CapturingStream(null=True)
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0)
+    stream = type("Stream", (_CapturingStream,), {"null": null})
+    return types.SimpleNamespace(
+        runtime=runtime, Stream=stream, Device=_Device, MemoryPool=_MemoryPool,
+        using_allocator=_UsingAllocator, get_current_stream=lambda: null)
 
 
 FAKE = None
@@ -655,7 +781,23 @@ def _setitem(self, key, value):
     self.a[_lenient(key)] = value.a if isinstance(value, StrictArray) else value
 
 
-def install(monkeypatch) -> FakeCupy:
+def _root(a: np.ndarray) -> np.ndarray:
+    """recording._root, through as_strided's views too. NumPy's as_strided returns an array
+    whose .base is a stride_tricks.DummyArray (holding the original in its own .base), not
+    an ndarray: recording._root stops there, so a capture takes such a view of an array made
+    before it for a fresh array, and `_Capture.end` fills it with NaN, writing NaN into the
+    original (an op's input, a parameter). nnctl/backend/recording.py:78-81."""
+    while True:
+        base = a.base
+        if isinstance(base, np.ndarray):
+            a = base
+        elif base is not None and isinstance(getattr(base, "base", None), np.ndarray):
+            a = base.base
+        else:
+            return a
+
+
+def install(monkeypatch, capture: bool = False) -> FakeCupy:
     """A fresh fake installed as `cupy` for one test: sys.modules["cupy"], and the strict
     arrays made to keep CuPy's rules where they are laxer (undone after the test): results
     are 0-d device arrays where NumPy gives scalars, and host arrays are refused by ufuncs,
@@ -663,8 +805,12 @@ def install(monkeypatch) -> FakeCupy:
     import sys
 
     from nnctl.backend import strict
-    fake = module()
+    fake = module(capture)
     monkeypatch.setitem(sys.modules, "cupy", fake)
+    if capture:  # the recording backend's own rules (0-d results; host data refused in a
+        # capture) stand; its _root is made to see through as_strided's views (see _root)
+        monkeypatch.setattr(recording, "_root", _root)
+        return fake
     monkeypatch.setattr(strict, "_wrap", wrap)
     monkeypatch.setattr(strict, "_unwrap", unwrap)
     monkeypatch.setattr(StrictArray, "__getitem__", lambda self, key: wrap(self.a[_lenient(key)]))
@@ -672,8 +818,9 @@ def install(monkeypatch) -> FakeCupy:
     return fake
 
 
-def module() -> FakeCupy:
-    """A fresh stand-in `cupy` module (kernels compiled before are reused from the cache)."""
+def module(capture: bool = False) -> FakeCupy:
+    """A fresh stand-in `cupy` module (kernels compiled before are reused from the cache);
+    `capture`: the one with CUDA-graph capture (CapturingFakeCupy)."""
     global FAKE
-    FAKE = FakeCupy()
+    FAKE = CapturingFakeCupy() if capture else FakeCupy()
     return FAKE
