@@ -34,11 +34,12 @@ import numpy as np
 # the device vector's slots: the sums of the interval's applied steps, then its failure, the
 # divergence watch, the step counter and the guard
 N, WEIGHT, LOSS, CORRECT, POSITIONS, ABS_ERR, SQ_ERR = range(7)
-FAILED_AT, FAILED_LOSS, FAILED_KIND, REFERENCE, STREAK, SINCE, STEP, HEALTHY, EPOCH, \
-    SKIPPED = range(7, 17)
-SIZE = 17
+FAILED_AT, FAILED_LOSS, FAILED_KIND, REFERENCE, STREAK, SINCE, STEP, HEALTHY, EPOCH = \
+    range(7, 16)
+SIZE = 16
 _SINCE_BASE = 2.0 ** 32  # `since` as epoch * 2^32 + step: a streak may begin in an earlier epoch
-NONFINITE, DIVERGED = 1.0, 2.0
+NONFINITE, DIVERGED, OVERFLOW = 1.0, 2.0, 3.0
+KINDS = {NONFINITE: "nonfinite", DIVERGED: "diverged", OVERFLOW: "overflow"}
 
 
 def clip_on_device(xp, grads: list, max_norm: float) -> tuple[list, object]:
@@ -71,7 +72,6 @@ class DeviceSteps:
         self.spec = divergence_spec
         self.metrics = metrics  # the config's metrics (mae/rmse need the error sums)
         self.values = xp.zeros(SIZE, dtype=xp.float64)
-        self.skipped = 0  # the last settled interval's skipped steps
 
     def start(self, epoch: int, step_in_epoch: int, watch) -> None:
         """Begin an interval after step `step_in_epoch` of the epoch (a host write, outside
@@ -85,15 +85,28 @@ class DeviceSteps:
         host[HEALTHY] = 1.0
         self.values[...] = self.xp.asarray(host)
 
-    def check(self, loss, norm):
+    def healthy(self):
+        """A 0-d bool: no step of the interval has failed or been skipped yet (the next one
+        will be applied if it passes)."""
+        return self.values[HEALTHY] > 0
+
+    def check(self, loss, norm, overflow=None):
         """The next step's flag (a 0-d float64 array): 1 to apply it, 0 to leave the weights
-        as they are. Records the interval's first failure and the divergence streak."""
+        as they are. Records the interval's first failure and the divergence streak.
+
+        `overflow` (mixed precision; a 0-d bool): the step's float16 backward pass overflowed
+        and the loss scale has halved. The step is skipped, as the CPU trainer skips it
+        (before the divergence watch sees it), and ends the interval like a failure: the
+        host, at its read, counts it, rewinds to just after it and runs the steps after it
+        again, so that the step counts, the schedule and Adam's bias corrections are the
+        CPU's (an overflow is rare: the scale halves at most once per growth interval)."""
         xp, v = self.xp, self.values
         loss = loss.astype(xp.float64)
         step = v[STEP] + 1.0
         v[STEP] = step
         healthy = v[HEALTHY] > 0
         finite = xp.isfinite(loss) & xp.isfinite(norm)
+        skipped = xp.zeros((), dtype=bool) if overflow is None else overflow
         diverged = xp.zeros((), dtype=bool)
         if self.spec.enabled:
             # DivergenceWatch.check on the device: the run's first positive loss is the
@@ -110,25 +123,19 @@ class DeviceSteps:
             streak = xp.where(over, v[STREAK] + 1.0, 0.0)
             since = xp.where(over & (v[STREAK] == 0), v[EPOCH] * _SINCE_BASE + step, v[SINCE])
             diverged = finite & (streak >= self.spec.steps)
-            # a non-finite step fails before the watch sees it, as on the CPU
-            watched = healthy & finite
+            # a non-finite or skipped step never reaches the watch, as on the CPU
+            watched = healthy & finite & ~skipped
             v[REFERENCE] = xp.where(watched, reference, v[REFERENCE])
             v[SINCE] = xp.where(watched, since, v[SINCE])
             v[STREAK] = xp.where(watched, streak, v[STREAK])
-        ok = (finite & ~diverged & healthy).astype(xp.float64)
+        ok = (finite & ~diverged & ~skipped & healthy).astype(xp.float64)
         failed_now = healthy & ~(ok > 0)  # only at the interval's first failure
         v[FAILED_AT] = xp.where(failed_now, step, v[FAILED_AT])
         v[FAILED_LOSS] = xp.where(failed_now, loss, v[FAILED_LOSS])
-        v[FAILED_KIND] = xp.where(failed_now, xp.where(finite, DIVERGED, NONFINITE),
-                                  v[FAILED_KIND])
+        kind = xp.where(skipped, OVERFLOW, xp.where(finite, DIVERGED, NONFINITE))
+        v[FAILED_KIND] = xp.where(failed_now, kind, v[FAILED_KIND])
         v[HEALTHY] = ok
         return ok
-
-    def skip(self, flag) -> None:
-        """Count a step skipped on purpose (a float16 overflow: nnctl/train/loss_scale.py)
-        while the interval is healthy; `settle` hands the count to the host."""
-        v = self.values
-        v[SKIPPED] = v[SKIPPED] + self.xp.where(flag & (v[HEALTHY] > 0), 1.0, 0.0)
 
     def add(self, ok, loss, out, y, mask, classification: bool, multilabel: bool) -> None:
         """MetricSums.update's figures of a step, on the device, counted where `ok` is 1."""
@@ -162,9 +169,9 @@ class DeviceSteps:
     def settle(self, to_host, sums, watch) -> tuple[int, float, str] | None:
         """Read the interval (one device-to-host copy): add its sums into the host
         MetricSums `sums`, bring the divergence streak back to the host `watch`. A failure
-        comes back as (its step in the epoch, its loss, "nonfinite" | "diverged")."""
+        (or a skipped overflow) comes back as (its step in the epoch, its loss,
+        "nonfinite" | "diverged" | "overflow")."""
         host = np.asarray(to_host(self.values), dtype=np.float64)
-        self.skipped = int(host[SKIPPED])
         for slot, field in ((N, "n"), (WEIGHT, "weight"), (CORRECT, "correct"),
                             (POSITIONS, "positions")):
             setattr(sums, field, getattr(sums, field) + int(round(host[slot])))
@@ -177,6 +184,5 @@ class DeviceSteps:
             since = divmod(int(host[SINCE]), int(_SINCE_BASE))
             watch.since = since if watch.streak else None
         if host[FAILED_AT] > 0:
-            kind = "diverged" if host[FAILED_KIND] == DIVERGED else "nonfinite"
-            return int(host[FAILED_AT]), float(host[FAILED_LOSS]), kind
+            return int(host[FAILED_AT]), float(host[FAILED_LOSS]), KINDS[host[FAILED_KIND]]
         return None

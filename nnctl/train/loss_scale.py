@@ -122,15 +122,20 @@ class DeviceLossScaler:
         xp = self.xp
         return xp.isfinite(loss) & nonfinite & (self.scale_feed > self.min_scale)
 
-    def update(self, found_inf) -> None:
-        """next_scale on the device (found_inf: a 0-d bool array or a Python bool), in place."""
+    def update(self, found_inf, active=None) -> None:
+        """next_scale on the device (found_inf: a 0-d bool array or a Python bool), in place;
+        `active` (a 0-d bool array): only where true (a step the trainer will not run again:
+        nnctl/train/device_steps.py)."""
         xp, s, good = self.xp, self.scale_feed, self._good
         found = xp.asarray(found_inf, dtype=bool)
         count = xp.where(found, 0, good + 1)
         grow = count >= self.growth_interval
         new = xp.where(found, xp.maximum(s * 0.5, self.min_scale), xp.where(grow, s * 2, s))
+        count = xp.where(grow, 0, count)
+        if active is not None:
+            new, count = xp.where(active, new, s), xp.where(active, count, good)
         s[...] = new
-        good[...] = xp.where(grow, 0, count)
+        good[...] = count
 
     @property
     def scale(self) -> float:

@@ -621,9 +621,10 @@ class Trainer:
             ends = np.cumsum([len(idx) for idx in order])
         split_update = self.optimizer.on_gpu  # begin_step on the host, the kernels in the step
         pending: list = []  # (step, batch, dropout snapshot, augment state) since the read
-        for step, idx in enumerate(order, 1):
-            if step <= self.step_in_epoch:
-                continue
+        step = self.step_in_epoch
+        while step < len(order):
+            step += 1
+            idx = order[step - 1]
             augment_state = self.augment_rng.bit_generator.state if self.augmenter else None
             rows = flat[ends[step - 1] - len(idx):ends[step - 1]] if on_device else None
             self.optimizer.lr = self.schedule(self.global_step)
@@ -653,6 +654,7 @@ class Trainer:
                 self._settle(pending, host_x, sums, len(order), started)
                 pending = []
                 device.start(self.epoch, self.step_in_epoch, self.divergence)
+                step = self.step_in_epoch  # (an overflow rewinds to just after its step)
             if self._stop_requested:
                 self._clean_stop = True
                 raise KeyboardInterrupt
@@ -672,13 +674,11 @@ class Trainer:
         overflow = None
         if self.scaler is not None:  # (the host path's overflow rule, decided on the device)
             inf = ~xp.isfinite(norm) if t.clip_value is None else found_inf(xp, raw)
-            overflow = self.scaler.overflow(outs[0], inf)
-            self.scaler.update(overflow)
-            norm = xp.where(overflow, 0.0, norm)  # not a failure for the check ...
-        ok = self._device_steps.check(outs[0], norm)
-        if overflow is not None:  # ... but no update, no state change, counted as skipped
-            self._device_steps.skip(overflow)
-            ok = xp.where(overflow, 0.0, ok)
+            healthy = self._device_steps.healthy()  # later steps of a failed interval rerun
+            overflow = self.scaler.overflow(outs[0], inf) & healthy
+            self.scaler.update(overflow, active=healthy)
+            norm = xp.where(overflow, 0.0, norm)  # skipped, not failed (check's overflow)
+        ok = self._device_steps.check(outs[0], norm, overflow)
         if split_update:
             self.optimizer.update_params(self.params, grads, apply=ok)
         else:
@@ -695,11 +695,19 @@ class Trainer:
         optimizer's step count and the data streams to just before it (the guard left the
         weights there) and raises the CPU trainer's error."""
         failure = self._device_steps.settle(self.backend.to_host, sums, self.divergence)
-        skipped = self._device_steps.skipped  # float16 overflows: counted as on the host
-        self.global_step -= skipped
-        self.optimizer.steps -= skipped
-        self.skipped += skipped
-        if failure is not None:
+        if failure is not None and failure[2] == "overflow":
+            # a float16 overflow (mixed precision): skipped and counted, as on the host; the
+            # steps after it were no-ops, so they run again from just after it
+            step = failure[0]
+            undone = self.step_in_epoch - step + 1
+            self.global_step -= undone
+            self.optimizer.steps -= undone
+            self.skipped += 1
+            self.step_in_epoch = step
+            if step < pending[-1][0]:
+                _, _, rng_state, augment_state = pending[step + 1 - pending[0][0]]
+                self._rewind_streams(rng_state, augment_state)
+        elif failure is not None:
             step, loss, kind = failure
             undone = self.step_in_epoch - step + 1  # the failed step and the no-ops after it
             self.global_step -= undone
