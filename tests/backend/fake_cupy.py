@@ -39,8 +39,12 @@ Install it in a test with `fake_cupy.install(monkeypatch)` (sys.modules["cupy"],
   as `--fmad=false`) into one temporary folder and cached by source text; `COMPILES` lists each
   compile, so a test can check that kernels are built once.
 - `cuda.runtime.getDeviceCount()` is 1; `cuda.Stream.null.synchronize()`,
-  `cuda.Device().synchronize()` and `cuda.get_current_stream()` do nothing. No memory pools,
-  no stream capture (run with train.cuda_graphs=false).
+  `cuda.Device().synchronize()` and `cuda.get_current_stream()` do nothing. `FakeCupy` has no
+  stream capture (train.cuda_graphs falls back to eager steps, with a notice);
+  `install(monkeypatch, capture=True)` gives `CapturingFakeCupy`, built on nnctl's recording
+  backend (nnctl/backend/recording.py): `cuda.Stream(non_blocking=True)`, `begin_capture`,
+  `end_capture` and the graph's `launch` as CUDA does them, kernel launches recorded with the
+  other calls and replayed on the same arrays.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ updates, the Philox draws, the scatter-add and the conv/pool window kernels.
   Dropout is off where results are compared: the GPU draws its masks from Philox, the CPU from
   PCG64, so masks differ by design.
 - g++ compiles are bounded: each kernel is built once, not per step.
+- The device-side trainer on it: resume (Philox's state on the device), a NaN rewound, a
+  divergence, sampling, mixed precision bit for bit against the CPU.
+- CUDA-graph capture (train.cuda_graphs) on the capturing fake (the recording backend with
+  the kernels recorded as launches): captured steps replay the eager steps bit for bit.
 """
 
 from __future__ import annotations
