@@ -76,9 +76,15 @@ def _host_read(what: str):
 
 
 def _root(a: np.ndarray) -> np.ndarray:
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
+    """The array that owns a's memory. An `as_strided` view's base is NumPy's helper object
+    (stride_tricks.DummyArray), whose own `base` is the array: followed through too."""
+    while True:
+        base = a.base
+        if not isinstance(base, np.ndarray):
+            base = getattr(base, "base", None)
+        if not isinstance(base, np.ndarray):
+            return a
+        a = base
 
 
 def _arrays(value, found: list) -> list:

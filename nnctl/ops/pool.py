@@ -93,8 +93,9 @@ def _jit_loop(xp, which: str, x, kernel, stride, padding):
     arrays are NumPy's, the JIT is on and x is large enough for it to pay (nnctl.jit.worth);
     else None (the NumPy path below)."""
     from nnctl import jit
-    if xp.__name__ != "numpy" or not jit.worth(x.size):
-        return None
+    if xp.__name__ != "numpy" or x.dtype.name not in ("float32", "float64") or \
+            not jit.worth(x.size):
+        return None  # (numba has no float16: mixed precision's pooling takes NumPy's path)
     from nnctl.ops.pool_kernels import bits, kernels, pick
     compiled = kernels()
     if not compiled:

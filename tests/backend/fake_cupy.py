@@ -785,22 +785,6 @@ def _setitem(self, key, value):
     self.a[_lenient(key)] = value.a if isinstance(value, StrictArray) else value
 
 
-def _root(a: np.ndarray) -> np.ndarray:
-    """recording._root, through as_strided's views too. NumPy's as_strided returns an array
-    whose .base is a stride_tricks.DummyArray (holding the original in its own .base), not
-    an ndarray: recording._root stops there, so a capture takes such a view of an array made
-    before it for a fresh array, and `_Capture.end` fills it with NaN, writing NaN into the
-    original (an op's input, a parameter). nnctl/backend/recording.py:78-81."""
-    while True:
-        base = a.base
-        if isinstance(base, np.ndarray):
-            a = base
-        elif base is not None and isinstance(getattr(base, "base", None), np.ndarray):
-            a = base.base
-        else:
-            return a
-
-
 def install(monkeypatch, capture: bool = False) -> FakeCupy:
     """A fresh fake installed as `cupy` for one test: sys.modules["cupy"], and the strict
     arrays made to keep CuPy's rules where they are laxer (undone after the test): results
@@ -812,8 +796,7 @@ def install(monkeypatch, capture: bool = False) -> FakeCupy:
     fake = module(capture)
     monkeypatch.setitem(sys.modules, "cupy", fake)
     if capture:  # the recording backend's own rules (0-d results; host data refused in a
-        # capture) stand; its _root is made to see through as_strided's views (see _root)
-        monkeypatch.setattr(recording, "_root", _root)
+        # capture) stand
         return fake
     monkeypatch.setattr(strict, "_wrap", wrap)
     monkeypatch.setattr(strict, "_unwrap", unwrap)

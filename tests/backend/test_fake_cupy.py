@@ -537,11 +537,6 @@ def test_a_captured_conv_or_embedding_step_replays_what_the_eager_step_computes(
     _assert_same_weights(eager, captured)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "nnctl/backend/recording.py:78-81 _root stops at an as_strided view (its .base is a "
-    "numpy DummyArray, not an ndarray), so _Capture.record takes the view of a pre-capture "
-    "array for a fresh one and _Capture.end fills it with NaN, writing NaN into the input; "
-    "a replay then reads NaN. fake_cupy.install(capture=True) patches _root for its tests."))
 def test_the_recording_backend_keeps_the_input_of_an_as_strided_op():
     from nnctl.backend.recording import RecordingBackend
     from nnctl.ops.registry import REGISTRY

@@ -159,8 +159,9 @@ def test_a_plan_on_cupy_asks_for_one_cuda_kernel():
     made = []
 
     class ElementwiseKernel:
-        def __init__(self, in_params, out_params, operation, name, preamble=""):
+        def __init__(self, in_params, out_params, operation, name, preamble="", options=()):
             made.append((in_params, out_params, operation, name))
+            assert options == ("--fmad=false",)
 
         def __call__(self, *arrays):
             return ("ran", len(arrays))

@@ -194,3 +194,16 @@ def test_the_index_graphs_gradient_matches_torch(kernel, stride, padding):
     ty.backward(torch.tensor(v))
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx.numpy(), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_float16_pooling_of_a_large_input_takes_numpys_path():
+    """Mixed precision pools float16 activations; numba's loops have no float16, so a
+    float16 input large enough for them runs NumPy's path (it raised before)."""
+    from nnctl import jit
+    from nnctl.ops.registry import REGISTRY
+    x = np.random.default_rng(0).normal(size=(64, 16, 28, 28)).astype(np.float16)
+    assert jit.worth(x.size)
+    out = np.empty((64, 16, 14, 14), np.float16)
+    got = REGISTRY["max_pool2d"].forward_into(np, out, x, kernel=(2, 2), stride=(2, 2))
+    want = x.astype(np.float32).reshape(64, 16, 14, 2, 14, 2).max(axis=(3, 5))
+    assert got.dtype == np.float16 and np.array_equal(got, want.astype(np.float16))

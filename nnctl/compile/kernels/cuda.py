@@ -121,9 +121,12 @@ def _elementwise(program: Program, xp):
     kernel = _built.get(program)
     if kernel is None:
         source = cuda_source(program)
+        # without fused multiply-adds, as the optimizer kernels: the CPU's operations, so
+        # the GPU's fused float32 chains can give the CPU's bits (they are memory-bound: an
+        # FMA would save nothing)
         kernel = _built[program] = xp.ElementwiseKernel(
             source.in_params, source.out_params, source.operation, source.name,
-            preamble=source.preamble)
+            preamble=source.preamble, options=("--fmad=false",))
     return kernel
 
 
