@@ -366,7 +366,7 @@ def test_a_divergence_on_the_fake_gpu_is_found_at_the_cpus_step(cupy, tmp_path, 
     from nnctl.config import load_config
     from nnctl.errors import TrainingError
     from nnctl.train.trainer import Trainer
-    from tests.train.test_device_steps import _checkpoint
+    from tests.train.test_device_steps import _checkpoint, _without_run_folder
 
     monkeypatch.setattr(CupyBackend, "rng", StrictBackend.rng)
     overrides = ["train.cuda_graphs=false", "train.epochs=2", "train.log_every=25",
@@ -376,7 +376,7 @@ def test_a_divergence_on_the_fake_gpu_is_found_at_the_cpus_step(cupy, tmp_path, 
         with pytest.raises(TrainingError) as caught:
             Trainer(load_config(ROOT / "configs" / "digits_mlp.yaml", overrides),
                     get_backend(name), out=tmp_path / name).fit()
-        errors[name] = str(caught.value).replace(str(tmp_path / name), "RUN")
+        errors[name] = _without_run_folder(str(caught.value), tmp_path / name)
         checkpoints[name] = _checkpoint(tmp_path / name)
     assert "the loss diverged" in errors["cpu"]
     assert errors["cuda"] == errors["cpu"]
