@@ -16,6 +16,8 @@ op stays as it is.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 from nnctl.compile.kernels import make_kernel
@@ -26,20 +28,37 @@ from nnctl.ops.registry import ELEMENTWISE, FLOAT_DTYPES, REGISTRY
 FUSED = "fused"
 
 
-# float16 (mixed precision's compute dtype, nnctl/graph/precision.py) is not fused: numba
-# has no half type and the CUDA generator none yet, so such ops run as their own ufuncs
+# float16 (mixed precision's compute dtype, nnctl/graph/precision.py) is fused only for the
+# GPU (`half_fusion`, which compile_graph enters for CUDA), whose generator computes a
+# float16 chain in float32 registers and rounds once (kernels/cuda.py, as PyTorch's fused
+# kernels do). On the CPU numba has no half type, so float16 ops run as their own ufuncs.
 FUSED_DTYPES = tuple(d for d in FLOAT_DTYPES if d != "float16")
+_HALF = contextvars.ContextVar("nnctl_fuse_float16", default=False)
+
+
+@contextlib.contextmanager
+def half_fusion(enabled: bool = True):
+    """Inside it, float16 elementwise chains fuse too (for a backend that generates them)."""
+    token = _HALF.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _HALF.reset(token)
 
 
 def fusable(node: Node) -> bool:
-    """An elementwise op node with a scalar lowering, a float32 or float64 result and no
-    float16 input."""
+    """An elementwise op node with a scalar lowering, a float32 or float64 result (float16
+    inside half_fusion) and no float input of another dtype (where's condition), so that
+    a group computes in one dtype."""
     if node.is_leaf or node.op not in REGISTRY:
         return False
     op = REGISTRY[node.op]
+    dtype = node.aval.dtype
+    dtypes = FUSED_DTYPES + (("float16",) if _HALF.get() else ())
     return (op.kind == ELEMENTWISE and callable(getattr(op, "scalar", None))
-            and node.aval.dtype in FUSED_DTYPES
-            and all(i.aval.dtype != "float16" for i in node.inputs))  # where's condition
+            and dtype in dtypes
+            and all(i.aval.dtype == dtype for i in node.inputs
+                    if i.aval.dtype in FLOAT_DTYPES))
 
 
 def _literal(node: Node) -> str | None:

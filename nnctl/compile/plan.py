@@ -455,5 +455,7 @@ def compile_graph(outputs: Sequence[Tensor], feeds: Sequence[Tensor], backend: B
     NumPy; True uses numba where arrays are large enough (nnctl.jit.worth); "auto" does so
     only for a model whose largest array at the capacity has jit.MIN_SIZE elements.
     """
-    graph, stats = run_passes(Graph([t.node for t in outputs]), passes)
+    from nnctl.compile.fusion import half_fusion
+    with half_fusion(backend.name == "cuda"):  # its generator takes float16 chains
+        graph, stats = run_passes(Graph([t.node for t in outputs]), passes)
     return ExecutionPlan(graph, [t.node for t in feeds], backend, rng, stats, capacity, jit)

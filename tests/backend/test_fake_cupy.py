@@ -195,9 +195,9 @@ def test_a_digits_mlp_epoch_with_dropout_draws_from_philox_on_the_fake_gpu(cupy)
 
 
 def test_a_mixed_precision_digits_mlp_epoch_on_the_cuda_backend_equals_the_cpus(cupy):
-    """train.mixed_precision=float16: float16 arrays through the plan (float16 chains run
-    unfused, the optimizer updates the float32 masters), the loss scale decided on the
-    device."""
+    """train.mixed_precision=float16: float16 arrays through the plan (float16 chains fused
+    on the GPU, computed in float), the optimizer updates the float32 masters, the loss
+    scale decided on the device."""
     from nnctl.backend import get_backend
     overrides = ["train.epochs=1", "model.layers.1.dropout=0",
                  "train.mixed_precision=float16"]
@@ -415,20 +415,47 @@ def test_sampling_on_the_fake_gpu_gives_the_cpus_text(cupy, tmp_path):
             sample_text(run, 30, "do", temperature, seed)
 
 
-def _mixed_residual_weights(monkeypatch, device, *overrides):
+def _mixed_residual_run(monkeypatch, device, *overrides, fuse_half: bool = False):
+    """digits_residual, one epoch in mixed float16 with the CPU's masks. `fuse_half`: the
+    GPU fuses float16 chains (computed in float, rounded once), as it does by default; off,
+    it runs them op by op as the CPU does, so the two can be compared bit for bit."""
     from nnctl.backend import get_backend
     from nnctl.backend.cupy_backend import CupyBackend
     from nnctl.backend.strict import StrictBackend
+    from nnctl.compile import fusion
     from nnctl.config import load_config
     from nnctl.train.trainer import Trainer
     monkeypatch.setattr(CupyBackend, "rng", StrictBackend.rng)  # the CPU's masks
+    if not fuse_half:
+        original = fusion.half_fusion
+        monkeypatch.setattr(fusion, "half_fusion", lambda enabled=True: original(False))
     trainer = Trainer(load_config(ROOT / "configs" / "digits_residual.yaml",
                                   ["train.cuda_graphs=false", "train.epochs=1",
                                    "train.mixed_precision=float16", *overrides]),
                       get_backend(device), out=None)
     summary = trainer.fit()
+    return summary, {k: fake_cupy.FAKE.asnumpy(v) for k, v in trainer.weights().items()}
+
+
+def _mixed_residual_weights(monkeypatch, device, *overrides):
+    summary, weights = _mixed_residual_run(monkeypatch, device, *overrides)
     assert summary["skipped_batches"] == 2  # the scale starts at 2^16: two overflows
-    return {k: fake_cupy.FAKE.asnumpy(v) for k, v in trainer.weights().items()}
+    return weights
+
+
+def test_fused_float16_chains_on_the_fake_gpu_train_as_the_cpu_does(cupy, monkeypatch):
+    """By default the GPU fuses float16 chains: kernels whose float16 inputs are read as
+    float and whose result is rounded to half once. The run then differs from the CPU's
+    by float16 rounding only: the same skipped steps, test metrics within a point."""
+    from nnctl.compile.kernels import cuda
+    gpu, _ = _mixed_residual_run(monkeypatch, "cuda", fuse_half=True)
+    halves = [p for p in cuda._built if p.dtype == "float16"]
+    assert len(halves) >= 3  # the residual blocks' bias + ReLU chains, among others
+    assert "((float)(x0))" in cuda.cuda_source(halves[0]).operation
+    cpu, _ = _mixed_residual_run(monkeypatch, "cpu")
+    assert gpu["skipped_batches"] == cpu["skipped_batches"] == 2
+    assert abs(gpu["test_accuracy"] - cpu["test_accuracy"]) <= 0.01
+    assert gpu["test_loss"] == pytest.approx(cpu["test_loss"], rel=0.05)
 
 
 def test_mixed_precision_read_every_step_on_the_fake_gpu_equals_the_cpu_bit_for_bit(
@@ -550,3 +577,24 @@ def test_the_recording_backend_keeps_the_input_of_an_as_strided_op():
     graph.launch()
     assert np.array_equal(backend.to_host(graph.result),
                           REGISTRY["max_pool2d"].forward(np, x, kernel=(2, 2)))
+
+
+def test_a_fused_float16_program_computes_in_float_and_rounds_once(cupy):
+    """The CUDA generator's float16 programs through the stand-in's ElementwiseKernel (its
+    float16 is CuPy's: stored as half, computed as float): (2h).relu() * h with every step
+    in float and one rounding, here exact in float, so NumPy's float32 result rounded."""
+    from nnctl.compile.fusion import half_fusion
+    from nnctl.compile.kernels.cuda import cuda_kernel
+    from nnctl.compile.passes import run_passes
+    from nnctl.graph import input_placeholder
+    from nnctl.graph.ir import Graph
+    x = input_placeholder("x", (64, 33), "float16")
+    y = (x * 2.0).relu() * x
+    with half_fusion():
+        graph, _ = run_passes(Graph([y.node]))
+    (fused,) = [n for n in graph.nodes if n.op == "fused"]
+    h = np.random.default_rng(0).normal(size=(64, 33)).astype(np.float16)
+    got = cuda_kernel(fused.attrs["program"], cupy)(None, _d(h)).get()
+    h32 = h.astype(np.float32)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, (np.maximum(h32 * 2, 0) * h32).astype(np.float16))

@@ -92,8 +92,8 @@ def test_second_order_a_cast_is_linear():
 
 
 def test_a_compiled_plan_runs_the_cast_unfused_and_its_gradient():
-    # float16 elementwise chains are not fused (no half type in the kernels' language):
-    # the plan runs relu and mul as their own ufuncs and gives NumPy's float16 results
+    # on the CPU float16 elementwise chains are not fused (numba has no half type): the
+    # plan runs relu and mul as their own ufuncs and gives NumPy's float16 results
     x = input_placeholder("x", (4, 3), "float32")
     h = x.apply("cast", dtype="float16")
     y = ((h * 2.0).relu() * h).apply("cast", dtype="float32")
@@ -109,3 +109,27 @@ def test_a_compiled_plan_runs_the_cast_unfused_and_its_gradient():
                                   .astype(np.float32))
     assert got_g.dtype == np.float32
     np.testing.assert_allclose(got_g, np.where(xs > 0, 4 * xs, 0), rtol=2e-3)
+
+
+def test_inside_half_fusion_a_float16_chain_becomes_one_float16_program():
+    """What compile_graph does for CUDA: the float16 chain fuses into one program of dtype
+    float16, which the CUDA generator computes in float and rounds once."""
+    from nnctl.compile.fusion import half_fusion
+    from nnctl.compile.kernels.cuda import cuda_source
+    from nnctl.compile.passes import run_passes
+    from nnctl.graph.ir import Graph
+    x = input_placeholder("x", (4, 3), "float32")
+    h = x.apply("cast", dtype="float16")
+    y = ((h * 2.0).relu() * h).apply("cast", dtype="float32")
+    with half_fusion():
+        graph, _ = run_passes(Graph([y.node]))
+    (fused,) = [n for n in graph.nodes if n.op == "fused"]
+    program = fused.attrs["program"]
+    assert program.dtype == "float16" and program.input_dtypes == ("float16",)
+    source = cuda_source(program)
+    assert source.in_params == "float16 x0" and source.out_params == "float16 y"
+    lines = source.operation.splitlines()
+    assert all(line.startswith(("float ", "bool ")) for line in lines[:-1])
+    assert "((float)(x0))" in source.operation and lines[-1].startswith("y = (float16)(")
+    graph, _ = run_passes(Graph([y.node]))  # outside it (the CPU): not fused
+    assert not any(n.op == "fused" and n.aval.dtype == "float16" for n in graph.nodes)

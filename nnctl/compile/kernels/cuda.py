@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from nnctl.compile.kernels.expr import COMPARE, Program, flatten
 
-CTYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "long long",
-          "bool": "bool"}
+CTYPES = {"float16": "float16", "float32": "float", "float64": "double", "int32": "int",
+          "int64": "long long", "bool": "bool"}
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 _COMPARE = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}
 _MATH = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "sqrt": "sqrt",
@@ -64,13 +64,20 @@ def _literal(value: float, ctype: str) -> str:
 
 
 def statements(program: Program) -> list[str]:
-    """The program's body as C++ statements over inputs x0.. and the output y."""
-    out_type = CTYPES[program.dtype]
+    """The program's body as C++ statements over inputs x0.. and the output y.
+
+    A float16 program (CuPy's `float16`, stored as half) computes in float: each float16
+    input is read as a float, every step is a float, and y is rounded to half once, at the
+    end, as PyTorch's fused half kernels do (NumPy's unfused float16 ops round after each
+    op: the results agree to float16's rounding, not bit for bit)."""
+    out_type = "float" if program.dtype == "float16" else CTYPES[program.dtype]
     types = {f"x{k}": CTYPES[d] for k, d in enumerate(program.input_dtypes)}
     lines = []
 
     def arg(a) -> str:
-        return a if isinstance(a, str) else _literal(a, out_type)
+        if not isinstance(a, str):
+            return _literal(a, out_type)
+        return f"((float)({a}))" if types.get(a) == "float16" else a
 
     instrs = flatten(program)
     for ins in instrs:
@@ -98,7 +105,7 @@ def statements(program: Program) -> list[str]:
             raise ValueError(f"no CUDA lowering for {ins.fn!r}")
         types[ins.dest] = ctype
         lines.append(f"{ctype} {ins.dest} = {expr};")
-    lines.append(f"y = ({out_type})({instrs[-1].dest});")
+    lines.append(f"y = ({CTYPES[program.dtype]})({instrs[-1].dest});")
     return lines
 
 
