@@ -34,10 +34,14 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
 @pytest.fixture
 def cupy(monkeypatch):
-    """The fake installed as `cupy`, with nnctl's per-module kernel caches fresh."""
+    """The fake installed as `cupy`, with nnctl's per-module kernel caches fresh (and put
+    back after: on a machine with a GPU the real CuPy's kernels are cached under the same
+    module name, and neither may reach the other's arrays)."""
+    from nnctl.compile import fusion
     from nnctl.compile.kernels import cuda
     from nnctl.ops import segment_sum, window_kernels
     fake = fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(fusion, "_kernels", {})
     monkeypatch.setattr(cuda, "_built", {})
     monkeypatch.setattr(window_kernels, "_kernels", {})
     monkeypatch.setattr(segment_sum, "_kernels", {})
@@ -482,9 +486,11 @@ def test_mixed_precision_on_the_fake_gpu_equals_the_cpu_bit_for_bit(cupy, monkey
 
 @pytest.fixture
 def capturing_cupy(monkeypatch):
+    from nnctl.compile import fusion
     from nnctl.compile.kernels import cuda
     from nnctl.ops import segment_sum, window_kernels
     fake = fake_cupy.install(monkeypatch, capture=True)
+    monkeypatch.setattr(fusion, "_kernels", {})
     monkeypatch.setattr(cuda, "_built", {})
     monkeypatch.setattr(window_kernels, "_kernels", {})
     monkeypatch.setattr(segment_sum, "_kernels", {})
