@@ -26,6 +26,7 @@ them eagerly against `update` and the kernels). It is never on the training path
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -109,16 +110,10 @@ class Optimizer:
             self._update(i, p, g)
 
     def _guarded_step(self, params: list, grads: list, apply) -> None:
-        """`apply` on a host array module: the update, then the old values put back where
-        the flag is 0 (a copy of each array: the GPU's kernels test the flag instead)."""
-        xp = self.xp
-        states = [getattr(self, slot) for slot in self.slots]
-        kept = [(a, a.copy()) for a in params] + \
-            [(s[i], s[i].copy()) for s in states for i in sorted(s)]
-        self.step(params, grads)
-        undo = apply == 0
-        for array, before in kept:
-            xp.copyto(array, before, where=undo)
+        """`apply` on a host array module: the update, its arrays put back where the flag is
+        0 (the GPU's kernels test the flag instead)."""
+        with self._undone_unless(apply, range(len(params)), params):
+            self.step(params, grads)
 
     def _update_one(self, i: int, p, g) -> None:
         """`_update` for a parameter the GPU kernels cannot take, under this step's guard."""
@@ -126,11 +121,20 @@ class Optimizer:
         if guard is None:
             self._update(i, p, g)
             return
-        kept = [(p, p.copy())] + [(s[i], s[i].copy()) for s in
-                                  (getattr(self, slot) for slot in self.slots) if i in s]
-        self._update(i, p, g)
+        with self._undone_unless(guard, [i], [p]):
+            self._update(i, p, g)
+
+    @contextlib.contextmanager
+    def _undone_unless(self, apply, indices, params):
+        """Parameters `params` (numbered `indices`) and their state as they were before the
+        block wherever the 0-d flag `apply` is 0: a copy of each, put back after."""
+        states = [getattr(self, slot) for slot in self.slots]
+        kept = [(p, p.copy()) for p in params] + \
+            [(s[i], s[i].copy()) for s in states for i in indices if i in s]
+        yield
+        undo = apply == 0
         for array, before in kept:
-            self.xp.copyto(array, before, where=guard == 0)
+            self.xp.copyto(array, before, where=undo)
 
     def _update(self, i: int, p, g) -> None:
         """The array-module path for one parameter: weight decay, then `update`."""

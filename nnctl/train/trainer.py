@@ -695,31 +695,28 @@ class Trainer:
         optimizer's step count and the data streams to just before it (the guard left the
         weights there) and raises the CPU trainer's error."""
         failure = self._device_steps.settle(self.backend.to_host, sums, self.divergence)
-        if failure is not None and failure[2] == "overflow":
-            # a float16 overflow (mixed precision): skipped and counted, as on the host; the
-            # steps after it were no-ops, so they run again from just after it
-            step = failure[0]
+        if failure is not None:
+            # the failed (or skipped) step and the no-ops after it updated nothing: they leave
+            # the step counts
+            step, loss, kind = failure
             undone = self.step_in_epoch - step + 1
             self.global_step -= undone
             self.optimizer.steps -= undone
+        if failure is not None and kind == "overflow":
+            # a float16 overflow (mixed precision): skipped and counted, as on the host; the
+            # steps after it run again from just after it
             self.skipped += 1
             self.step_in_epoch = step
             if step < pending[-1][0]:
                 _, _, rng_state, augment_state = pending[step + 1 - pending[0][0]]
                 self._rewind_streams(rng_state, augment_state)
         elif failure is not None:
-            step, loss, kind = failure
-            undone = self.step_in_epoch - step + 1  # the failed step and the no-ops after it
-            self.global_step -= undone
-            self.optimizer.steps -= undone
             self.step_in_epoch = step - 1
             _, idx, rng_state, augment_state = pending[step - pending[0][0]]
             if kind == "diverged":
                 message = self.divergence.message(loss, self.epoch, step)
             else:  # the failed step again, from the same weights, masks and augmentation
-                if augment_state is not None:
-                    self.augment_rng.bit_generator.state = augment_state
-                self._rng_restore(rng_state)
+                self._rewind_streams(rng_state, augment_state)
                 data, _, plan, _ = self._train_batch(idx, host_x)
                 message = self._nonfinite_message(
                     plan, [*data, *self.params, *self.states, *self._amp_feeds], rng_state,
