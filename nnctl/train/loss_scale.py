@@ -63,8 +63,6 @@ class LossScaler:
         self.xp = xp
         self.scale, self.good_steps = float(init_scale), 0
         self.growth_interval, self.min_scale = int(growth_interval), float(min_scale)
-        self.consecutive_overflows = 0  # skipped steps in a row
-        self.skipped = 0  # overflow steps skipped since this scaler was made
         # the last step overflowed at min_scale already: no scale can fix that; the trainer
         # treats it as the non-finite step it is (train.on_nonfinite)
         self.exhausted = False
@@ -77,8 +75,6 @@ class LossScaler:
         self.exhausted = found_inf and scale <= self.min_scale
         self.scale, self.good_steps = next_scale(scale, self.good_steps, found_inf,
                                                  self.growth_interval, self.min_scale)
-        self.consecutive_overflows = self.consecutive_overflows + 1 if found_inf else 0
-        self.skipped += found_inf
         if self.scale != scale:  # 4 bytes to the device, only when S changes
             self.scale_feed[...] = self.scale
         return not found_inf
@@ -110,10 +106,6 @@ class DeviceLossScaler:
         self.growth_interval, self.min_scale = int(growth_interval), float(min_scale)
         self.scale_feed = xp.asarray(init_scale, dtype="float32")
         self._good = xp.zeros((), dtype="int32")
-
-    def found_inf(self, grads) -> object:
-        """found_inf(xp, grads) on this scaler's device."""
-        return found_inf(self.xp, grads)
 
     def overflow(self, loss, nonfinite) -> object:
         """A 0-d bool device array: an overflow the scale can fix, to skip: the loss finite,
