@@ -38,8 +38,8 @@ import contextvars
 import os
 
 from nnctl.ops.conv import _pair, _pool_shape, _scatter_windows, _windows
-from nnctl.ops.registry import (FLOAT_DTYPES, INT_DTYPES, Aval, Op, Sample, fail, register,
-                                require_float, same_dtype)
+from nnctl.ops.registry import (FLOAT_DTYPES, INT_DTYPES, REGISTRY, Aval, Op, Sample, fail,
+                                register, require_float, same_dtype)
 from nnctl.ops.window_kernels import is_device, window_argmax
 
 _ARGMAX_IN_GRAPH: contextvars.ContextVar = contextvars.ContextVar("argmax_in_graph",
@@ -350,7 +350,7 @@ class MaxPool2dTake(Op):
 
 
 MAX_POOL2D_INDEX, MAX_POOL2D_SCATTER, MAX_POOL2D_TAKE = (
-    MaxPool2dIndex(), MaxPool2dScatter(), MaxPool2dTake())
+    REGISTRY[op.name] for op in (MaxPool2dIndex, MaxPool2dScatter, MaxPool2dTake))
 
 
 @register

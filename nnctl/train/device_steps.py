@@ -72,6 +72,15 @@ class DeviceSteps:
         self.spec = divergence_spec
         self.metrics = metrics  # the config's metrics (mae/rmse need the error sums)
         self.values = xp.zeros(SIZE, dtype=xp.float64)
+        self._constants: dict = {}  # value -> its 0-d float64 device array, made once
+
+    def constant(self, value: float):
+        """A 0-d float64 device array holding `value`, made once (a fill kernel, not a
+        host-to-device copy, which no captured graph may hold) and read at every step."""
+        array = self._constants.get(value)
+        if array is None:
+            array = self._constants[value] = self.xp.full((), float(value), dtype=self.xp.float64)
+        return array
 
     def start(self, epoch: int, step_in_epoch: int, watch) -> None:
         """Begin an interval after step `step_in_epoch` of the epoch (a host write, outside
@@ -114,7 +123,7 @@ class DeviceSteps:
             # once the interval has failed (later steps are not applied).
             reference = v[REFERENCE]
             reference = xp.where((reference > 0) | ~(loss > 0), reference, loss)
-            limit = xp.full((), math.inf)
+            limit = self.constant(math.inf)
             if self.spec.factor is not None:
                 limit = xp.where(reference > 0, reference * self.spec.factor, math.inf)
             if self.spec.max_loss is not None:
@@ -139,11 +148,7 @@ class DeviceSteps:
 
     def add(self, ok, loss, out, y, mask, classification: bool, multilabel: bool) -> None:
         """MetricSums.update's figures of a step, on the device, counted where `ok` is 1."""
-        xp = self.xp
-
-        def constant(value):  # a fill kernel, not a host-to-device copy (which no graph holds)
-            return xp.full((), float(value), dtype=xp.float64)
-
+        xp, constant = self.xp, self.constant
         n = len(y)
         weight = constant(n) if mask is None else mask.sum().astype(xp.float64)
         zero = constant(0)
